@@ -1,0 +1,3 @@
+from fdoverlap_cli.cli import entry_point
+
+entry_point()

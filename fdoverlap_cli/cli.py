@@ -1,0 +1,100 @@
+"""The `fdoverlap` command: a thin Typer app. Each command turns options into one call into the modules."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Annotated
+
+import typer
+
+from fdoverlap_cli import __version__
+from fdoverlap_cli.commands import nsys, ops, report, run, trace
+from fdoverlap_cli.errors import ExitCode, FdoError, Interrupted
+
+app = typer.Typer(
+    name="fdoverlap",
+    help="Replay recorded batches through FastDeploy's synchronous and overlapped execute_model, "
+    "check that both emit the same tokens, and measure what the overlap hides.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"fdoverlap {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Replay and profile the overlapped execute_model of FastDeploy's GPU model runner.
+
+    [b]Example[/b]: fdoverlap compare --sync --overlap
+    """
+
+
+trace.register(app)
+ops.register(app)
+run.register(app)
+report.register(app)
+nsys.register(app)
+
+
+def _raise_interrupted(signum: int, _frame: object) -> None:
+    raise Interrupted(signum)
+
+
+def _is_usage_error(e: Exception) -> bool:
+    # Click's ClickException (Typer may vendor its own copy of Click, so match by shape).
+    return callable(getattr(e, "show", None)) and hasattr(e, "exit_code")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; map errors to one line on stderr and the documented exit codes."""
+    signal.signal(signal.SIGTERM, _raise_interrupted)
+    signal.signal(signal.SIGINT, _raise_interrupted)
+    try:
+        app(args=argv, prog_name="fdoverlap", standalone_mode=False)
+        code = ExitCode.OK
+    except typer.Exit as e:
+        code = e.exit_code
+    except typer.Abort:
+        code = ExitCode.SIGINT
+    except FdoError as e:
+        print(f"fdoverlap: error: {e}", file=sys.stderr)
+        code = e.exit_code
+    except Interrupted as e:
+        print(f"fdoverlap: {e}", file=sys.stderr)
+        code = e.exit_code
+    except KeyboardInterrupt:
+        print("fdoverlap: interrupted", file=sys.stderr)
+        code = ExitCode.SIGINT
+    except Exception as e:
+        if _is_usage_error(e):
+            e.show()  # type: ignore[attr-defined]
+            code = getattr(e, "exit_code", ExitCode.BAD_INPUT)
+            return int(code)
+        if os.environ.get("FDOVERLAP_DEBUG"):
+            raise
+        print(
+            f"fdoverlap: internal error: {type(e).__name__}: {e} (set FDOVERLAP_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
+        code = ExitCode.INTERNAL
+    sys.stdout.flush()
+    return int(code)
+
+
+def entry_point() -> None:
+    """Console-script entry: exit with main()'s code."""
+    sys.exit(main())

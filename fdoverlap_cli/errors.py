@@ -1,0 +1,52 @@
+"""The exceptions the CLI turns into one line and an exit code."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    CHECK_FAILED = 1  # the run worked and a check failed (e.g. tokens differ)
+    BAD_INPUT = 2  # bad input or usage
+    INTERNAL = 70  # a bug in fdoverlap (EX_SOFTWARE)
+    SIGINT = 130
+    SIGTERM = 143
+
+
+class FdoError(Exception):
+    """An error the user can act on: printed as one line, never as a traceback."""
+
+    exit_code: int = ExitCode.BAD_INPUT
+
+    def __init__(self, message: str, *, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class InputError(FdoError):
+    """Bad input, with where it is wrong: a file, a JSON path, a line, an option."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(f"{where}: {reason}" if where else reason)
+        self.where = where
+        self.reason = reason
+
+
+class CheckFailed(FdoError):
+    """The run completed and found what it checks for to be wrong."""
+
+    exit_code = ExitCode.CHECK_FAILED
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived; carries the exit code 128 + signal number.
+
+    A BaseException so that `except Exception` in cleanup paths does not swallow it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by signal {signum}")
+        self.signum = signum
+        self.exit_code = 128 + signum
