@@ -7,7 +7,12 @@ for the engine's timing, with GPU timestamps aligned to it; the report's clock f
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+import numpy as np
+
+from fdoverlap_cli.errors import InputError
 
 
 class Kind:
@@ -24,6 +29,7 @@ class Kind:
 
     GPU = (COMPUTE, COPY)
     HOST = (SAVE, ITERATION, WAIT, INSERT, PREPROCESS, POSTPROCESS)
+    ALL = GPU + HOST
 
 
 class Track:
@@ -47,3 +53,76 @@ class Span:
     @property
     def duration_ns(self) -> int:
         return self.end_ns - self.start_ns
+
+
+KIND_CODE = {kind: code for code, kind in enumerate(Kind.ALL)}  # SpanTable.kind holds these codes
+
+
+@dataclass(frozen=True)
+class SpanTable:
+    """Spans as columns, one numpy array each: what the metrics compute on (100k steps in one pass).
+
+    `kind` holds codes into `Kind.ALL` (see KIND_CODE), `track` codes into `track_names`.
+    """
+
+    kind: np.ndarray  # int8
+    step: np.ndarray  # int64
+    start_ns: np.ndarray  # int64
+    end_ns: np.ndarray  # int64
+    track: np.ndarray  # int16
+    track_names: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.step)
+
+    @classmethod
+    def from_spans(cls, spans: Iterable[Span]) -> SpanTable:
+        """Columns of `spans`; an unknown kind or an end before its start is an InputError."""
+        spans = list(spans)
+        n = len(spans)
+        try:
+            kind = np.fromiter((KIND_CODE[s.kind] for s in spans), np.int8, n)
+        except KeyError as e:
+            raise InputError("spans", f"unknown span kind {e.args[0]!r} (known: {', '.join(Kind.ALL)})") from None
+        track_code: dict[str, int] = {}
+        track = np.fromiter((track_code.setdefault(s.track, len(track_code)) for s in spans), np.int16, n)
+        table = cls(
+            kind=kind,
+            step=np.fromiter((s.step for s in spans), np.int64, n),
+            start_ns=np.fromiter((s.start_ns for s in spans), np.int64, n),
+            end_ns=np.fromiter((s.end_ns for s in spans), np.int64, n),
+            track=track,
+            track_names=tuple(track_code),
+        )
+        bad = np.flatnonzero(table.end_ns < table.start_ns)
+        if len(bad):
+            raise InputError("spans", f"{len(bad)} span(s) end before they start, first: {spans[bad[0]]}")
+        return table
+
+    def to_spans(self) -> list[Span]:
+        """The rows as `Span`s (the inverse of `from_spans`)."""
+        return [
+            Span(Kind.ALL[k], s, a, b, self.track_names[t])
+            for k, s, a, b, t in zip(
+                self.kind.tolist(),
+                self.step.tolist(),
+                self.start_ns.tolist(),
+                self.end_ns.tolist(),
+                self.track.tolist(),
+                strict=True,
+            )
+        ]
+
+    def select(self, rows: np.ndarray) -> SpanTable:
+        """The rows picked by a boolean mask or index array."""
+        return SpanTable(
+            self.kind[rows], self.step[rows], self.start_ns[rows], self.end_ns[rows], self.track[rows], self.track_names
+        )
+
+    def of_kind(self, *kinds: str) -> SpanTable:
+        """The rows of the given kinds."""
+        return self.select(np.isin(self.kind, [KIND_CODE[k] for k in kinds]))
+
+    def intervals(self) -> np.ndarray:
+        """The rows as an (n, 2) int64 array of [start_ns, end_ns)."""
+        return np.column_stack([self.start_ns, self.end_ns])
