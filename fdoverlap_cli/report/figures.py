@@ -1,0 +1,208 @@
+"""One PNG of a run: per-step hidden fraction and bubble for each path, and a Gantt chart of a few steps.
+
+matplotlib is imported when a figure is drawn (never at CLI start) and drawn off-screen (Agg).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from fdoverlap_cli.fileio import atomic_open
+from fdoverlap_cli.measure.metrics import PathMetrics
+from fdoverlap_cli.measure.records import Kind, Span, Track
+
+MANY_STEPS = 200  # beyond this many steps, per-step lines are drawn faint under a rolling mean
+GANTT_STEPS = 4  # steps shown by default, from the middle of the measured window
+HOST_ROW_KINDS = (Kind.INSERT, Kind.PREPROCESS, Kind.SAVE, Kind.POSTPROCESS)
+COLORS = {
+    Kind.INSERT: "#9e9e9e",
+    Kind.PREPROCESS: "#4caf50",
+    Kind.SAVE: "#e53935",
+    Kind.POSTPROCESS: "#8e24aa",
+    Kind.COMPUTE: ("#1e88e5", "#64b5f6"),  # alternating by step, so neighbouring steps stay apart
+    Kind.COPY: "#fb8c00",
+    Kind.ITERATION: ("#cfd8dc", "#eceff1"),
+}
+PATH_COLORS = ("#1565c0", "#c62828", "#2e7d32", "#6a1b9a")
+ITERATION_ROW, HOST_ROW = "iteration", "host stages"
+
+
+def default_gantt_steps(metrics: PathMetrics) -> tuple[int, int] | None:
+    """GANTT_STEPS steps from the middle of the measured window (fewer if the run is shorter)."""
+    if metrics.first_step is None or metrics.last_step is None:
+        return None
+    first = max(metrics.first_step, (metrics.first_step + metrics.last_step) // 2 - GANTT_STEPS // 2 + 1)
+    return first, min(metrics.last_step, first + GANTT_STEPS - 1)
+
+
+def _time_unit(width_ns: float) -> tuple[str, float]:
+    return ("ms", 1e6) if width_ns > 20e6 else ("µs", 1e3)
+
+
+def _rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
+    """Mean over the `window` steps centred on each step, NaNs (undefined steps) left out."""
+    defined = ~np.isnan(values)
+    kernel = np.ones(window)
+    total = np.convolve(np.where(defined, values, 0.0), kernel, mode="same")
+    count = np.convolve(defined.astype(np.float64), kernel, mode="same")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / count, np.nan)
+
+
+def _per_step(ax: Any, paths: Mapping[str, tuple[PathMetrics, Any]], column: str, scale: float) -> None:
+    for color, (name, (m, _)) in zip(PATH_COLORS, paths.items(), strict=False):
+        steps, values = m.per_step.step, getattr(m.per_step, column) / scale
+        label = name
+        if column == "hidden" and m.hidden is not None:
+            label = f"{name}: {m.hidden:.1%} hidden overall (p50 {m.hidden_per_step.p50:.1%})"
+        elif column == "bubble_ns" and m.bubble_ns.mean is not None:
+            label = f"{name}: mean {m.bubble_ns.mean / scale:,.1f} µs, total {m.bubble_total_ns / 1e6:,.2f} ms"
+        if len(steps) <= MANY_STEPS:
+            ax.plot(steps, values, color=color, lw=1.4, marker="o", ms=3, label=label)
+            continue
+        window = len(steps) // MANY_STEPS
+        ax.plot(steps, values, color=color, lw=0.5, alpha=0.3)
+        ax.plot(
+            steps, _rolling_mean(values, window), color=color, lw=1.6, label=f"{label}; line: mean of {window} steps"
+        )
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper center", ncols=len(paths), fontsize=8, framealpha=0.9)  # in the headroom above the data
+    ax.set_xlabel("step")
+
+
+def _gantt_spans(spans: Sequence[Span], steps: tuple[int, int]) -> tuple[list[Span], int, int]:
+    """The spans overlapping the time the chosen steps take (so save(k-1) shows inside iteration k)."""
+    chosen = [s for s in spans if steps[0] <= s.step <= steps[1]]
+    if not chosen:
+        return [], 0, 0
+    t0, t1 = min(s.start_ns for s in chosen), max(s.end_ns for s in chosen)
+    return [s for s in spans if s.end_ns > t0 and s.start_ns < t1], t0, t1
+
+
+def _rows(spans: Sequence[Span]) -> list[str]:
+    gpu = sorted({s.track for s in spans if s.kind in Kind.GPU}, key=lambda t: (t != Track.COMPUTE_STREAM, t))
+    return [ITERATION_ROW, HOST_ROW, *gpu]
+
+
+def _row_of(s: Span) -> str | None:
+    if s.kind == Kind.ITERATION:
+        return ITERATION_ROW
+    if s.kind in HOST_ROW_KINDS:
+        return HOST_ROW
+    return s.track if s.kind in Kind.GPU else None
+
+
+def _gantt(ax: Any, name: str, spans: Sequence[Span], steps: tuple[int, int], width_ns: int) -> None:
+    from matplotlib.patches import Patch
+
+    shown, t0, _ = _gantt_spans(spans, steps)
+    end = t0 + width_ns
+    unit, scale = _time_unit(width_ns)
+    rows = _rows(shown)
+    y = {row: len(rows) - 1 - i for i, row in enumerate(rows)}
+    label_min = 0.035 * width_ns  # label bars wide enough to hold a step number
+    for s in shown:
+        row = _row_of(s)
+        if row is None:
+            continue
+        color = COLORS[s.kind]
+        if isinstance(color, tuple):
+            color = color[s.step % 2]
+        a, b = max(s.start_ns, t0), min(s.end_ns, end)  # clipped to the chart, so labels stay inside
+        left, width = (a - t0) / scale, (b - a) / scale
+        height = 0.5 if row == ITERATION_ROW else 0.7
+        ax.barh(y[row], width, left=left, height=height, color=color, edgecolor="white", linewidth=0.5)
+        if b - a >= label_min:
+            text = f"iteration {s.step}" if row == ITERATION_ROW else str(s.step)
+            dark = s.kind in (Kind.COMPUTE, Kind.SAVE, Kind.POSTPROCESS, Kind.PREPROCESS) and s.step % 2 == 0
+            text_color = "white" if dark else "black"
+            ax.text(left + width / 2, y[row], text, ha="center", va="center", fontsize=7, color=text_color)
+    for s in shown:  # waits on top of the host stages they interrupt
+        if s.kind == Kind.WAIT:
+            a, b = max(s.start_ns, t0), min(s.end_ns, end)
+            ax.barh(
+                y[HOST_ROW],
+                (b - a) / scale,
+                left=(a - t0) / scale,
+                height=0.7,
+                fill=False,
+                hatch="////",
+                edgecolor="#5d4037",
+                lw=0,
+            )
+    ax.set_yticks([y[r] for r in rows], rows, fontsize=8)
+    ax.set_xlim(0, width_ns / scale)
+    ax.set_ylim(-0.6, len(rows) - 0.4)
+    ax.set_xlabel(f"time since the first span of step {steps[0]} ({unit})")
+    ax.set_title(f"{name}: steps {steps[0]}–{steps[1]} (labels: step number)", fontsize=10, loc="left")
+    ax.grid(axis="x", alpha=0.3)
+    if not shown:
+        ax.text(0.5, 0.5, "no spans in these steps", transform=ax.transAxes, ha="center", va="center")
+    legend = [Patch(color=COLORS[k], label=k) for k in HOST_ROW_KINDS]
+    legend += [
+        Patch(facecolor="white", edgecolor="#5d4037", hatch="////", label=Kind.WAIT),
+        Patch(color=COLORS[Kind.COMPUTE][0], label=Kind.COMPUTE),
+        Patch(color=COLORS[Kind.COPY], label=Kind.COPY),
+    ]
+    ax.legend(handles=legend, loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=7, frameon=False)
+
+
+def plot_run(
+    paths: Mapping[str, tuple[PathMetrics, Sequence[Span]]],
+    out: str | os.PathLike[str],
+    gantt_steps: tuple[int, int] | None = None,
+) -> None:
+    """Write one PNG to `out` (atomically): hidden and bubble per step for every path, then a Gantt per path.
+
+    `gantt_steps` = (first, last) steps of the Gantt charts; default: 4 steps from the middle of the
+    first path's measured window.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if not paths:
+        raise ValueError("plot_run needs at least one path")
+    steps = gantt_steps or default_gantt_steps(next(iter(paths.values()))[0]) or (0, 0)
+    windows = [_gantt_spans(spans, steps) for _, spans in paths.values()]
+    width_ns = max((t1 - t0 for _, t0, t1 in windows), default=0) or 1
+
+    n = len(paths)
+    fig = Figure(figsize=(13, 5.6 + 1.9 * n), layout="constrained")
+    FigureCanvasAgg(fig)
+    grid = fig.add_gridspec(2 + n, 1, height_ratios=[2.2, 2.2] + [1.6] * n)
+    hidden_ax = fig.add_subplot(grid[0])
+    bubble_ax = fig.add_subplot(grid[1], sharex=hidden_ax)
+
+    _per_step(hidden_ax, paths, "hidden", 1.0)
+    hidden_ax.set_ylim(-0.03, 1.3)
+    hidden_ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
+    hidden_ax.yaxis.set_major_formatter("{x:.0%}")
+    hidden_ax.set_ylabel("hidden")
+    hidden_ax.set_title(
+        "Hidden fraction per step: |(copy ∪ save of step k) ∩ compute of step k+1| / |copy ∪ save of step k|",
+        fontsize=10,
+        loc="left",
+    )
+    _per_step(bubble_ax, paths, "bubble_ns", 1e3)
+    bubble_ax.set_ylabel("bubble (µs)")
+    bubble_ax.set_ylim(0, max(bubble_ax.get_ylim()[1], 1e-3) * 1.3)
+    bubble_ax.set_title(
+        "GPU bubble per step: idle time between step k's device work and step k+1's compute",
+        fontsize=10,
+        loc="left",
+    )
+    for ax in (hidden_ax, bubble_ax):
+        ax.axvspan(steps[0] - 0.5, steps[1] + 0.5, color="#ffe082", alpha=0.5, lw=0, label="_gantt")
+
+    for i, (name, (_, spans)) in enumerate(paths.items()):
+        _gantt(fig.add_subplot(grid[2 + i]), name, spans, steps, width_ns)
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    with atomic_open(out, "wb") as f:
+        f.write(buf.getvalue())
