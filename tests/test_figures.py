@@ -8,9 +8,9 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from fdoverlap_cli.measure.metrics import PathMetrics, path_metrics  # noqa: E402
-from fdoverlap_cli.measure.synthetic import simulate  # noqa: E402
-from fdoverlap_cli.report.figures import default_gantt_steps, plot_run  # noqa: E402
+from fdoverlap_cli.measure.metrics import PathMetrics, path_metrics
+from fdoverlap_cli.measure.synthetic import simulate
+from fdoverlap_cli.report.figures import default_gantt_steps, plot_run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
