@@ -9,6 +9,7 @@ import pytest
 pytest.importorskip("matplotlib")
 
 from fdoverlap_cli.measure.metrics import PathMetrics, path_metrics
+from fdoverlap_cli.measure.records import SpanTable
 from fdoverlap_cli.measure.synthetic import simulate
 from fdoverlap_cli.report.figures import default_gantt_steps, plot_run
 
@@ -21,10 +22,12 @@ def png_size(data: bytes) -> tuple[int, int]:
 
 
 def run(steps: int, **kwargs):
-    return {
-        path: (path_metrics(spans := simulate(path, steps, start_ns=10**12, **kwargs)), spans)
-        for path in ("sync", "overlap")
-    }
+    """Both paths of a simulated run; the overlap path's spans as a table (both forms are accepted)."""
+    paths = {}
+    for path in ("sync", "overlap"):
+        spans = simulate(path, steps, start_ns=10**12, **kwargs)
+        paths[path] = (path_metrics(spans), spans if path == "sync" else SpanTable.from_spans(spans))
+    return paths
 
 
 @pytest.mark.parametrize("steps", [12, 600])  # markers per step, and faint lines under a rolling mean

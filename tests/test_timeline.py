@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from fdoverlap_cli.measure.records import Kind, Span, Track
+from fdoverlap_cli.measure.records import Kind, Span, SpanTable, Track
 from fdoverlap_cli.measure.synthetic import simulate
-from fdoverlap_cli.measure.timeline import to_trace_events, write_timeline
+from fdoverlap_cli.measure.timeline import to_trace_events, write
 
 START = 7_000_000_123_457  # CLOCK_MONOTONIC-sized, with odd ns
 
@@ -104,7 +104,7 @@ def test_flows_join_a_launch_to_its_gpu_span(paths):
 
 def test_written_file_is_valid_json(tmp_path, paths):
     out = tmp_path / "timeline.json"
-    write_timeline(out, paths, metadata={"clock_error_ns": 40})
+    write(out, {name: SpanTable.from_spans(spans) for name, spans in paths.items()}, metadata={"clock_error_ns": 40})
     trace = json.loads(out.read_text())
     assert trace["otherData"]["clock_error_ns"] == 40
     assert len(complete_events(trace)) == sum(len(s) for s in paths.values())

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fdoverlap_cli.fileio import write_json
-from fdoverlap_cli.measure.records import Kind, Span, Track
+from fdoverlap_cli.measure.records import Kind, Span, SpanTable, Track
 
 TRACK_ORDER = (Track.HOST, Track.COMPUTE_STREAM, Track.COPY_STREAM)  # other tracks follow, by name
 ORIGINS = ("path", "shared")
@@ -38,14 +38,14 @@ def _metadata(event: str, pid: int, tid: int, args: dict[str, Any]) -> dict[str,
 
 
 def to_trace_events(
-    tracks: Mapping[str, Sequence[Span]],
+    tracks: Mapping[str, Sequence[Span] | SpanTable],
     flows: Mapping[str, Sequence[tuple[Span, Span]]] | None = None,
     process_names: Mapping[str, str] | None = None,
     *,
     origin: str = "path",
     metadata: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The trace of `tracks` (path name -> its spans) as a Trace Event Format object.
+    """The trace of `tracks` (path name -> its spans, or their table) as a Trace Event Format object.
 
     `flows` maps a path to (launch span, GPU span) pairs drawn as arrows; `process_names` overrides a
     path's displayed name; `metadata` goes into `otherData` beside the time origins.
@@ -54,6 +54,7 @@ def to_trace_events(
         raise ValueError(f"origin must be one of {ORIGINS}, got {origin!r}")
     flows = flows or {}
     process_names = process_names or {}
+    tracks = {path: s.to_spans() if isinstance(s, SpanTable) else s for path, s in tracks.items()}
     starts = {path: min((s.start_ns for s in spans), default=0) for path, spans in tracks.items()}
     shared_origin = min(starts.values(), default=0)
 
@@ -101,9 +102,9 @@ def to_trace_events(
     }
 
 
-def write_timeline(
+def write(
     path: str | os.PathLike[str],
-    tracks: Mapping[str, Sequence[Span]],
+    tracks: Mapping[str, Sequence[Span] | SpanTable],
     flows: Mapping[str, Sequence[tuple[Span, Span]]] | None = None,
     process_names: Mapping[str, str] | None = None,
     **options: Any,

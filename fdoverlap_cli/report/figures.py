@@ -14,7 +14,7 @@ import numpy as np
 
 from fdoverlap_cli.fileio import atomic_open
 from fdoverlap_cli.measure.metrics import PathMetrics
-from fdoverlap_cli.measure.records import Kind, Span, Track
+from fdoverlap_cli.measure.records import Kind, Span, SpanTable, Track
 
 MANY_STEPS = 200  # beyond this many steps, per-step lines are drawn faint under a rolling mean
 GANTT_STEPS = 4  # steps shown by default, from the middle of the measured window
@@ -75,13 +75,15 @@ def _per_step(ax: Any, paths: Mapping[str, tuple[PathMetrics, Any]], column: str
     ax.set_xlabel("step")
 
 
-def _gantt_spans(spans: Sequence[Span], steps: tuple[int, int]) -> tuple[list[Span], int, int]:
-    """The spans overlapping the time the chosen steps take (so save(k-1) shows inside iteration k)."""
-    chosen = [s for s in spans if steps[0] <= s.step <= steps[1]]
-    if not chosen:
+def _gantt_spans(spans: Sequence[Span] | SpanTable, steps: tuple[int, int]) -> tuple[list[Span], int, int]:
+    """(spans, t0, t1): the spans overlapping [t0, t1), the time the chosen steps take (so save(k-1) shows
+    inside iteration k)."""
+    table = spans if isinstance(spans, SpanTable) else SpanTable.from_spans(spans)
+    chosen = (table.step >= steps[0]) & (table.step <= steps[1])
+    if not chosen.any():
         return [], 0, 0
-    t0, t1 = min(s.start_ns for s in chosen), max(s.end_ns for s in chosen)
-    return [s for s in spans if s.end_ns > t0 and s.start_ns < t1], t0, t1
+    t0, t1 = int(table.start_ns[chosen].min()), int(table.end_ns[chosen].max())
+    return table.select((table.end_ns > t0) & (table.start_ns < t1)).to_spans(), t0, t1
 
 
 def _rows(spans: Sequence[Span]) -> list[str]:
@@ -97,10 +99,9 @@ def _row_of(s: Span) -> str | None:
     return s.track if s.kind in Kind.GPU else None
 
 
-def _gantt(ax: Any, name: str, spans: Sequence[Span], steps: tuple[int, int], width_ns: int) -> None:
+def _gantt(ax: Any, name: str, shown: Sequence[Span], t0: int, steps: tuple[int, int], width_ns: int) -> None:
     from matplotlib.patches import Patch
 
-    shown, t0, _ = _gantt_spans(spans, steps)
     end = t0 + width_ns
     unit, scale = _time_unit(width_ns)
     rows = _rows(shown)
@@ -153,7 +154,7 @@ def _gantt(ax: Any, name: str, spans: Sequence[Span], steps: tuple[int, int], wi
 
 
 def plot_run(
-    paths: Mapping[str, tuple[PathMetrics, Sequence[Span]]],
+    paths: Mapping[str, tuple[PathMetrics, Sequence[Span] | SpanTable]],
     out: str | os.PathLike[str],
     gantt_steps: tuple[int, int] | None = None,
 ) -> None:
@@ -199,8 +200,8 @@ def plot_run(
     for ax in (hidden_ax, bubble_ax):
         ax.axvspan(steps[0] - 0.5, steps[1] + 0.5, color="#ffe082", alpha=0.5, lw=0, label="_gantt")
 
-    for i, (name, (_, spans)) in enumerate(paths.items()):
-        _gantt(fig.add_subplot(grid[2 + i]), name, spans, steps, width_ns)
+    for i, (name, (shown, t0, _)) in enumerate(zip(paths, windows, strict=True)):
+        _gantt(fig.add_subplot(grid[2 + i]), name, shown, t0, steps, width_ns)
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
