@@ -257,6 +257,9 @@ def path_metrics(
     bubble = np.maximum(_next_minus_this(compute_start, gpu_end, has_next), 0.0)
 
     # G_k = |C_k ∪ D_k|;  B_k = |I_k| - |I_k ∩ W|;  T_limit = Σ_k max(G_k, B_k).
+    # T_limit is the floor of a pipeline whose steps are alike (every sync run, and an overlap run of steady
+    # steps, takes at least that long). When a long-GPU step's work overlaps the next step's long host
+    # work, or copies on a copy stream overlap compute, a run can beat it: max(ΣG_k, ΣB_k) is the strict floor.
     gpu_ns = iv.measure_by_group(gpu, g_group, n)
     iterations, it_group = iv.merge_by_group(np.column_stack([i_start, i_end]), i_group)
     waited = iv.covered_before(waits, iterations[:, 1]) - iv.covered_before(waits, iterations[:, 0])
