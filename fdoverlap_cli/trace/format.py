@@ -161,9 +161,7 @@ def request_from_dict(obj: Any, where: str) -> Request:
             if t < 0:
                 raise InputError(f"{where}.prompt_token_ids[{j}]", f"token ids are >= 0, got {t}")
         if len(ids) != prompt_len:
-            raise InputError(
-                f"{where}.prompt_token_ids", f"has {len(ids)} ids but prompt_len is {prompt_len}"
-            )
+            raise InputError(f"{where}.prompt_token_ids", f"has {len(ids)} ids but prompt_len is {prompt_len}")
         token_ids = tuple(ids)
     return Request(
         id=rid,
@@ -207,7 +205,9 @@ def trace_from_dict(obj: Any) -> Trace:
     fmt = obj.get("format")
     if fmt != FORMAT_NAME:
         raise InputError("format", f"expected '{FORMAT_NAME}', got {_describe(fmt)}")
-    version = _expect(obj.get("version"), int, "version", "an integer")
+    if "version" not in obj:
+        raise InputError("$", "missing required field 'version'")
+    version = _expect(obj["version"], int, "version", "an integer")
     if version not in SUPPORTED_VERSIONS:
         supported = ", ".join(map(str, SUPPORTED_VERSIONS))
         raise InputError("version", f"unknown version {version} (this fdoverlap reads {supported})")
@@ -248,9 +248,7 @@ def trace_to_dict(trace: Trace) -> dict[str, Any]:
     for s in trace.steps:
         d = {}
         if s.insert:
-            d["insert"] = [
-                {"request": i.request, "slot": i.slot, "start": i.start, "len": i.length} for i in s.insert
-            ]
+            d["insert"] = [{"request": i.request, "slot": i.slot, "start": i.start, "len": i.length} for i in s.insert]
         if s.preempt:
             d["preempt"] = list(s.preempt)
         steps.append(d)

@@ -1,0 +1,202 @@
+"""A deterministic continuous-batching scheduler simulation: requests with arrival steps -> `Step`s.
+
+The policy (vLLM-style chunked prefill with recompute preemption), at each step k:
+
+1. requests that finished before k free their slot and blocks; every decoding request feeds one
+   token (decode first);
+2. while the blocks held exceed `num_kv_blocks`, preempt the most recently admitted request that
+   holds a slot (it is re-queued at the front and later re-prefills prompt + generated tokens);
+3. unfinished prefills continue, in admission order, with the token budget left after the
+   decodes (a prefill longer than the budget is split into chunks); a chunk that needs more
+   blocks than are free preempts the most recently admitted request until it fits (if that is
+   the requester itself, it is the one preempted);
+4. waiting requests are admitted first in, first out (preempted ones at the front) into the
+   lowest free slot while a slot, budget and the first chunk's blocks are free; the head of the
+   queue blocks the rest (no overtaking);
+5. a step where no request holds a slot and none has arrived is idle: it is cut out, and the
+   arrival steps after it move back by the steps cut.
+
+The produced steps obey the rules of `docs/trace-format.md` by construction: they are applied to
+the same `BatchState` that the validator checks traces against.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+from fdoverlap_cli.errors import FdoError
+from fdoverlap_cli.trace.batch_state import PREFILLING, BatchState, blocks_for
+from fdoverlap_cli.trace.format import Insert, Request, Step, Trace, TraceConfig
+
+_NO_WORK = Step()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Schedule:
+    """The scheduler's result: the requests (arrival steps as scheduled) and the steps."""
+
+    requests: tuple[Request, ...]  # input order; arrival_step after idle stretches were cut
+    steps: tuple[Step, ...]
+    preemptions: int
+    idle_steps_cut: int
+
+    def to_trace(self, config: TraceConfig, meta: dict[str, Any]) -> Trace:
+        return Trace(config=config, requests=self.requests, steps=self.steps, meta=meta)
+
+
+def make_config(
+    *,
+    max_num_seqs: int,
+    max_model_len: int,
+    block_size: int,
+    max_num_batched_tokens: int,
+    num_kv_blocks: int | None = None,
+    seed: int = 0,
+) -> TraceConfig:
+    """A TraceConfig; `num_kv_blocks=None` gives every slot room for max_model_len tokens
+    (max_num_seqs * ceil(max_model_len / block_size)), so nothing is ever preempted."""
+    if num_kv_blocks is None:
+        num_kv_blocks = max_num_seqs * blocks_for(max_model_len, max(block_size, 1))
+    return TraceConfig(
+        max_num_seqs=max_num_seqs,
+        max_model_len=max_model_len,
+        block_size=block_size,
+        num_kv_blocks=num_kv_blocks,
+        max_num_batched_tokens=max_num_batched_tokens,
+        seed=seed,
+    )
+
+
+def check_schedulable(requests: Sequence[Request], config: TraceConfig) -> None:
+    """Raise FdoError for a configuration or request the scheduler cannot serve."""
+    for name in ("max_num_seqs", "block_size", "num_kv_blocks", "max_num_batched_tokens"):
+        if getattr(config, name) < 1:
+            raise FdoError(f"{name} must be at least 1, got {getattr(config, name)}")
+    if config.max_num_batched_tokens < config.max_num_seqs:
+        raise FdoError(
+            f"max_num_batched_tokens {config.max_num_batched_tokens} is below max_num_seqs "
+            f"{config.max_num_seqs}: a step must fit one decode token per slot"
+        )
+    if not requests:
+        raise FdoError("no requests to schedule")
+    seen: set[str] = set()
+    for r in requests:
+        if r.id in seen:
+            raise FdoError(f"duplicate request id '{r.id}'")
+        seen.add(r.id)
+        if r.prompt_len + r.output_len > config.max_model_len:
+            raise FdoError(
+                f"request {r.id}: prompt {r.prompt_len} + output {r.output_len} tokens exceed "
+                f"max_model_len {config.max_model_len}"
+            )
+        # Its cache peaks at its last step: prompt + output - 1 tokens (the last token is never fed).
+        peak = blocks_for(r.prompt_len + r.output_len - 1, config.block_size)
+        if peak > config.num_kv_blocks:
+            raise FdoError(
+                f"request {r.id} alone needs {peak} KV blocks (prompt {r.prompt_len} + output "
+                f"{r.output_len} tokens, block_size {config.block_size}) but num_kv_blocks is "
+                f"{config.num_kv_blocks}"
+            )
+
+
+def schedule(requests: Sequence[Request], config: TraceConfig) -> Schedule:
+    """Schedule `requests` (arrival order: arrival_step, then input order) under `config`."""
+    check_schedulable(requests, config)
+    return _Scheduler(requests, config).run()
+
+
+class _Scheduler:
+    def __init__(self, requests: Sequence[Request], config: TraceConfig) -> None:
+        self.requests = requests
+        self.config = config
+        self.state = BatchState(config, requests)
+        order = sorted(range(len(requests)), key=lambda i: (requests[i].arrival_step, i))
+        self.waiting: deque[int] = deque(order)
+        self.free_slots = list(range(config.max_num_seqs))
+        self.offset = 0  # steps cut out so far: a request arrives at arrival_step - offset
+        self.arrival = [-1] * len(requests)  # arrival step as scheduled, set at first admission
+        self.preempted_slots: list[int] = []
+        self.preemptions = 0
+
+    def run(self) -> Schedule:
+        state = self.state
+        steps: list[Step] = []
+        n = len(self.requests)
+        while True:
+            for slot in state.advance():
+                heapq.heappush(self.free_slots, slot)
+            if state.finished == n:
+                break
+            k = state.step
+            if not state.running:
+                head = self.requests[self.waiting[0]].arrival_step - self.offset
+                self.offset += max(0, head - k)
+            self.preempted_slots = []
+            while state.kv_blocks > self.config.num_kv_blocks:
+                self._preempt_most_recent()
+            budget = self.config.max_num_batched_tokens - state.decoding
+            inserts = self._continue_prefills(budget)
+            budget -= sum(i.length for i in inserts)
+            inserts += self._admit(budget)
+            if inserts or self.preempted_slots:
+                steps.append(Step(insert=tuple(inserts), preempt=tuple(self.preempted_slots)))
+            else:
+                steps.append(_NO_WORK)
+        scheduled = tuple(
+            dataclasses.replace(r, arrival_step=self.arrival[i]) if r.arrival_step != self.arrival[i] else r
+            for i, r in enumerate(self.requests)
+        )
+        return Schedule(scheduled, tuple(steps), self.preemptions, self.offset)
+
+    def _preempt_most_recent(self) -> int:
+        victim = self.state.most_recent()
+        slot = victim.slot
+        self.state.preempt(slot)
+        self.waiting.appendleft(victim.index)
+        self.preempted_slots.append(slot)
+        self.preemptions += 1
+        return victim.index
+
+    def _continue_prefills(self, budget: int) -> list[Insert]:
+        state = self.state
+        inserts = []
+        for p in list(state.prefilling.values()):
+            if budget == 0:
+                break
+            if p.status != PREFILLING:  # preempted by an earlier chunk of this loop
+                continue
+            length = min(p.prefill_len - p.prefilled, budget)
+            need = blocks_for(p.prefilled + length, state.block_size) - p.blocks
+            while need > self.config.num_kv_blocks - state.kv_blocks:
+                if self._preempt_most_recent() == p.index:
+                    break
+            if p.status != PREFILLING:
+                continue
+            inserts.append(Insert(p.request.id, p.slot, p.prefilled, length))
+            state.insert(p, p.slot, length)
+            budget -= length
+        return inserts
+
+    def _admit(self, budget: int) -> list[Insert]:
+        state = self.state
+        k = state.step
+        inserts = []
+        while self.waiting and self.free_slots and budget > 0:
+            p = state.progress[self.waiting[0]]
+            if p.request.arrival_step - self.offset > k or p.ready_from > k:
+                break
+            length = min(p.prefill_len, budget)
+            if blocks_for(length, state.block_size) > self.config.num_kv_blocks - state.kv_blocks:
+                break
+            self.waiting.popleft()
+            if self.arrival[p.index] < 0:
+                self.arrival[p.index] = p.request.arrival_step - self.offset
+            slot = heapq.heappop(self.free_slots)
+            inserts.append(Insert(p.request.id, slot, 0, length))
+            state.insert(p, slot, length)
+            budget -= length
+        return inserts
