@@ -249,3 +249,18 @@ def test_limit_bounds_steady_runs(n, durations):
 
 def _nan(a):
     return a != a
+
+
+def test_hidden_work_leaves_out_the_wait_a_gpu_bound_overlap_cannot_hide():
+    """GPU-bound overlap: save(k) mostly waits for step k's own GPU work; the send and copy are hidden."""
+    spans = simulate("overlap", 40, StepCosts(forward=400_000, save=30_000))
+    m = path_metrics(spans)
+    assert m.bubble_ns.mean == 0
+    assert m.hidden < 0.5  # the contract's H_k counts the wait, which overlaps C_k, not C_{k+1}
+    assert m.hidden_work > 0.8  # the send and the copies are behind C_{k+1}
+    assert m.hidden_work_per_step.count == m.hidden_per_step.count
+
+
+def test_hidden_work_is_zero_on_a_sync_path():
+    m = path_metrics(simulate("sync", 20, StepCosts()))
+    assert m.hidden_work == 0.0

@@ -8,6 +8,11 @@ all int64 ns on one clock. Notation for step k (see docs/architecture.md, "The t
   I_k  iteration span(s) of step k      W    all wait spans of the path
   |X|  the length of the union of X (intervals merged before measuring)
 
+H_k includes the event wait at the start of S_k (the contract). On a GPU-bound overlap path that wait
+is the host idling while the GPU finishes step k itself, which no schedule can hide behind C_{k+1}; so
+`hidden_work` also reports the share of the host's real save work and the copies that is hidden:
+H'_k = D_k ∪ (S_k ∖ W).
+
 "Step k+1" is the step numbered k+1; a measured step whose successor is not measured (the last
 one) has no per-step hidden fraction, bubble or step time. Steps are grouped once and every
 per-step quantity is computed for all steps at once with the interval sweeps of `intervals`.
@@ -80,6 +85,7 @@ class PerStep:
 
     step: np.ndarray  # int64, the measured step numbers, ascending
     hidden: np.ndarray  # float64: hidden_k = |H_k ∩ C_{k+1}| / |H_k|
+    hidden_work: np.ndarray  # float64: |H'_k ∩ C_{k+1}| / |H'_k| with H'_k = D_k ∪ (S_k ∖ W)
     hidden_ns: np.ndarray  # int64: |H_k ∩ C_{k+1}| (0 where undefined)
     hideable_ns: np.ndarray  # int64: |H_k|
     bubble_ns: np.ndarray  # float64: GPU idle between step k's device work and C_{k+1}
@@ -111,7 +117,7 @@ class PerStep:
         return cls(**{f.name: np.empty(0, np.float64 if f.name in _FLOAT_COLUMNS else np.int64) for f in fields(cls)})
 
 
-_FLOAT_COLUMNS = ("hidden", "bubble_ns", "step_time_ns")
+_FLOAT_COLUMNS = ("hidden", "hidden_work", "bubble_ns", "step_time_ns")
 
 
 @dataclass(frozen=True)
@@ -126,6 +132,8 @@ class PathMetrics:
     hidden_ns: int = 0
     hideable_ns: int = 0
     hidden_per_step: Summary = field(default_factory=Summary)
+    hidden_work: float | None = None  # the same with the waits taken out of S_k: Σ|H'_k ∩ C_{k+1}| / Σ|H'_k|
+    hidden_work_per_step: Summary = field(default_factory=Summary)
     bubble_total_ns: int = 0
     bubble_ns: Summary = field(default_factory=Summary)
     gpu_busy: float | None = None  # |∪_k (C_k ∪ D_k)| / gpu_window_ns
@@ -156,7 +164,7 @@ class PathMetrics:
     def from_dict(cls, d: Mapping[str, Any]) -> PathMetrics:
         """The inverse of `to_dict` (for results loaded from run.json)."""
         kwargs = dict(d)
-        for name in ("hidden_per_step", "bubble_ns", "step_time_ns", "tpot_ns"):
+        for name in ("hidden_per_step", "hidden_work_per_step", "bubble_ns", "step_time_ns", "tpot_ns"):
             kwargs[name] = Summary(**d[name])
         kwargs["host_stages"] = {
             k: StageTime(count=s["count"], total_ns=s["total_ns"]) for k, s in d["host_stages"].items()
@@ -240,7 +248,6 @@ def path_metrics(
     g_start, g_end, g_group = part(Kind.COMPUTE, Kind.COPY)
     h_start, h_end, h_group = part(Kind.COPY, Kind.SAVE)
     i_start, i_end, i_group = part(Kind.ITERATION)
-    _, s_end, s_group = part(Kind.SAVE)
     gpu = np.column_stack([g_start, g_end])
 
     # hidden_k = |H_k ∩ C_{k+1}| / |H_k|; aggregate Σ_k |H_k ∩ C_{k+1}| / Σ_k |H_k| over the defined steps.
@@ -250,6 +257,21 @@ def path_metrics(
     defined = ~np.isnan(hidden)
     hideable_total = int(hideable[defined].sum())
     hidden_total = int(hidden_ns.sum())
+    # hidden_work: the same with H'_k = D_k ∪ (S_k ∖ W); the pieces of S \ W keep the step of their save span.
+    s_start, s_end, s_group = part(Kind.SAVE)
+    work = iv.subtract(np.column_stack([s_start, s_end]), waits)
+    order = np.argsort(s_start, kind="stable")
+    work_group = s_group[order][np.searchsorted(s_start[order], work[:, 0], side="right") - 1]
+    d_start, d_end, d_group = part(Kind.COPY)
+    hidden_work, work_ns, workable = _hidden(
+        np.concatenate([work, np.column_stack([d_start, d_end])]),
+        np.concatenate([work_group, d_group]),
+        np.column_stack([c_start, c_end]),
+        c_group,
+        has_next,
+        n,
+    )
+    workable_total = int(workable[~np.isnan(hidden_work)].sum())
 
     # bubble_k = max(0, min start of C_{k+1} - max end of C_k ∪ D_k).
     gpu_end = _per_step(np.maximum, g_end, g_group, n)
@@ -283,6 +305,7 @@ def path_metrics(
     per_step = PerStep(
         step=steps.astype(np.int64),
         hidden=hidden,
+        hidden_work=hidden_work,
         hidden_ns=hidden_ns,
         hideable_ns=hideable,
         bubble_ns=bubble,
@@ -299,6 +322,8 @@ def path_metrics(
         hidden_ns=hidden_total,
         hideable_ns=hideable_total,
         hidden_per_step=Summary.of(hidden),
+        hidden_work=int(work_ns.sum()) / workable_total if workable_total else None,
+        hidden_work_per_step=Summary.of(hidden_work),
         bubble_total_ns=int(np.nansum(bubble)),
         bubble_ns=Summary.of(bubble),
         gpu_busy=gpu_busy_ns / gpu_window_ns if gpu_window_ns else None,
@@ -371,14 +396,16 @@ class Comparison:
 
 
 def compare(sync: PathMetrics, overlap: PathMetrics) -> Comparison:
-    """Speedup, overlap efficiency and the change of each headline number (both paths, same steps).
+    """Speedup, overlap efficiency and the change of each headline number (both paths, same step range).
 
     overlap efficiency = (T_sync - T_overlap) / (T_sync - T_limit): the share of the gain a perfect
     overlap could make that the overlap path makes. T_limit is the overlap path's own: its G_k and B_k
     are measured under the conditions the overlap runs in (its contention, its copies), so it is the
     floor that path can reach. None when T_sync <= T_limit (nothing to gain).
     """
-    if (sync.steps, sync.first_step, sync.last_step) != (overlap.steps, overlap.first_step, overlap.last_step):
+    # The overlap path may run a few more steps in the same range: with its stop flag a step late, it launches
+    # one (empty) step after every point where all slots stopped. The range itself must be the same.
+    if (sync.first_step, sync.last_step) != (overlap.first_step, overlap.last_step):
         raise InputError(
             "compare",
             f"the paths cover different steps (sync: {sync.steps} steps {sync.first_step}..{sync.last_step}, "
