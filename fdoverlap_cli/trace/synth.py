@@ -1,0 +1,160 @@
+"""A synthetic workload: requests with drawn prompt/output lengths and arrivals, then scheduled.
+
+Lengths are given as a small spec language (`parse_lengths`): a fixed value, a uniform integer
+range, or a normal/lognormal with a mean and standard deviation, rounded and clipped to a range.
+Arrivals are all at step 0, or a Poisson process with a rate in requests per step. The same
+spec always gives the same trace, byte for byte: one seeded `random.Random` draws everything in
+a fixed order, and `meta` holds the canonical command and parameters (no timestamps).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import re
+from typing import Any
+
+from fdoverlap_cli.errors import InputError
+from fdoverlap_cli.trace.format import Request, Trace
+from fdoverlap_cli.trace.scheduler import make_config, schedule
+
+_RANGE = r"(\d+)\.\.(\d+)"
+_NUMBER = r"(\d+(?:\.\d+)?)"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LengthDist:
+    """A distribution of token counts; `sample` always returns an int in [lo, hi]."""
+
+    kind: str  # "fixed", "uniform", "normal" or "lognormal"
+    lo: int
+    hi: int
+    mean: float = 0.0  # normal/lognormal: of the lengths themselves
+    std: float = 0.0
+
+    def sample(self, rng: random.Random) -> int:
+        if self.kind == "fixed":
+            return self.lo
+        if self.kind == "uniform":
+            return rng.randint(self.lo, self.hi)
+        if self.kind == "normal":
+            x = rng.gauss(self.mean, self.std)
+        else:
+            # A lognormal with mean m and std s of the values: sigma² = ln(1 + s²/m²), mu = ln m - sigma²/2.
+            sigma2 = math.log1p((self.std / self.mean) ** 2)
+            x = rng.lognormvariate(math.log(self.mean) - sigma2 / 2, math.sqrt(sigma2))
+        return min(max(round(x), self.lo), self.hi)
+
+    def __str__(self) -> str:
+        if self.kind == "fixed":
+            return str(self.lo)
+        if self.kind == "uniform":
+            return f"{self.lo}..{self.hi}"
+        return f"{self.kind}:{self.mean:g},{self.std:g},{self.lo}..{self.hi}"
+
+
+def parse_lengths(text: str, option: str) -> LengthDist:
+    """Parse N | LO..HI | normal:MEAN,STD,LO..HI | lognormal:MEAN,STD,LO..HI (draws clipped to LO..HI)."""
+    spec = text.strip()
+    if re.fullmatch(r"\d+", spec):
+        dist = LengthDist("fixed", int(spec), int(spec))
+    elif m := re.fullmatch(_RANGE, spec):
+        dist = LengthDist("uniform", int(m[1]), int(m[2]))
+    elif m := re.fullmatch(rf"(normal|lognormal):{_NUMBER},{_NUMBER},{_RANGE}", spec):
+        dist = LengthDist(m[1], int(m[4]), int(m[5]), float(m[2]), float(m[3]))
+        if m[1] == "lognormal" and dist.mean <= 0:
+            raise InputError(option, f"lognormal needs a mean above 0, got {text!r}")
+    else:
+        raise InputError(
+            option, f"expected N, LO..HI, normal:MEAN,STD,LO..HI or lognormal:MEAN,STD,LO..HI, got {text!r}"
+        )
+    if dist.lo < 1 or dist.hi < dist.lo:
+        raise InputError(option, f"lengths must be a range of at least 1 with LO <= HI, got {text!r}")
+    return dist
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SynthSpec:
+    """Everything that determines a synthetic trace."""
+
+    requests: int = 24
+    prompt_len: LengthDist = LengthDist("uniform", 16, 64)
+    output_len: LengthDist = LengthDist("uniform", 32, 96)
+    arrival_rate: float = 0.0  # requests per step (Poisson); 0: all arrive at step 0
+    seed: int = 0
+    max_num_seqs: int = 16
+    max_model_len: int | None = None  # None: the longest request, rounded up to a block
+    block_size: int = 16
+    num_kv_blocks: int | None = None  # None: room for every slot at max_model_len
+    max_num_batched_tokens: int = 2048
+
+    def command(self) -> str:
+        """The canonical command line that makes this trace (every option spelled out)."""
+        parts = [
+            "fdoverlap trace synth",
+            f"--requests {self.requests}",
+            f"--prompt-len {self.prompt_len}",
+            f"--output-len {self.output_len}",
+            f"--arrival-rate {self.arrival_rate:g}",
+            f"--seed {self.seed}",
+            f"--max-num-seqs {self.max_num_seqs}",
+            f"--block-size {self.block_size}",
+            f"--max-num-batched-tokens {self.max_num_batched_tokens}",
+        ]
+        if self.max_model_len is not None:
+            parts.append(f"--max-model-len {self.max_model_len}")
+        if self.num_kv_blocks is not None:
+            parts.append(f"--num-kv-blocks {self.num_kv_blocks}")
+        return " ".join(parts)
+
+    def parameters(self) -> dict[str, Any]:
+        return {
+            f.name: str(v) if isinstance(v, LengthDist) else v
+            for f in dataclasses.fields(self)
+            if (v := getattr(self, f.name)) is not None
+        }
+
+
+def draw_requests(spec: SynthSpec) -> list[Request]:
+    """The requests of `spec`: per request, in order, the arrival gap, the prompt and the output length."""
+    if spec.requests < 1:
+        raise InputError("--requests", f"must be at least 1, got {spec.requests}")
+    if spec.arrival_rate < 0 or not math.isfinite(spec.arrival_rate):
+        raise InputError("--arrival-rate", f"must be a finite rate >= 0, got {spec.arrival_rate}")
+    rng = random.Random(spec.seed)
+    t = 0.0
+    requests = []
+    for i in range(spec.requests):
+        if spec.arrival_rate > 0:
+            t += rng.expovariate(spec.arrival_rate)
+        prompt = spec.prompt_len.sample(rng)
+        output = spec.output_len.sample(rng)
+        requests.append(Request(id=f"r{i}", prompt_len=prompt, output_len=output, arrival_step=math.floor(t)))
+    return requests
+
+
+def synth_trace(spec: SynthSpec) -> Trace:
+    """Draw the requests of `spec` and schedule them into a trace."""
+    requests = draw_requests(spec)
+    max_model_len = spec.max_model_len
+    if max_model_len is None:
+        longest = max(r.prompt_len + r.output_len for r in requests)
+        block = max(spec.block_size, 1)
+        max_model_len = -(-longest // block) * block
+    config = make_config(
+        max_num_seqs=spec.max_num_seqs,
+        max_model_len=max_model_len,
+        block_size=spec.block_size,
+        num_kv_blocks=spec.num_kv_blocks,
+        max_num_batched_tokens=spec.max_num_batched_tokens,
+        seed=spec.seed,
+    )
+    result = schedule(requests, config)
+    meta = {
+        "generator": "fdoverlap trace synth",
+        "command": spec.command(),
+        "parameters": spec.parameters(),
+        "scheduler": {"preemptions": result.preemptions, "idle_steps_cut": result.idle_steps_cut},
+    }
+    return result.to_trace(config, meta)
