@@ -77,11 +77,12 @@ class TraceSummary:
         return dataclasses.asdict(self)
 
 
-def _bins(batch: Sequence[int], count: int) -> tuple[BatchBin, ...]:
-    # `count` bins of (nearly) equal width; bin i covers steps [i*n//count, (i+1)*n//count).
+def bin_steps(batch: Sequence[int], count: int) -> tuple[BatchBin, ...]:
+    """min(count, n) bins of nearly equal width over n steps: bin i covers [i*n//count, (i+1)*n//count)."""
     n = len(batch)
+    count = min(count, n)
     bins = []
-    for i in range(min(count, n)):
+    for i in range(count):
         lo, hi = i * n // count, (i + 1) * n // count
         part = batch[lo:hi]
         bins.append(BatchBin(lo, hi - 1, min(part), sum(part) / len(part), max(part)))
@@ -111,7 +112,7 @@ def summarize(trace: Trace, *, bins: int = 48) -> TraceSummary:
         prefill_tokens=sum(load.prefill_tokens),
         decode_tokens=sum(load.decode_tokens),
         batch=Distribution.of(batch or [0]),
-        batch_bins=_bins(batch, bins),
+        batch_bins=bin_steps(batch, bins),
         token_budget=_peak(tokens, config.max_num_batched_tokens),
         kv_blocks=_peak(load.kv_blocks, config.num_kv_blocks),
         chunks=sum(load.chunks),
