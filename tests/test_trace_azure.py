@@ -10,6 +10,7 @@ from fdoverlap_cli.errors import InputError
 from fdoverlap_cli.trace import validate
 from fdoverlap_cli.trace.azure import AzureImportSpec, import_azure, read_azure_csv
 from fdoverlap_cli.trace.format import dumps
+from fdoverlap_cli.trace.scheduler import SchedulerOptions
 
 REPO = Path(__file__).resolve().parent.parent
 AZURE_CONV = REPO.parent / "shared" / "data" / "azure-llm-2023" / "AzureLLMInferenceTrace_conv.csv"
@@ -62,7 +63,8 @@ def test_window_and_limit_select_requests(tmp_path: Path) -> None:
 
 
 def test_import_is_deterministic_and_carries_the_attribution(tmp_path: Path) -> None:
-    spec = AzureImportSpec(str(_csv(tmp_path, ROWS)), step_ms=25, max_num_seqs=2, num_kv_blocks=300)
+    options = SchedulerOptions(max_num_seqs=2, max_model_len=2048, num_kv_blocks=300)
+    spec = AzureImportSpec(str(_csv(tmp_path, ROWS)), step_ms=25, scheduler=options)
     text = dumps(import_azure(spec).trace)
     assert text == dumps(import_azure(spec).trace)
     meta = import_azure(spec).trace.meta

@@ -12,12 +12,13 @@ import pytest
 from fdoverlap_cli.errors import InputError
 from fdoverlap_cli.trace import load_trace, save_trace
 from fdoverlap_cli.trace.format import Request, dumps, trace_from_dict
+from fdoverlap_cli.trace.scheduler import SchedulerOptions
 from fdoverlap_cli.trace.synth import SynthSpec, parse_lengths, synth_trace
 from tests.test_trace_validate import BASE
 
 
 def test_save_load_save_is_byte_identical(tmp_path: Path) -> None:
-    spec = SynthSpec(requests=12, arrival_rate=0.5, num_kv_blocks=20, seed=3)
+    spec = SynthSpec(requests=12, arrival_rate=0.5, seed=3, scheduler=SchedulerOptions(num_kv_blocks=20))
     trace = synth_trace(spec)
     first, second = tmp_path / "a.json", tmp_path / "b.json"
     save_trace(trace, first)

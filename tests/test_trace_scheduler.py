@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from fdoverlap_cli.errors import FdoError
 from fdoverlap_cli.trace import validate
 from fdoverlap_cli.trace.format import Request, Trace, TraceConfig
-from fdoverlap_cli.trace.scheduler import make_config, schedule
+from fdoverlap_cli.trace.scheduler import SchedulerOptions, schedule
 from fdoverlap_cli.trace.validate import check_steps
 
 
@@ -122,13 +122,13 @@ def workloads(draw: st.DrawFn) -> tuple[list[Request], TraceConfig]:
     ]
     longest = max(r.prompt_len + r.output_len for r in requests)
     peak = max(math.ceil((r.prompt_len + r.output_len - 1) / block_size) for r in requests)
-    config = make_config(
+    config = SchedulerOptions(
         max_num_seqs=slots,
         max_model_len=longest + draw(st.integers(0, 5)),
         block_size=block_size,
         num_kv_blocks=draw(st.integers(peak, peak * slots + 5)),
         max_num_batched_tokens=draw(st.integers(slots, 80)),
-    )
+    ).config()
     return requests, config
 
 
@@ -192,7 +192,9 @@ def test_no_step_is_idle_and_admission_is_fifo(workload: tuple[list[Request], Tr
 
 def test_kv_pressure_preempts_and_resumes() -> None:
     requests = [Request(f"r{i}", prompt_len=30, output_len=40) for i in range(6)]
-    config = make_config(max_num_seqs=4, max_model_len=70, block_size=8, num_kv_blocks=20, max_num_batched_tokens=64)
+    config = SchedulerOptions(
+        max_num_seqs=4, max_model_len=70, block_size=8, num_kv_blocks=20, max_num_batched_tokens=64
+    ).config()
     result = schedule(requests, config)
     trace = result.to_trace(config, {})
     assert result.preemptions > 0
@@ -205,7 +207,7 @@ def test_kv_pressure_preempts_and_resumes() -> None:
 
 def test_long_prompts_are_chunked_by_the_token_budget() -> None:
     requests = [Request("a", prompt_len=100, output_len=3), Request("b", prompt_len=10, output_len=3)]
-    config = make_config(max_num_seqs=2, max_model_len=128, block_size=16, max_num_batched_tokens=32)
+    config = SchedulerOptions(max_num_seqs=2, max_model_len=128, block_size=16, max_num_batched_tokens=32).config()
     trace = schedule(requests, config).to_trace(config, {})
     chunks_of_a = [ins for step in trace.steps for ins in step.insert if ins.request == "a"]
     assert [(c.start, c.length) for c in chunks_of_a] == [(0, 32), (32, 32), (64, 32), (96, 4)]
@@ -214,7 +216,7 @@ def test_long_prompts_are_chunked_by_the_token_budget() -> None:
 
 def test_idle_stretches_are_cut_and_arrivals_shift() -> None:
     requests = [Request("a", 4, 2, arrival_step=0), Request("b", 4, 2, arrival_step=1000)]
-    config = make_config(max_num_seqs=1, max_model_len=8, block_size=4, max_num_batched_tokens=8)
+    config = SchedulerOptions(max_num_seqs=1, max_model_len=8, block_size=4, max_num_batched_tokens=8).config()
     result = schedule(requests, config)
     assert len(result.steps) == 4  # a: prefill + 1 decode; b: prefill + 1 decode
     assert result.requests[1].arrival_step == 2
@@ -223,24 +225,30 @@ def test_idle_stretches_are_cut_and_arrivals_shift() -> None:
 
 def test_scheduling_is_deterministic() -> None:
     requests = [Request(f"r{i}", 5 + 7 * i % 23, 3 + 5 * i % 11, arrival_step=i // 3) for i in range(40)]
-    config = make_config(max_num_seqs=5, max_model_len=64, block_size=4, num_kv_blocks=30, max_num_batched_tokens=16)
+    config = SchedulerOptions(
+        max_num_seqs=5, max_model_len=64, block_size=4, num_kv_blocks=30, max_num_batched_tokens=16
+    ).config()
     assert schedule(requests, config) == schedule(requests, config)
+
+
+def _config(**options: int) -> TraceConfig:
+    return SchedulerOptions(**options).config()
 
 
 @pytest.mark.parametrize(
     ("config", "requests", "message"),
     [
-        (make_config(max_num_seqs=4, max_model_len=64, block_size=16, max_num_batched_tokens=2),
+        (_config(max_num_seqs=4, max_model_len=64, block_size=16, max_num_batched_tokens=2),
          [Request("a", 4, 4)], "max_num_batched_tokens 2 is below max_num_seqs 4"),
-        (make_config(max_num_seqs=1, max_model_len=64, block_size=16, max_num_batched_tokens=0),
+        (_config(max_num_seqs=1, max_model_len=64, block_size=16, max_num_batched_tokens=0),
          [Request("a", 4, 4)], "max_num_batched_tokens must be at least 1"),
-        (make_config(max_num_seqs=1, max_model_len=64, block_size=4, num_kv_blocks=3, max_num_batched_tokens=8),
+        (_config(max_num_seqs=1, max_model_len=64, block_size=4, num_kv_blocks=3, max_num_batched_tokens=8),
          [Request("big", 10, 5)], "request big alone needs 4 KV blocks"),
-        (make_config(max_num_seqs=1, max_model_len=8, block_size=4, max_num_batched_tokens=8),
+        (_config(max_num_seqs=1, max_model_len=8, block_size=4, max_num_batched_tokens=8),
          [Request("a", 6, 4)], "request a: prompt 6 + output 4 tokens exceed max_model_len 8"),
-        (make_config(max_num_seqs=1, max_model_len=8, block_size=4, max_num_batched_tokens=8),
+        (_config(max_num_seqs=1, max_model_len=8, block_size=4, max_num_batched_tokens=8),
          [Request("a", 2, 2), Request("a", 2, 2)], "duplicate request id 'a'"),
-        (make_config(max_num_seqs=1, max_model_len=8, block_size=4, max_num_batched_tokens=8), [], "no requests"),
+        (_config(max_num_seqs=1, max_model_len=8, block_size=4, max_num_batched_tokens=8), [], "no requests"),
     ],
 )  # fmt: skip
 def test_impossible_configurations_are_rejected(config: TraceConfig, requests: list[Request], message: str) -> None:

@@ -11,6 +11,7 @@ from rich.console import Console
 
 from fdoverlap_cli.report.trace_summary import render_trace_summary, sparkline
 from fdoverlap_cli.trace.format import trace_from_dict
+from fdoverlap_cli.trace.scheduler import SchedulerOptions
 from fdoverlap_cli.trace.summary import Distribution, bin_steps, summarize
 from fdoverlap_cli.trace.synth import SynthSpec, synth_trace
 from tests.test_trace_validate import BASE
@@ -42,7 +43,7 @@ def test_summary_counts_what_the_steps_run() -> None:
 
 
 def test_rendering_shows_the_key_numbers() -> None:
-    trace = synth_trace(SynthSpec(requests=8, num_kv_blocks=12, max_num_seqs=4))
+    trace = synth_trace(SynthSpec(requests=8, scheduler=SchedulerOptions(max_num_seqs=4, num_kv_blocks=12)))
     out = io.StringIO()
     render_trace_summary(summarize(trace), title="t.json", console=Console(file=out, width=200))
     text = out.getvalue()

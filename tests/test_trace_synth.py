@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from fdoverlap_cli.errors import FdoError, InputError
 from fdoverlap_cli.trace import validate
 from fdoverlap_cli.trace.format import dumps
+from fdoverlap_cli.trace.scheduler import SchedulerOptions
 from fdoverlap_cli.trace.synth import LengthDist, SynthSpec, draw_requests, parse_lengths, synth_trace
 
 
@@ -37,11 +38,11 @@ def test_defaults_are_a_small_decode_heavy_trace() -> None:
 
 
 def test_meta_records_the_command_and_parameters() -> None:
-    spec = SynthSpec(requests=5, output_len=parse_lengths("7", "x"), num_kv_blocks=40, max_model_len=128)
-    meta = synth_trace(spec).meta
+    options = SchedulerOptions(max_model_len=128, num_kv_blocks=40)
+    meta = synth_trace(SynthSpec(requests=5, output_len=parse_lengths("7", "x"), scheduler=options)).meta
     assert meta["command"] == (
         "fdoverlap trace synth --requests 5 --prompt-len 16..64 --output-len 7 --arrival-rate 0 --seed 0 "
-        "--max-num-seqs 16 --block-size 16 --max-num-batched-tokens 2048 --max-model-len 128 --num-kv-blocks 40"
+        "--max-num-seqs 16 --max-model-len 128 --block-size 16 --num-kv-blocks 40 --max-num-batched-tokens 2048"
     )
     assert meta["parameters"]["output_len"] == "7" and meta["parameters"]["num_kv_blocks"] == 40
     assert meta["generator"] == "fdoverlap trace synth"
@@ -88,4 +89,4 @@ def test_bad_length_specs_name_the_option(text: str, reason: str) -> None:
 
 def test_a_max_model_len_too_small_is_an_error() -> None:
     with pytest.raises(FdoError, match="exceed max_model_len 40"):
-        synth_trace(SynthSpec(max_model_len=40))
+        synth_trace(SynthSpec(scheduler=SchedulerOptions(max_model_len=40)))

@@ -24,20 +24,23 @@ trace_app.add_typer(import_app)
 TracePath = Annotated[str, typer.Argument(help="A trace file (JSON).", show_default=False)]
 Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 Out = Annotated[str, typer.Option("-o", "--out", help="Where to write the trace ('-': standard output).")]
-MaxNumSeqs = Annotated[int, typer.Option(min=1, help="Slots in the batch.", rich_help_panel="Scheduler")]
-BlockSize = Annotated[int, typer.Option(min=1, help="Tokens per KV block.", rich_help_panel="Scheduler")]
+
+
+def _scheduler_option(text: str, *, minimum: int = 1, derived: bool = False) -> Any:
+    """An option of the Scheduler panel; a derived one (default None) shows no default."""
+    return typer.Option(min=minimum, help=text, rich_help_panel="Scheduler", show_default=not derived)
+
+
+MaxNumSeqs = Annotated[int, _scheduler_option("Slots in the batch.")]
+BlockSize = Annotated[int, _scheduler_option("Tokens per KV block.")]
 NumKvBlocks = Annotated[
     int | None,
-    typer.Option(
-        min=1,
-        help="KV blocks in all (small values force preemption). Default: room for every slot at max-model-len.",
-        rich_help_panel="Scheduler",
-        show_default=False,
+    _scheduler_option(
+        "KV blocks in all (small values force preemption). Default: room for every slot at max-model-len.",
+        derived=True,
     ),
 ]
-MaxBatchedTokens = Annotated[
-    int, typer.Option(min=1, help="Tokens per step, at most (prefill chunks + decodes).", rich_help_panel="Scheduler")
-]
+MaxBatchedTokens = Annotated[int, _scheduler_option("Tokens per step, at most (prefill chunks + decodes).")]
 
 
 def register(app: typer.Typer) -> None:
@@ -95,11 +98,10 @@ def synth_command(
     max_num_seqs: MaxNumSeqs = 16,
     max_model_len: Annotated[
         int | None,
-        typer.Option(
-            min=2,
-            help="Prompt + output tokens per request, at most. Default: the longest request, rounded up to a block.",
-            rich_help_panel="Scheduler",
-            show_default=False,
+        _scheduler_option(
+            "Prompt + output tokens per request, at most. Default: the longest request, rounded up to a block.",
+            minimum=2,
+            derived=True,
         ),
     ] = None,
     block_size: BlockSize = 16,
@@ -116,6 +118,7 @@ def synth_command(
 
     [b]Example[/b]: fdoverlap trace synth -n 48 --prompt-len 512..2000 --max-num-batched-tokens 512 -o mixed.json
     """
+    from fdoverlap_cli.trace.scheduler import SchedulerOptions
     from fdoverlap_cli.trace.synth import SynthSpec, parse_lengths, synth_trace
 
     _check_out(out, as_json)
@@ -125,11 +128,7 @@ def synth_command(
         output_len=parse_lengths(output_len, "--output-len"),
         arrival_rate=arrival_rate,
         seed=seed,
-        max_num_seqs=max_num_seqs,
-        max_model_len=max_model_len,
-        block_size=block_size,
-        num_kv_blocks=num_kv_blocks,
-        max_num_batched_tokens=max_num_batched_tokens,
+        scheduler=SchedulerOptions(max_num_seqs, max_model_len, block_size, num_kv_blocks, max_num_batched_tokens),
     )
     trace = synth_trace(spec)
     _write(trace, out)
@@ -169,9 +168,7 @@ def import_azure_command(
         bool, typer.Option(help="Skip malformed rows (and count them) instead of failing.")
     ] = False,
     max_num_seqs: MaxNumSeqs = 64,
-    max_model_len: Annotated[
-        int, typer.Option(min=2, help="Prompt + output tokens per request, at most.", rich_help_panel="Scheduler")
-    ] = 2048,
+    max_model_len: Annotated[int, _scheduler_option("Prompt + output tokens per request, at most.", minimum=2)] = 2048,
     block_size: BlockSize = 16,
     num_kv_blocks: NumKvBlocks = None,
     max_num_batched_tokens: MaxBatchedTokens = 2048,
@@ -185,6 +182,7 @@ def import_azure_command(
     [b]Example[/b]: fdoverlap trace import azure AzureLLMInferenceTrace_conv.csv --limit 128 -o azure.json
     """
     from fdoverlap_cli.trace.azure import AzureImportSpec, import_azure
+    from fdoverlap_cli.trace.scheduler import SchedulerOptions
 
     _check_out(out, as_json)
     result = import_azure(
@@ -196,11 +194,7 @@ def import_azure_command(
             limit=limit,
             long=long,
             skip_bad_rows=skip_bad_rows,
-            max_num_seqs=max_num_seqs,
-            max_model_len=max_model_len,
-            block_size=block_size,
-            num_kv_blocks=num_kv_blocks,
-            max_num_batched_tokens=max_num_batched_tokens,
+            scheduler=SchedulerOptions(max_num_seqs, max_model_len, block_size, num_kv_blocks, max_num_batched_tokens),
         )
     )
     trace = result.trace

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from fdoverlap_cli.errors import InputError
 from fdoverlap_cli.trace.format import Request, Trace
-from fdoverlap_cli.trace.scheduler import make_config, schedule
+from fdoverlap_cli.trace.scheduler import SchedulerOptions, schedule_trace
 
 COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 LONG_POLICIES = ("truncate", "drop")
@@ -58,11 +58,9 @@ class AzureImportSpec:
     limit: int | None = None  # the first N requests kept
     long: str = "truncate"  # requests longer than max_model_len: truncate the output, or drop
     skip_bad_rows: bool = False
-    max_num_seqs: int = 64
-    max_model_len: int = 2048
-    block_size: int = 16
-    num_kv_blocks: int | None = None
-    max_num_batched_tokens: int = 2048
+    scheduler: SchedulerOptions = dataclasses.field(
+        default_factory=lambda: SchedulerOptions(max_num_seqs=64, max_model_len=2048)
+    )
 
     def command(self) -> str:
         """The canonical command line (the CSV by file name; every option spelled out)."""
@@ -75,15 +73,7 @@ class AzureImportSpec:
             parts.append(f"--duration {self.duration_s:g}")
         if self.limit is not None:
             parts.append(f"--limit {self.limit}")
-        parts += [
-            f"--long {self.long}",
-            f"--max-num-seqs {self.max_num_seqs}",
-            f"--max-model-len {self.max_model_len}",
-            f"--block-size {self.block_size}",
-            f"--max-num-batched-tokens {self.max_num_batched_tokens}",
-        ]
-        if self.num_kv_blocks is not None:
-            parts.append(f"--num-kv-blocks {self.num_kv_blocks}")
+        parts += [f"--long {self.long}", *self.scheduler.flags()]
         if self.skip_bad_rows:
             parts.append("--skip-bad-rows")
         return " ".join(parts)
@@ -204,7 +194,7 @@ def import_azure(spec: AzureImportSpec) -> AzureImport:
     window = [r for r in table.rows if origin <= r.time_s < end]
     kept: list[AzureRow] = []
     truncated = dropped = 0
-    max_len = spec.max_model_len
+    max_len = spec.scheduler.max_model_len or math.inf  # None: the scheduler fits max_model_len to the requests
     for r in window:
         if spec.limit is not None and len(kept) == spec.limit:
             break
@@ -215,7 +205,7 @@ def import_azure(spec: AzureImportSpec) -> AzureImport:
                 dropped += 1
                 continue
             truncated += 1
-            r = dataclasses.replace(r, output_len=max_len - r.prompt_len)
+            r = dataclasses.replace(r, output_len=int(max_len) - r.prompt_len)
         kept.append(r)
     if not kept:
         raise InputError(spec.csv_path, f"no request left in the window ({len(window)} in it, {dropped} dropped)")
@@ -229,14 +219,6 @@ def import_azure(spec: AzureImportSpec) -> AzureImport:
         )
         for i, r in enumerate(kept)
     ]
-    config = make_config(
-        max_num_seqs=spec.max_num_seqs,
-        max_model_len=spec.max_model_len,
-        block_size=spec.block_size,
-        num_kv_blocks=spec.num_kv_blocks,
-        max_num_batched_tokens=spec.max_num_batched_tokens,
-    )
-    result = schedule(requests, config)
     meta = {
         "generator": "fdoverlap trace import azure",
         "command": spec.command(),
@@ -251,14 +233,14 @@ def import_azure(spec: AzureImportSpec) -> AzureImport:
             "first_line": kept[0].line,
             "last_line": kept[-1].line,
         },
-        "scheduler": {"preemptions": result.preemptions, "idle_steps_cut": result.idle_steps_cut},
     }
+    trace = schedule_trace(requests, spec.scheduler, meta)
     return AzureImport(
-        trace=result.to_trace(config, meta),
+        trace=trace,
         rows=len(table.rows),
         bad_rows=table.bad_rows,
         selected=len(window),
         truncated=truncated,
         dropped=dropped,
-        preemptions=result.preemptions,
+        preemptions=trace.meta["scheduler"]["preemptions"],
     )

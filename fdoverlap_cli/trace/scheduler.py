@@ -48,27 +48,56 @@ class Schedule:
         return Trace(config=config, requests=self.requests, steps=self.steps, meta=meta)
 
 
-def make_config(
-    *,
-    max_num_seqs: int,
-    max_model_len: int,
-    block_size: int,
-    max_num_batched_tokens: int,
-    num_kv_blocks: int | None = None,
-    seed: int = 0,
-) -> TraceConfig:
-    """A TraceConfig; `num_kv_blocks=None` gives every slot room for max_model_len tokens
-    (max_num_seqs * ceil(max_model_len / block_size)), so nothing is ever preempted."""
-    if num_kv_blocks is None:
-        num_kv_blocks = max_num_seqs * blocks_for(max_model_len, max(block_size, 1))
-    return TraceConfig(
-        max_num_seqs=max_num_seqs,
-        max_model_len=max_model_len,
-        block_size=block_size,
-        num_kv_blocks=num_kv_blocks,
-        max_num_batched_tokens=max_num_batched_tokens,
-        seed=seed,
-    )
+@dataclasses.dataclass(frozen=True, slots=True)
+class SchedulerOptions:
+    """The scheduler's budgets as the trace commands take them; None: derived from the requests."""
+
+    max_num_seqs: int = 16
+    max_model_len: int | None = None  # None: the longest request, rounded up to a block
+    block_size: int = 16
+    num_kv_blocks: int | None = None  # None: room for every slot at max_model_len
+    max_num_batched_tokens: int = 2048
+
+    def config(self, requests: Sequence[Request] = (), *, seed: int = 0) -> TraceConfig:
+        """The TraceConfig, with what is None derived: max_model_len from the longest of `requests`;
+        num_kv_blocks = max_num_seqs * ceil(max_model_len / block_size), so nothing is ever preempted."""
+        block = max(self.block_size, 1)
+        max_model_len = self.max_model_len
+        if max_model_len is None:
+            longest = max((r.prompt_len + r.output_len for r in requests), default=2)
+            max_model_len = blocks_for(longest, block) * block
+        num_kv_blocks = self.num_kv_blocks
+        if num_kv_blocks is None:
+            num_kv_blocks = self.max_num_seqs * blocks_for(max_model_len, block)
+        return TraceConfig(
+            max_num_seqs=self.max_num_seqs,
+            max_model_len=max_model_len,
+            block_size=self.block_size,
+            num_kv_blocks=num_kv_blocks,
+            max_num_batched_tokens=self.max_num_batched_tokens,
+            seed=seed,
+        )
+
+    def flags(self) -> list[str]:
+        """The command-line options that set these budgets (derived ones left out)."""
+        return [
+            f"--{name.replace('_', '-')} {value}"
+            for name in ("max_num_seqs", "max_model_len", "block_size", "num_kv_blocks", "max_num_batched_tokens")
+            if (value := getattr(self, name)) is not None
+        ]
+
+    def parameters(self) -> dict[str, int]:
+        return {f.name: v for f in dataclasses.fields(self) if (v := getattr(self, f.name)) is not None}
+
+
+def schedule_trace(
+    requests: Sequence[Request], options: SchedulerOptions, meta: dict[str, Any], *, seed: int = 0
+) -> Trace:
+    """Schedule `requests` under `options` into a trace; meta gains the scheduler's counts."""
+    config = options.config(requests, seed=seed)
+    result = schedule(requests, config)
+    counts = {"preemptions": result.preemptions, "idle_steps_cut": result.idle_steps_cut}
+    return result.to_trace(config, {**meta, "scheduler": counts})
 
 
 def check_schedulable(requests: Sequence[Request], config: TraceConfig) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from fdoverlap_cli.errors import InputError
 from fdoverlap_cli.trace.format import Request, Trace
-from fdoverlap_cli.trace.scheduler import make_config, schedule
+from fdoverlap_cli.trace.scheduler import SchedulerOptions, schedule_trace
 
 _RANGE = r"(\d+)\.\.(\d+)"
 _NUMBER = r"(\d+(?:\.\d+)?)"
@@ -83,36 +83,30 @@ class SynthSpec:
     output_len: LengthDist = LengthDist("uniform", 32, 96)
     arrival_rate: float = 0.0  # requests per step (Poisson); 0: all arrive at step 0
     seed: int = 0
-    max_num_seqs: int = 16
-    max_model_len: int | None = None  # None: the longest request, rounded up to a block
-    block_size: int = 16
-    num_kv_blocks: int | None = None  # None: room for every slot at max_model_len
-    max_num_batched_tokens: int = 2048
+    scheduler: SchedulerOptions = dataclasses.field(default_factory=SchedulerOptions)
 
     def command(self) -> str:
         """The canonical command line that makes this trace (every option spelled out)."""
-        parts = [
-            "fdoverlap trace synth",
-            f"--requests {self.requests}",
-            f"--prompt-len {self.prompt_len}",
-            f"--output-len {self.output_len}",
-            f"--arrival-rate {self.arrival_rate:g}",
-            f"--seed {self.seed}",
-            f"--max-num-seqs {self.max_num_seqs}",
-            f"--block-size {self.block_size}",
-            f"--max-num-batched-tokens {self.max_num_batched_tokens}",
-        ]
-        if self.max_model_len is not None:
-            parts.append(f"--max-model-len {self.max_model_len}")
-        if self.num_kv_blocks is not None:
-            parts.append(f"--num-kv-blocks {self.num_kv_blocks}")
-        return " ".join(parts)
+        return " ".join(
+            [
+                "fdoverlap trace synth",
+                f"--requests {self.requests}",
+                f"--prompt-len {self.prompt_len}",
+                f"--output-len {self.output_len}",
+                f"--arrival-rate {self.arrival_rate:g}",
+                f"--seed {self.seed}",
+                *self.scheduler.flags(),
+            ]
+        )
 
     def parameters(self) -> dict[str, Any]:
         return {
-            f.name: str(v) if isinstance(v, LengthDist) else v
-            for f in dataclasses.fields(self)
-            if (v := getattr(self, f.name)) is not None
+            "requests": self.requests,
+            "prompt_len": str(self.prompt_len),
+            "output_len": str(self.output_len),
+            "arrival_rate": self.arrival_rate,
+            "seed": self.seed,
+            **self.scheduler.parameters(),
         }
 
 
@@ -136,25 +130,5 @@ def draw_requests(spec: SynthSpec) -> list[Request]:
 
 def synth_trace(spec: SynthSpec) -> Trace:
     """Draw the requests of `spec` and schedule them into a trace."""
-    requests = draw_requests(spec)
-    max_model_len = spec.max_model_len
-    if max_model_len is None:
-        longest = max(r.prompt_len + r.output_len for r in requests)
-        block = max(spec.block_size, 1)
-        max_model_len = -(-longest // block) * block
-    config = make_config(
-        max_num_seqs=spec.max_num_seqs,
-        max_model_len=max_model_len,
-        block_size=spec.block_size,
-        num_kv_blocks=spec.num_kv_blocks,
-        max_num_batched_tokens=spec.max_num_batched_tokens,
-        seed=spec.seed,
-    )
-    result = schedule(requests, config)
-    meta = {
-        "generator": "fdoverlap trace synth",
-        "command": spec.command(),
-        "parameters": spec.parameters(),
-        "scheduler": {"preemptions": result.preemptions, "idle_steps_cut": result.idle_steps_cut},
-    }
-    return result.to_trace(config, meta)
+    meta = {"generator": "fdoverlap trace synth", "command": spec.command(), "parameters": spec.parameters()}
+    return schedule_trace(draw_requests(spec), spec.scheduler, meta, seed=spec.seed)
