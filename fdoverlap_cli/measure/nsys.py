@@ -1,0 +1,337 @@
+"""Reading an Nsight Systems SQLite export (`nsys export --type sqlite`): parsing only, streamed.
+
+Written against export schema 3.20 (Nsight Systems 2025.3). Every stream below is a cursor over
+the export in time order, fetched in batches, so a large report is never loaded whole; aggregates
+(counts and totals) are computed by SQLite. What the rows mean for fdoverlap's steps is
+`nsys_steps`'s business; this module only turns rows into records.
+
+Tables read: META_DATA_EXPORT (schema version), StringIds (names), NVTX_EVENTS (ranges, domains,
+categories), CUPTI_ACTIVITY_KIND_RUNTIME (API calls), CUPTI_ACTIVITY_KIND_KERNEL,
+CUPTI_ACTIVITY_KIND_MEMCPY, ENUM_CUDA_MEMCPY_OPER and ENUM_CUDA_MEM_KIND (the copy kinds as nsys
+numbers them), ANALYSIS_DETAILS (the profiled window).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+from urllib.parse import quote
+
+from fdoverlap_cli.errors import InputError
+
+SCHEMA_MAJOR = 3  # a different major version is refused
+SCHEMA_MINOR = 20  # a different minor version is read with a warning
+WRITTEN_AGAINST = f"{SCHEMA_MAJOR}.{SCHEMA_MINOR} (Nsight Systems 2025.3)"
+
+# NVTX_EVENTS.eventType (ENUM_NSYS_EVENT_TYPE)
+NVTX_CATEGORY = 33
+NVTX_PUSH_POP = 59
+NVTX_START_END = 60
+NVTX_DOMAIN_CREATE = 75
+
+META = "META_DATA_EXPORT"
+STRINGS = "StringIds"
+NVTX = "NVTX_EVENTS"
+RUNTIME = "CUPTI_ACTIVITY_KIND_RUNTIME"
+KERNEL = "CUPTI_ACTIVITY_KIND_KERNEL"
+MEMCPY = "CUPTI_ACTIVITY_KIND_MEMCPY"
+MEMCPY_KINDS = "ENUM_CUDA_MEMCPY_OPER"
+MEMORY_KINDS = "ENUM_CUDA_MEM_KIND"
+ANALYSIS = "ANALYSIS_DETAILS"
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_BATCH = 8192
+_PAYLOAD_COLUMNS = ("int64Value", "uint64Value", "int32Value", "uint32Value")
+TID_BITS = 24  # globalTid = globalPid + tid: the low 24 bits are the thread id
+
+
+class NvtxRange(NamedTuple):
+    """One NVTX range [start, end) on thread `tid`; `end` is None for a range never closed."""
+
+    start: int
+    end: int | None
+    push_pop: bool  # push/pop (nested per thread) rather than start/end
+    tid: int
+    domain: int  # domainId (0: the default domain)
+    category: int | None
+    name: str | None  # the message (registered or plain text); None when only a category names it
+    payload: int | None  # an integer payload, the step index for fdoverlap's ranges
+
+
+class Launch(NamedTuple):
+    """A CUDA API call on thread `tid`, with the GPU record it triggered (gpu = None when it has none).
+
+    gpu is KERNEL or MEMCPY; a call that triggered several (a graph launch) comes once per record.
+    """
+
+    start: int
+    end: int
+    tid: int
+    name_id: int  # StringIds id of the API function's name
+    correlation_id: int | None
+    gpu: str | None
+    gpu_start: int | None
+    gpu_end: int | None
+    stream: int | None
+    kernel_name_id: int | None  # StringIds id of the kernel's short name
+    copy_kind: int | None  # ENUM_CUDA_MEMCPY_OPER id
+    src_kind: int | None  # ENUM_CUDA_MEM_KIND id
+    dst_kind: int | None
+    bytes: int | None
+
+
+class RangeTotal(NamedTuple):
+    """Count and total duration of the closed NVTX ranges sharing a domain, category and message."""
+
+    domain: int
+    category: int | None
+    name: str | None
+    count: int
+    total_ns: int
+
+
+class KernelTotal(NamedTuple):
+    name_id: int
+    count: int
+    total_ns: int
+
+
+class CopyTotal(NamedTuple):
+    copy_kind: int
+    src_kind: int | None
+    dst_kind: int | None
+    count: int
+    bytes: int
+    total_ns: int
+
+
+class NsysExport:
+    """An open export: its version, its tables, and cursors over its records (use as a context manager)."""
+
+    def __init__(self, path: Path, db: sqlite3.Connection) -> None:
+        self.path = path
+        self._db = db
+        self._strings: dict[int, str] = {}
+        self.warnings: list[str] = []
+        self.tables = frozenset(name for (name,) in self._rows("SELECT name FROM sqlite_master WHERE type='table'"))
+        if not self.tables:
+            raise InputError(str(path), "an empty SQLite database, not an Nsight Systems export")
+        if META not in self.tables or STRINGS not in self.tables:
+            raise InputError(str(path), f"not an Nsight Systems export (no {META} or {STRINGS} table)")
+        self.meta = dict(self._rows(f"SELECT name, value FROM {META}"))
+        self.version = self._check_version()
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def open(cls, path: str | Path) -> NsysExport:
+        """Open `path` read-only; anything that is not a readable export of a known version is an InputError."""
+        p = Path(path)
+        try:
+            with p.open("rb") as f:
+                head = f.read(len(_SQLITE_MAGIC))
+        except OSError as e:
+            raise InputError(str(p), e.strerror or str(e)) from None
+        if not head:
+            raise InputError(str(p), "empty file")
+        if head != _SQLITE_MAGIC:
+            raise InputError(str(p), "not a SQLite file (expected an `nsys export --type sqlite` output)")
+        try:
+            db = sqlite3.connect(f"file:{quote(str(p.resolve()))}?mode=ro&immutable=1", uri=True)
+        except sqlite3.Error as e:
+            raise InputError(str(p), f"cannot open the SQLite file: {e}") from None
+        try:
+            return cls(p, db)
+        except BaseException:
+            db.close()
+            raise
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> NsysExport:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_version(self) -> tuple[int, ...]:
+        text = self.meta.get("EXPORT_SCHEMA_VERSION")
+        if not text:
+            raise InputError(str(self.path), f"no EXPORT_SCHEMA_VERSION in {META}: not an Nsight Systems export")
+        try:
+            version = tuple(int(part) for part in text.split("."))
+        except ValueError:
+            raise InputError(str(self.path), f"unreadable export schema version {text!r}") from None
+        if version[0] != SCHEMA_MAJOR:
+            raise InputError(
+                str(self.path),
+                f"export schema {text} is not supported (fdoverlap reads schema {WRITTEN_AGAINST}); "
+                "export the report with a matching Nsight Systems",
+            )
+        if len(version) < 2 or version[1] != SCHEMA_MINOR:
+            self.warnings.append(
+                f"export schema {text} is not the one fdoverlap was written against ({WRITTEN_AGAINST}); "
+                "reading it the same way"
+            )
+        return version
+
+    # ------------------------------------------------------------------ low level
+
+    def _unreadable(self, e: sqlite3.Error) -> InputError:
+        return InputError(str(self.path), f"cannot read the export ({e}); is the file truncated or corrupt?")
+
+    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> Iterator[tuple]:
+        """The rows of `sql`, fetched in batches; SQLite errors become one InputError."""
+        try:
+            cursor = self._db.execute(sql, params)
+            while rows := cursor.fetchmany(_BATCH):
+                yield from rows
+        except sqlite3.Error as e:
+            raise self._unreadable(e) from None
+
+    def columns(self, table: str) -> frozenset[str]:
+        """The column names of `table` (empty when the table is missing)."""
+        if table not in self.tables:
+            return frozenset()
+        return frozenset(row[1] for row in self._rows(f"PRAGMA table_info({table})"))
+
+    def string(self, string_id: int | None) -> str | None:
+        """The StringIds value of `string_id` (cached; None for None or an unknown id)."""
+        if string_id is None:
+            return None
+        if string_id not in self._strings:
+            row = next(self._rows(f"SELECT value FROM {STRINGS} WHERE id = ?", (string_id,)), None)
+            self._strings[string_id] = row[0] if row else None
+        return self._strings[string_id]
+
+    # ------------------------------------------------------------------ small lookups
+
+    @property
+    def schema_version(self) -> str:
+        return self.meta.get("EXPORT_SCHEMA_VERSION", "?")
+
+    @property
+    def product(self) -> str:
+        return " ".join(v for v in (self.meta.get("EXPORT_PRODUCT_NAME"), self.meta.get("EXPORT_PRODUCT_VERSION")) if v)
+
+    def domains(self) -> dict[int, str]:
+        """NVTX domain id -> name (from the DomainCreate events)."""
+        if NVTX not in self.tables:
+            return {}
+        sql = f"SELECT domainId, text FROM {NVTX} WHERE eventType = ? AND domainId IS NOT NULL"
+        return {int(d): name for d, name in self._rows(sql, (NVTX_DOMAIN_CREATE,)) if name is not None}
+
+    def categories(self) -> dict[tuple[int, int], str]:
+        """(domain id, category id) -> category name (from nvtxDomainNameCategory events)."""
+        if NVTX not in self.tables:
+            return {}
+        sql = f"SELECT domainId, category, text FROM {NVTX} WHERE eventType = ? AND category IS NOT NULL"
+        return {(int(d or 0), int(c)): name for d, c, name in self._rows(sql, (NVTX_CATEGORY,)) if name is not None}
+
+    def enum(self, table: str) -> dict[int, str]:
+        """An ENUM_* table as id -> symbol name (empty when the export lacks it)."""
+        if table not in self.tables:
+            return {}
+        return {int(i): name for i, name in self._rows(f"SELECT id, name FROM {table}")}
+
+    def distinct_names(self, table: str, column: str) -> dict[int, str]:
+        """StringIds id -> value for every id used in `table.column` (API names, kernel names)."""
+        if table not in self.tables:
+            return {}
+        sql = f"SELECT DISTINCT t.{column}, s.value FROM {table} t LEFT JOIN {STRINGS} s ON s.id = t.{column}"
+        return {int(i): name or f"<string {i}>" for i, name in self._rows(sql) if i is not None}
+
+    def profiled_window(self) -> tuple[int, int] | None:
+        """[start, stop) of the whole profiled session in the export's clock, when the export says."""
+        if ANALYSIS not in self.tables:
+            return None
+        row = next(self._rows(f"SELECT min(startTime), max(stopTime) FROM {ANALYSIS}"), None)
+        return (int(row[0]), int(row[1])) if row and row[0] is not None and row[1] is not None else None
+
+    # ------------------------------------------------------------------ streams, in time order
+
+    def nvtx_ranges(self) -> Iterator[NvtxRange]:
+        """Every push/pop and start/end range, by start time (ties: the outer range first)."""
+        if NVTX not in self.tables:
+            return iter(())
+        payload = [c for c in _PAYLOAD_COLUMNS if c in self.columns(NVTX)]
+        payload_sql = f"COALESCE({', '.join(payload)}, NULL)" if payload else "NULL"
+        sql = (
+            f"SELECT e.start, e.end, e.eventType = {NVTX_PUSH_POP}, e.globalTid, COALESCE(e.domainId, 0), e.category, "
+            f"COALESCE(e.text, s.value), {payload_sql} "
+            f"FROM {NVTX} e LEFT JOIN {STRINGS} s ON s.id = e.textId "
+            f"WHERE e.eventType IN ({NVTX_PUSH_POP}, {NVTX_START_END}) ORDER BY e.start, e.end DESC"
+        )
+        return map(NvtxRange._make, self._rows(sql))
+
+    def launches(self, wait_name_ids: frozenset[int] = frozenset()) -> Iterator[Launch]:
+        """API calls that launched GPU work (joined on correlationId within one process), and the calls
+        named in `wait_name_ids` (host waits) whether or not they did, by call start time."""
+        if RUNTIME not in self.tables:
+            return iter(())
+        waits = ", ".join(str(int(i)) for i in sorted(wait_name_ids)) or "NULL"
+        gpu = []
+        if KERNEL in self.tables:
+            gpu.append(
+                f"SELECT correlationId AS corr, globalPid AS pid, '{KERNEL}' AS what, start, end, streamId, "
+                f"shortName AS kname, NULL AS ckind, NULL AS src, NULL AS dst, NULL AS bytes FROM {KERNEL}"
+            )
+        if MEMCPY in self.tables:
+            gpu.append(
+                f"SELECT correlationId, globalPid, '{MEMCPY}', start, end, streamId, "
+                f"NULL, copyKind, srcKind, dstKind, bytes FROM {MEMCPY}"
+            )
+        if not gpu:  # CUDA traced but no kernel or copy recorded: only the waits
+            sql = (
+                "SELECT start, end, globalTid, nameId, correlationId, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
+                f"NULL, NULL FROM {RUNTIME} WHERE nameId IN ({waits}) ORDER BY start"
+            )
+            return map(Launch._make, self._rows(sql))
+        sql = (
+            f"WITH gpu AS ({' UNION ALL '.join(gpu)}) "
+            "SELECT r.start, r.end, r.globalTid, r.nameId, r.correlationId, g.what, g.start, g.end, g.streamId, "
+            "g.kname, g.ckind, g.src, g.dst, g.bytes "
+            f"FROM {RUNTIME} r LEFT JOIN gpu g ON g.corr = r.correlationId "
+            f"AND (g.pid IS NULL OR g.pid = (r.globalTid >> {TID_BITS}) << {TID_BITS}) "
+            f"WHERE g.corr IS NOT NULL OR r.nameId IN ({waits}) ORDER BY r.start, g.start"
+        )
+        return map(Launch._make, self._rows(sql))
+
+    def gpu_intervals(self) -> Iterator[tuple[int, int]]:
+        """(start, end) of every kernel and memory copy, by start time."""
+        parts = [f"SELECT start, end FROM {t}" for t in (KERNEL, MEMCPY) if t in self.tables]
+        if not parts:
+            return iter(())
+        return self._rows(f"{' UNION ALL '.join(parts)} ORDER BY 1")
+
+    # ------------------------------------------------------------------ aggregates (computed by SQLite)
+
+    def range_totals(self) -> Iterator[RangeTotal]:
+        """Closed ranges grouped by (domain, category, message)."""
+        if NVTX not in self.tables:
+            return iter(())
+        sql = (
+            f"SELECT COALESCE(e.domainId, 0), e.category, COALESCE(e.text, s.value), count(*), sum(e.end - e.start) "
+            f"FROM {NVTX} e LEFT JOIN {STRINGS} s ON s.id = e.textId "
+            f"WHERE e.eventType IN ({NVTX_PUSH_POP}, {NVTX_START_END}) AND e.end IS NOT NULL GROUP BY 1, 2, 3"
+        )
+        return map(RangeTotal._make, self._rows(sql))
+
+    def kernel_totals(self) -> Iterator[KernelTotal]:
+        """Kernels grouped by short name, the longest total first."""
+        if KERNEL not in self.tables:
+            return iter(())
+        sql = f"SELECT shortName, count(*), sum(end - start) FROM {KERNEL} GROUP BY shortName ORDER BY 3 DESC"
+        return map(KernelTotal._make, self._rows(sql))
+
+    def copy_totals(self) -> Iterator[CopyTotal]:
+        """Memory copies grouped by (copy kind, source memory, destination memory)."""
+        if MEMCPY not in self.tables:
+            return iter(())
+        sql = (
+            f"SELECT copyKind, srcKind, dstKind, count(*), sum(bytes), sum(end - start) FROM {MEMCPY} GROUP BY 1, 2, 3"
+        )
+        return map(CopyTotal._make, self._rows(sql))
