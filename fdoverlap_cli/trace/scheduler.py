@@ -45,6 +45,7 @@ class Schedule:
     idle_steps_cut: int
 
     def to_trace(self, config: TraceConfig, meta: dict[str, Any]) -> Trace:
+        """The trace these steps make under `config`."""
         return Trace(config=config, requests=self.requests, steps=self.steps, meta=meta)
 
 
@@ -87,6 +88,7 @@ class SchedulerOptions:
         ]
 
     def parameters(self) -> dict[str, int]:
+        """The budgets that are set, by field name (for a trace's meta)."""
         return {f.name: v for f in dataclasses.fields(self) if (v := getattr(self, f.name)) is not None}
 
 
