@@ -1,0 +1,261 @@
+"""Attributing nsys activity to fdoverlap's steps: a hand-built export with hand-computed answers, and
+simulated engine runs whose spans are known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fdoverlap_cli.measure import intervals as iv
+from fdoverlap_cli.measure.metrics import compare, path_metrics
+from fdoverlap_cli.measure.nsys import NsysExport
+from fdoverlap_cli.measure.nsys_analysis import analyze, compute_mean_ns
+from fdoverlap_cli.measure.nsys_steps import api_name, attribute, is_host_wait_call, is_instrumentation_kernel
+from fdoverlap_cli.measure.nsys_synthetic import (
+    DEVICE,
+    DTOH,
+    PAGEABLE,
+    PINNED,
+    EngineShape,
+    ExportWriter,
+    simulate_export,
+)
+from fdoverlap_cli.measure.records import Kind, SpanTable, Track
+
+LAUNCH = "cudaLaunchKernel_v7000"
+STREAM = 7
+
+
+def _overlap_two_steps(path) -> None:
+    """Two steps of the overlap path (times in ns; see test_hand_built_overlap_path for the answers).
+
+    step 0 [0, 300):   preprocess(0) [10, 100) launches K [30, 200); postprocess(0) [100, 150) launches
+                       K [200, 250) and a pinned DtoH copy [250, 260).
+    step 1 [290, 700): insert_tasks [291, 299) launches a kernel [294, 298); preprocess(1) [300, 400)
+                       reads the token count back (cudaMemcpy [301, 309), pageable copy [303, 306)) and
+                       launches K [320, 600); save(0) [400, 500) waits on the event [400, 410);
+                       postprocess(1) [500, 560) launches K [600, 650), a copy [650, 660), a timestamp
+                       kernel [660, 661).
+    flush: save(1) [700, 800) waits [700, 705).
+    """
+    w = ExportWriter(path)
+    d = w.domain("fdoverlap")
+
+    def rng(a, b, name, payload=None):
+        w.nvtx_range(a, b, name, domain=d, payload=payload)
+
+    def kernel(call, gpu, name="k"):
+        w.kernel(*gpu, name, stream=STREAM, correlation_id=w.call(*call, LAUNCH))
+
+    def copy(call, gpu, api="cudaMemcpyAsync_v3020", dst=PINNED):
+        corr = w.call(*call, api)
+        w.memcpy(*gpu, stream=STREAM, correlation_id=corr, kind=DTOH, src=DEVICE, dst=dst, nbytes=8)
+
+    rng(0, 1000, "overlap")
+    rng(0, 300, "step", 0)
+    rng(10, 100, "preprocess_and_execute_model", 0)
+    kernel((20, 30), (30, 200))
+    rng(100, 150, "postprocess", 0)
+    kernel((110, 120), (200, 250))
+    copy((130, 140), (250, 260))
+    rng(290, 700, "step", 1)
+    rng(291, 299, "insert_tasks", 1)
+    kernel((292, 294), (294, 298), "insert_tasks_kernel")
+    rng(300, 400, "preprocess_and_execute_model", 1)
+    copy((301, 309), (303, 306), api="cudaMemcpy_v3020", dst=PAGEABLE)
+    kernel((310, 320), (320, 600))
+    rng(400, 500, "save_model_output", 0)
+    w.call(400, 410, "cudaEventSynchronize_v3020")
+    rng(500, 560, "postprocess", 1)
+    kernel((510, 520), (600, 650))
+    copy((530, 540), (650, 660))
+    kernel((545, 550), (660, 661), "record_timestamp_kernel")
+    rng(700, 800, "save_model_output", 1)
+    w.call(700, 705, "cudaEventSynchronize_v3020")
+    w.close()
+
+
+def test_hand_built_overlap_path(tmp_path):
+    _overlap_two_steps(tmp_path / "two.sqlite")
+    a = analyze(tmp_path / "two.sqlite")
+    assert a.unavailable is None and list(a.paths) == ["overlap"]
+    m = a.paths["overlap"].metrics
+    # H_0 = D_0 ∪ S_0 = [250, 260) ∪ [400, 500) (110 ns); C_1 = [320, 650); H_0 ∩ C_1 = [400, 500).
+    assert (m.hidden_ns, m.hideable_ns) == (100, 110)
+    assert m.hidden == pytest.approx(100 / 110)
+    # bubble_0 = start of C_1 (320) - end of C_0 ∪ D_0 (260).
+    assert m.bubble_ns.mean == 60
+    # GPU busy = |[30, 260) ∪ [320, 660)| / (660 - 30): the insert, read-back and timestamp work is not C_k or D_k.
+    assert m.gpu_busy == pytest.approx(570 / 630)
+    # B_0 = 300; B_1 = 410 - 8 (read-back) - 10 (event wait); G_0 = 230, G_1 = 340.
+    assert m.limit_ns == 300 + 392
+    assert a.paths["overlap"].compute_mean_ns == (220 + 330) / 2
+    assert m.host_stages[Kind.SAVE].count == 2 and m.host_stages[Kind.INSERT].count == 1
+    work = a.paths["overlap"].work
+    assert work["compute_kernels"]["count"] == 4
+    assert work["dtoh_copies"]["count"] == 2
+    assert work["waits"] == {"count": 3, "total_ns": 8 + 10 + 5}
+    assert work["instrumentation_kernels"]["count"] == 1
+    assert work["insert_work"]["count"] == 1
+    assert work["other_gpu_work"]["count"] == 1  # the read-back copy: a wait, not D_k
+    assert a.copies.by_destination() == {"pinned": 2, "pageable": 1, "device": 0}
+
+
+def test_hand_built_spans(tmp_path):
+    _overlap_two_steps(tmp_path / "two.sqlite")
+    with NsysExport.open(tmp_path / "two.sqlite") as export:
+        spans = attribute(export).paths["overlap"].spans.to_spans()
+    by_kind = {}
+    for s in spans:
+        by_kind.setdefault(s.kind, []).append((s.step, s.start_ns, s.end_ns, s.track))
+    gpu, host = Track.COMPUTE_STREAM, Track.HOST
+    # Touching kernels of one step on one stream are merged as they arrive.
+    assert sorted(by_kind[Kind.COMPUTE]) == [(0, 30, 250, gpu), (1, 320, 650, gpu)]
+    assert sorted(by_kind[Kind.COPY]) == [(0, 250, 260, gpu), (1, 650, 660, gpu)]
+    assert sorted(by_kind[Kind.ITERATION]) == [(0, 0, 300, host), (1, 290, 700, host)]
+    assert sorted(by_kind[Kind.SAVE]) == [(0, 400, 500, host), (1, 700, 800, host)]
+    assert sorted(by_kind[Kind.WAIT]) == [(1, 301, 309, host), (1, 400, 410, host), (1, 700, 705, host)]
+    assert sorted(by_kind[Kind.INSERT]) == [(1, 291, 299, host)]
+    assert sorted(by_kind[Kind.PREPROCESS]) == [(0, 10, 100, host), (1, 300, 400, host)]
+    assert sorted(by_kind[Kind.POSTPROCESS]) == [(0, 100, 150, host), (1, 500, 560, host)]
+
+
+def test_idle_iteration_and_graph_launch(tmp_path):
+    """A step range without preprocess (the worker idled) is no iteration; a graph launch's kernels all count."""
+    w = ExportWriter(tmp_path / "idle.sqlite")
+    d = w.domain("fdoverlap")
+    w.nvtx_range(0, 1000, "overlap", domain=d)
+    w.nvtx_range(0, 100, "step", domain=d, payload=0)
+    w.nvtx_range(0, 50, "preprocess_and_execute_model", domain=d, payload=0)
+    graph = w.call(10, 20, "cudaGraphLaunch_v10000")
+    for a, b in ((20, 30), (30, 40), (45, 60)):
+        w.kernel(a, b, "graph_kernel", stream=STREAM, correlation_id=graph)
+    w.nvtx_range(50, 90, "postprocess", domain=d, payload=0)
+    w.nvtx_range(100, 200, "step", domain=d, payload=1)  # idle: no preprocess inside
+    w.nvtx_range(110, 190, "save_model_output", domain=d, payload=0)
+    w.call(110, 120, "cudaStreamSynchronize_v3020")
+    w.close()
+    with NsysExport.open(tmp_path / "idle.sqlite") as export:
+        p = attribute(export).paths["overlap"]
+    spans = p.spans.to_spans()
+    assert [(s.step, s.start_ns, s.end_ns) for s in spans if s.kind == Kind.ITERATION] == [(0, 0, 100)]
+    assert p.idle_iterations == 1
+    assert p.compute_kernels.count == 3
+    assert sorted((s.start_ns, s.end_ns) for s in spans if s.kind == Kind.COMPUTE) == [(20, 40), (45, 60)]
+    assert [(s.step, s.start_ns) for s in spans if s.kind == Kind.WAIT] == [(1, 110)]
+
+
+def test_no_fdoverlap_domain(tmp_path):
+    w = ExportWriter(tmp_path / "other.sqlite")
+    d = w.domain("someone_else")
+    w.nvtx_range(0, 10, "step", domain=d, payload=0)
+    w.kernel(2, 5, "k", stream=STREAM, correlation_id=w.call(1, 2, LAUNCH))
+    w.close()
+    a = analyze(tmp_path / "other.sqlite")
+    assert a.unavailable is not None and "no `fdoverlap` NVTX domain" in a.unavailable
+    assert a.paths == {}
+    assert a.kernels.count == 1
+
+
+# --------------------------------------------------------------------------- simulated engine runs
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory):
+    path = tmp_path_factory.mktemp("nsys") / "sim.sqlite"
+    expected = simulate_export(path, 8, warmup_steps=2)
+    with NsysExport.open(path) as export:
+        attribution = attribute(export, keep_flows=True)
+    return path, expected, attribution
+
+
+def _unions(table: SpanTable, kind: str) -> dict[int, list[tuple[int, int]]]:
+    rows = table.of_kind(kind)
+    merged, group = iv.merge_by_group(rows.intervals(), rows.step)
+    out: dict[int, list[tuple[int, int]]] = {}
+    for (a, b), g in zip(merged.tolist(), group.tolist(), strict=True):
+        out.setdefault(g, []).append((a, b))
+    return out
+
+
+@pytest.mark.parametrize("path", ["sync", "overlap"])
+def test_simulated_spans_match_the_definitions(simulated, path):
+    _, expected, attribution = simulated
+    got, want = attribution.paths[path].spans, SpanTable.from_spans(expected[path])
+    for kind in Kind.ALL:
+        assert _unions(got, kind) == _unions(want, kind), kind
+
+
+@pytest.mark.parametrize("path", ["sync", "overlap"])
+def test_simulated_metrics_match(simulated, path):
+    _, expected, attribution = simulated
+    got = path_metrics(attribution.paths[path].spans).to_dict()
+    assert got == path_metrics(expected[path]).to_dict()
+    assert compute_mean_ns(attribution.paths[path].spans) == compute_mean_ns(SpanTable.from_spans(expected[path]))
+
+
+def test_simulated_overlap_hides_more(simulated):
+    _, _, attribution = simulated
+    sync, overlap = (path_metrics(attribution.paths[p].spans) for p in ("sync", "overlap"))
+    assert sync.hidden == 0
+    assert overlap.hidden > 0.1
+    assert compare(sync, overlap).speedup > 1
+
+
+def test_simulated_bookkeeping(simulated):
+    _, _, attribution = simulated
+    shape = EngineShape()
+    assert attribution.has_domain and attribution.unavailable_reason(has_cuda=True) is None
+    assert attribution.steps_outside_paths == 2  # the warm-up
+    assert attribution.gpu_outside_paths > 2  # the warm-up's work and the other thread's kernels
+    for p in attribution.paths.values():
+        assert p.compute_kernels.count == 8 * (shape.forward_kernels + shape.post_kernels)
+        assert p.dtoh_copies.count == 8 * 2
+        assert p.instrumentation.count == 8 * 2
+        assert p.insert_work.count == 2 * len(range(0, 8, shape.insert_every))
+        assert p.other_work.count == len(range(0, 8, shape.readback_every))
+        assert p.idle_iterations == 0
+        assert p.spans.track_names[:2] == (Track.HOST, Track.COMPUTE_STREAM)
+
+
+def test_flows_join_each_launch_to_its_gpu_record(simulated):
+    _, _, attribution = simulated
+    for p in attribution.paths.values():
+        assert len(p.flows) == p.compute_kernels.count + p.dtoh_copies.count
+        for launch, gpu in p.flows:
+            assert launch.track == Track.HOST and gpu.track == Track.COMPUTE_STREAM
+            assert launch.step == gpu.step and launch.start_ns <= gpu.start_ns
+
+
+def test_more_kernels_per_step_and_no_timestamps(tmp_path):
+    shape = EngineShape(forward_kernels=20, forward_kernel_ns=5_000, launch_ns=6_000, timestamps=False)
+    expected = simulate_export(tmp_path / "launch-bound.sqlite", 5, shape=shape)
+    with NsysExport.open(tmp_path / "launch-bound.sqlite") as export:
+        attribution = attribute(export)
+    for path in ("sync", "overlap"):
+        got = path_metrics(attribution.paths[path].spans)
+        want = path_metrics(expected[path])
+        assert got.to_dict() == want.to_dict()
+        # Launch-bound: kernels leave gaps, so the compute of a step is many spans, not one.
+        assert len(attribution.paths[path].spans.of_kind(Kind.COMPUTE)) > 5 * 10
+        assert np.isclose(got.gpu_busy, want.gpu_busy)
+
+
+# --------------------------------------------------------------------------- naming rules
+
+
+def test_api_names_and_waits():
+    assert api_name("cudaMemcpyAsync_ptsz_v7000") == "cudaMemcpyAsync"
+    assert api_name("cuMemcpyDtoH_v2") == "cuMemcpyDtoH"
+    assert is_host_wait_call("cudaEventSynchronize_v3020")
+    assert is_host_wait_call("cudaMemcpy_v3020")
+    assert is_host_wait_call("cuStreamSynchronize")
+    assert not is_host_wait_call("cudaMemcpyAsync_v3020")
+    assert not is_host_wait_call("cudaStreamWaitEvent_v3020")  # the GPU waits, not the host
+    assert not is_host_wait_call("cudaLaunchKernel_v7000")
+
+
+def test_instrumentation_kernels():
+    assert is_instrumentation_kernel("record_timestamp_kernel")
+    assert is_instrumentation_kernel("ClockSamplesKernel")
+    assert not is_instrumentation_kernel("sm90_xmma_gemm_f32f32")
