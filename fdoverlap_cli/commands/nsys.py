@@ -1,9 +1,130 @@
-"""CLI commands: nsys (placeholder until its issue lands)."""
+"""CLI commands: `analyze` (read an Nsight Systems export) and `profile` (run a command under nsys, then analyze)."""
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
 import typer
+
+from fdoverlap_cli.errors import CheckFailed, FdoError
+
+if TYPE_CHECKING:
+    from fdoverlap_cli.measure.nsys_analysis import NsysAnalysis
+
+NsysOpt = Annotated[str | None, typer.Option("--nsys", help="The nsys executable (default: $NSYS, then nsys on PATH).")]
+WindowOpt = Annotated[str | None, typer.Option("--window", help="Steps the metrics cover, FIRST:LAST (inclusive).")]
+TimelineOpt = Annotated[
+    Path | None, typer.Option("--timeline", help="Write a Perfetto/Chrome trace-event timeline here.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
+
+
+def _parse_window(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", text)
+    if match is None or int(match[1]) > int(match[2]):
+        raise FdoError(f"--window: expected FIRST:LAST step numbers with 0 <= FIRST <= LAST, got '{text}'")
+    return int(match[1]), int(match[2])
+
+
+def _present(
+    analysis: NsysAnalysis, *, timeline: Path | None, as_json: bool, extra: dict[str, Any] | None = None
+) -> None:
+    """Write the timeline if asked, then print the report (Rich) or its JSON."""
+    from fdoverlap_cli.report import nsys_tables
+
+    if timeline is not None:
+        if not analysis.attribution.paths:
+            raise FdoError(f"--timeline: no fdoverlap paths to draw ({analysis.unavailable})")
+        from fdoverlap_cli.measure import timeline as perfetto
+
+        tracks, flows = analysis.timeline()
+        perfetto.write(timeline, tracks, flows, metadata={"source": analysis.file})
+    if as_json:
+        nsys_tables.print_warnings(analysis)
+        typer.echo(json.dumps({**(extra or {}), **analysis.to_dict()}, indent=2))
+    else:
+        nsys_tables.print_analysis(analysis)
+
+
+def analyze(
+    report: Annotated[
+        Path, typer.Argument(help="An `nsys export --type sqlite` file, or an .nsys-rep report (needs nsys).")
+    ],
+    against: Annotated[
+        Path | None,
+        typer.Option("--against", help="The tool's own results of the same run (run.json), side by side with nsys."),
+    ] = None,
+    window: WindowOpt = None,
+    timeline: TimelineOpt = None,
+    as_json: JsonOpt = False,
+    nsys: NsysOpt = None,
+) -> None:
+    """Read an Nsight Systems report: NVTX ranges, copies, kernels, GPU busy, and fdoverlap's per-step metrics.
+
+    On an export of an fdoverlap run the sync and overlap paths get the same metrics the tool computes
+    from its own timing (hidden fraction, bubble, GPU busy, step time, limit), and --against puts the
+    tool's own numbers beside them.
+
+    [b]Example[/b]: fdoverlap analyze report.sqlite --against run.json
+    """
+    from fdoverlap_cli.measure.nsys_analysis import analyze as analyze_export
+    from fdoverlap_cli.profile import sqlite_export
+
+    steps = _parse_window(window)
+    with sqlite_export(report, nsys) as sqlite:
+        analysis = analyze_export(sqlite, window=steps, against=against, keep_flows=timeline is not None)
+    _present(analysis, timeline=timeline, as_json=as_json)
+
+
+def profile(
+    command: Annotated[
+        list[str], typer.Argument(help="The fdoverlap command to profile, after --.", show_default=False)
+    ],
+    nsys: NsysOpt = None,
+    out: Annotated[Path, typer.Option("-o", "--out", help="Report name: writes NAME.nsys-rep and NAME.sqlite.")] = Path(
+        "fdoverlap-profile"
+    ),
+    capture: Annotated[
+        str,
+        typer.Option("--capture", help="measure: the measured paths only; cuda-profiler: cudaProfilerStart/Stop; all."),
+    ] = "measure",
+    window: WindowOpt = None,
+    timeline: TimelineOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run an fdoverlap command under Nsight Systems, export the report to SQLite, and analyze it.
+
+    Runs `nsys profile -t cuda,nvtx -s none --cpuctxsw=none -o NAME` with the capture range, then
+    `nsys export --type sqlite`; when the command writes -o run.json, the analysis compares against it.
+
+    [b]Example[/b]: fdoverlap profile -o compare -- compare --sync --overlap --preset 8b -o run.json
+    """
+    from fdoverlap_cli import profile as nsys_profile
+    from fdoverlap_cli.measure.nsys_analysis import analyze as analyze_export
+
+    steps = _parse_window(window)
+    run = nsys_profile.profile(command, name=out, capture=capture, nsys=nsys, quiet_stdout=as_json)
+    analysis = analyze_export(run.sqlite, window=steps, against=run.results, keep_flows=timeline is not None)
+    extra = {
+        "profile": {
+            "report": str(run.report),
+            "sqlite": str(run.sqlite),
+            "results": str(run.results) if run.results else None,
+            "command": run.argv,
+            "exit_code": run.exit_code,
+        }
+    }
+    _present(analysis, timeline=timeline, as_json=as_json, extra=extra)
+    if run.exit_code != 0:
+        raise CheckFailed(f"the profiled command exited with status {run.exit_code}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
+    """Add `analyze` and `profile` to the root app."""
+    app.command()(analyze)
+    app.command(context_settings={"allow_interspersed_args": False})(profile)
