@@ -1,0 +1,57 @@
+// The layout shared by the attention kernels, and their CUDA launchers (defined in attention.cu).
+#pragma once
+
+#include <cstdint>
+
+#include "../include/host_device.h"
+
+namespace fdo::attention {
+
+constexpr int kMaxHeadDimCuda = 256;  // the CUDA kernel keeps a head's output in registers
+
+// qkv rows of [q heads | k heads | v heads] and a cache [bsz, max_model_len, num_kv_heads, head_dim].
+struct AttentionShape {
+  int64_t rows;
+  int64_t bsz;
+  int64_t max_model_len;
+  int num_q_heads;
+  int num_kv_heads;
+  int head_dim;
+
+  FDO_HOST_DEVICE int64_t QkvWidth() const { return static_cast<int64_t>(num_q_heads + 2 * num_kv_heads) * head_dim; }
+  FDO_HOST_DEVICE int64_t KvWidth() const { return static_cast<int64_t>(num_kv_heads) * head_dim; }
+  FDO_HOST_DEVICE int64_t QWidth() const { return static_cast<int64_t>(num_q_heads) * head_dim; }
+
+  // The cache position of row t (seq_lens_decoder[b] + t - cu_seqlens_q[b]), or -1 for a padding row
+  // or a position outside the cache.
+  FDO_HOST_DEVICE int64_t Position(int64_t t, const int32_t* batch, const int32_t* cu, const int32_t* dec) const {
+    const int32_t b = batch[t];
+    if (b < 0 || b >= bsz) return -1;
+    const int64_t p = static_cast<int64_t>(dec[b]) + t - cu[b];
+    return p >= 0 && p < max_model_len ? p : -1;
+  }
+
+  FDO_HOST_DEVICE int64_t CacheOffset(int64_t b, int64_t p, int64_t kv_head) const {
+    return ((b * max_model_len + p) * num_kv_heads + kv_head) * head_dim;
+  }
+};
+
+}  // namespace fdo::attention
+
+#if defined(PADDLE_WITH_CUDA) || defined(__CUDACC__)
+#include <cuda_runtime.h>
+
+namespace fdo::attention {
+
+template <typename S>
+cudaError_t LaunchWriteKvCache(const S* qkv, S* key_cache, S* value_cache, const int32_t* batch_id_per_token,
+                               const int32_t* cu_seqlens_q, const int32_t* seq_lens_decoder, AttentionShape shape,
+                               cudaStream_t stream);
+
+template <typename S>
+cudaError_t LaunchAttention(const S* qkv, const S* key_cache, const S* value_cache, const int32_t* batch_id_per_token,
+                            const int32_t* cu_seqlens_q, const int32_t* seq_lens_decoder, AttentionShape shape,
+                            float scale, S* out, cudaStream_t stream);
+
+}  // namespace fdo::attention
+#endif
