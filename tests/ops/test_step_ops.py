@@ -1,0 +1,380 @@
+"""The step ops (flags, padding, token updates, inserts) against the NumPy reference, on the CPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.ops import reference as ref
+from tests.ops.tensors import cpu, host
+
+SEEDS = st.integers(0, 2**32 - 1)
+FAST = settings(max_examples=40, deadline=None)
+# Slot buffers have bsz = max_num_seqs >= 1 rows; paddle 2.6 cannot pass a zero-size tensor in place.
+SLOTS = st.integers(1, 12)
+
+
+def random_step_state(rng: np.random.Generator, bsz: int, width: int) -> dict[str, np.ndarray]:
+    """Slot buffers in random states; each op's rule is per slot, so any combination is a valid input."""
+    return {
+        "input_ids": rng.integers(0, 50, (bsz, width)).astype(np.int64),
+        "seq_lens_this_time": rng.integers(0, width + 1, bsz).astype(np.int32),
+        "seq_lens_encoder": rng.integers(0, width + 1, bsz).astype(np.int32),
+        "seq_lens_decoder": rng.integers(0, 3 * width, bsz).astype(np.int32),
+        "prompt_lens": rng.integers(1, 4 * width, bsz).astype(np.int64),
+        "step_idx": rng.integers(0, 8, bsz).astype(np.int64),
+        "max_dec_len": rng.integers(1, 10, bsz).astype(np.int64),
+        "stop_flags": rng.random(bsz) < 0.3,
+        # A small vocabulary so that sampled tokens hit the end ids often.
+        "sampled_token_ids": rng.integers(0, 6, (bsz, 1)).astype(np.int64),
+        "next_tokens": rng.integers(0, 50, (bsz, 1)).astype(np.int64),
+    }
+
+
+# ------------------------------------------------------------------------------------------- flags
+
+
+def test_get_stop_reads_and_set_stop_writes_the_callers_flag(ops):
+    flag = cpu(np.array([False]))
+    pointer = flag.data_ptr()
+    assert not bool(host(ops.get_stop(flag))[0])
+    ops.set_stop(flag, True)
+    assert flag.data_ptr() == pointer
+    assert bool(host(flag)[0])
+    assert bool(host(ops.get_stop(flag))[0])
+    ops.set_stop(flag, False)
+    assert not bool(host(flag)[0])
+
+
+def test_get_stop_returns_a_cpu_tensor(ops):
+    value = ops.get_stop(cpu(np.array([True])))
+    assert value.place.is_cpu_place()
+    assert value.shape == [1]
+
+
+# ------------------------------------------------------------------------------------------- padding
+
+
+@FAST
+@given(seed=SEEDS, bsz=st.integers(0, 9), width=st.integers(1, 7), extra=st.integers(-4, 4))
+def test_get_padding_offset_matches_reference(ops, seed, bsz, width, extra):
+    rng = np.random.default_rng(seed)
+    input_ids = rng.integers(0, 100, (bsz, width)).astype(np.int64)
+    lens = rng.integers(0, width + 1, bsz).astype(np.int32)
+    token_num = max(0, int(lens.sum()) + extra)  # below the real total drops tokens, above it pads
+    outs = ops.get_padding_offset(cpu(input_ids), cpu(lens), token_num)
+    want = ref.get_padding_offset(input_ids, lens, token_num)
+    for got, expected in zip(outs, want, strict=True):
+        np.testing.assert_array_equal(host(got), expected)
+
+
+def test_get_padding_offset_padding_rows_and_empty_batch(ops):
+    ids, batch, cu_q, cu_k = ops.get_padding_offset(
+        cpu(np.array([[7, 8, 9], [4, 5, 6]], np.int64)), cpu(np.array([2, 0], np.int32)), 4
+    )
+    assert host(ids).tolist() == [7, 8, -1, -1]
+    assert host(batch).tolist() == [0, 0, -1, -1]
+    assert host(cu_q).tolist() == host(cu_k).tolist() == [0, 2, 2]
+    ids, batch, cu_q, _ = ops.get_padding_offset(cpu(np.zeros((0, 5), np.int64)), cpu(np.zeros(0, np.int32)), 0)
+    assert host(ids).shape == (0,) and host(batch).shape == (0,)
+    assert host(cu_q).tolist() == [0]
+
+
+@FAST
+@given(seed=SEEDS, bsz=st.integers(0, 8), dtype=st.sampled_from([np.float32, np.float16]))
+def test_rebuild_padding_matches_reference(ops, seed, bsz, dtype):
+    rng = np.random.default_rng(seed)
+    lens = rng.integers(0, 4, bsz).astype(np.int32)
+    cu = np.concatenate([[0], np.cumsum(lens)]).astype(np.int32)
+    rows = int(cu[-1]) + int(rng.integers(0, 3))  # trailing padding rows
+    hidden = rng.standard_normal((rows, 5)).astype(dtype)
+    got = host(ops.rebuild_padding(cpu(hidden), cpu(cu), cpu(lens)))
+    np.testing.assert_array_equal(got, ref.rebuild_padding(hidden, cu, lens))
+    assert not got[lens == 0].any()  # slots with no tokens get zeros
+
+
+# ------------------------------------------------------------------------------------------- token updates
+
+
+@FAST
+@given(seed=SEEDS, bsz=SLOTS)
+def test_set_value_by_flags_and_idx_matches_reference(ops, seed, bsz):
+    rng = np.random.default_rng(seed)
+    s = random_step_state(rng, bsz, width=4)
+    pre_ids = rng.integers(-1, 50, (bsz, 6)).astype(np.int64)
+    s["step_idx"] = rng.integers(-1, 8, bsz).astype(np.int64)  # some outside [0, 6): left alone
+    buffer = cpu(pre_ids)
+    pointer = buffer.data_ptr()
+    args = [s[k] for k in ("seq_lens_this_time", "seq_lens_encoder", "seq_lens_decoder", "step_idx", "stop_flags")]
+    ops.set_value_by_flags_and_idx(buffer, cpu(s["input_ids"]), *[cpu(a) for a in args])
+    assert buffer.data_ptr() == pointer
+    want = ref.set_value_by_flags_and_idx(pre_ids, s["input_ids"], *args)
+    np.testing.assert_array_equal(host(buffer), want)
+
+
+STOP_INPUTS = ("seq_lens_this_time", "seq_lens_decoder", "prompt_lens")
+
+
+def run_set_stop_value_multi_ends(ops, s: dict[str, np.ndarray], end_ids: np.ndarray) -> dict[str, np.ndarray]:
+    tensors = {k: cpu(s[k]) for k in ("sampled_token_ids", "stop_flags", "step_idx", "next_tokens")}
+    pointers = {k: t.data_ptr() for k, t in tensors.items()}
+    ops.set_stop_value_multi_ends(
+        tensors["sampled_token_ids"],
+        tensors["stop_flags"],
+        *[cpu(s[k]) for k in STOP_INPUTS],
+        tensors["step_idx"],
+        cpu(s["max_dec_len"]),
+        cpu(end_ids),
+        tensors["next_tokens"],
+    )
+    assert {k: t.data_ptr() for k, t in tensors.items()} == pointers  # in place: the caller's buffers changed
+    return {k: host(t) for k, t in tensors.items()}
+
+
+def reference_set_stop_value_multi_ends(s: dict[str, np.ndarray], end_ids: np.ndarray) -> dict[str, np.ndarray]:
+    tokens, stop, step, next_tokens = ref.set_stop_value_multi_ends(
+        s["sampled_token_ids"],
+        s["stop_flags"],
+        *[s[k] for k in STOP_INPUTS],
+        s["step_idx"],
+        s["max_dec_len"],
+        end_ids,
+        s["next_tokens"],
+    )
+    return {"sampled_token_ids": tokens, "stop_flags": stop, "step_idx": step, "next_tokens": next_tokens}
+
+
+@FAST
+@given(seed=SEEDS, bsz=SLOTS, n_end=st.integers(1, 3))
+def test_set_stop_value_multi_ends_matches_reference(ops, seed, bsz, n_end):
+    rng = np.random.default_rng(seed)
+    s = random_step_state(rng, bsz, width=4)
+    end_ids = rng.choice(6, n_end, replace=False).astype(np.int64)
+    got = run_set_stop_value_multi_ends(ops, s, end_ids)
+    want = reference_set_stop_value_multi_ends(s, end_ids)
+    for name, value in want.items():
+        np.testing.assert_array_equal(got[name], value, err_msg=name)
+
+
+def one_slot(**values) -> dict[str, np.ndarray]:
+    """A one-slot state with the given values (scalars) for set_stop_value_multi_ends / update_inputs."""
+    base = {
+        "sampled_token_ids": 5,
+        "stop_flags": False,
+        "seq_lens_this_time": 1,
+        "seq_lens_encoder": 0,
+        "seq_lens_decoder": 10,
+        "prompt_lens": 8,
+        "step_idx": 2,
+        "max_dec_len": 10,
+        "next_tokens": 0,
+        "input_ids": 0,
+    }
+    base.update(values)
+    dtypes = {"stop_flags": np.bool_, "seq_lens_this_time": np.int32, "seq_lens_encoder": np.int32}
+    dtypes["seq_lens_decoder"] = np.int32
+    out = {k: np.array([v], dtypes.get(k, np.int64)) for k, v in base.items()}
+    for column in ("sampled_token_ids", "next_tokens", "input_ids"):
+        out[column] = out[column].reshape(1, 1)
+    return out
+
+
+def test_max_dec_len_and_eos_on_the_same_step(ops):
+    s = one_slot(sampled_token_ids=2, step_idx=9, max_dec_len=10)
+    got = run_set_stop_value_multi_ends(ops, s, np.array([2, 3], np.int64))
+    assert got["step_idx"].tolist() == [10]
+    assert got["stop_flags"].tolist() == [True]
+    assert got["sampled_token_ids"].tolist() == [[2]] and got["next_tokens"].tolist() == [[2]]
+
+
+def test_max_dec_len_replaces_the_token_with_the_first_end_id(ops):
+    s = one_slot(sampled_token_ids=7, step_idx=9, max_dec_len=10)
+    got = run_set_stop_value_multi_ends(ops, s, np.array([2, 3], np.int64))
+    assert got["stop_flags"].tolist() == [True]
+    assert got["sampled_token_ids"].tolist() == [[2]]
+
+
+def test_second_end_id_stops_and_becomes_the_first(ops):
+    got = run_set_stop_value_multi_ends(ops, one_slot(sampled_token_ids=3), np.array([2, 3], np.int64))
+    assert got["stop_flags"].tolist() == [True]
+    assert got["sampled_token_ids"].tolist() == [[2]] and got["next_tokens"].tolist() == [[2]]
+    assert got["step_idx"].tolist() == [3]
+
+
+def test_stopped_slot_that_ran_nothing_gets_minus_one(ops):
+    s = one_slot(stop_flags=True, seq_lens_this_time=0, sampled_token_ids=4, next_tokens=11)
+    got = run_set_stop_value_multi_ends(ops, s, np.array([2], np.int64))
+    assert got["sampled_token_ids"].tolist() == [[-1]]
+    assert got["next_tokens"].tolist() == [[11]]
+    assert got["step_idx"].tolist() == [2]  # a stopped slot does not advance
+
+
+def test_non_final_chunk_produces_no_token_and_ignores_end_ids(ops):
+    # 4 of a 20-token prompt done, this chunk of 6 does not finish it: no step, an end id does not stop it.
+    s = one_slot(seq_lens_this_time=6, seq_lens_decoder=4, prompt_lens=20, sampled_token_ids=2, step_idx=0)
+    got = run_set_stop_value_multi_ends(ops, s, np.array([2], np.int64))
+    assert got["step_idx"].tolist() == [0]
+    assert got["stop_flags"].tolist() == [False]
+
+
+def test_prompt_finishing_exactly_at_the_chunk_end_produces_a_token(ops):
+    s = one_slot(seq_lens_this_time=6, seq_lens_encoder=6, seq_lens_decoder=14, prompt_lens=20, step_idx=0)
+    s["sampled_token_ids"][:] = 42
+    got = run_set_stop_value_multi_ends(ops, s, np.array([2], np.int64))
+    assert got["step_idx"].tolist() == [1]
+    assert got["next_tokens"].tolist() == [[42]]
+    s.update(got)
+    out = run_update_inputs(ops, s)
+    assert out["seq_lens_decoder"].tolist() == [20]
+    assert out["seq_lens_this_time"].tolist() == [1]
+    assert out["seq_lens_encoder"].tolist() == [0]
+    assert out["input_ids"][0, 0] == 42
+    assert out["not_need_stop"].tolist() == [True]
+
+
+UPDATE_BUFFERS = ("stop_flags", "not_need_stop", "seq_lens_this_time", "seq_lens_encoder", "seq_lens_decoder")
+
+
+def run_update_inputs(ops, s: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    s = {**s, "not_need_stop": np.array([True])}
+    tensors = {k: cpu(s[k]) for k in (*UPDATE_BUFFERS, "sampled_token_ids", "input_ids")}
+    pointers = {k: t.data_ptr() for k, t in tensors.items()}
+    ops.update_inputs(
+        *[tensors[k] for k in UPDATE_BUFFERS],
+        cpu(s["prompt_lens"]),
+        tensors["sampled_token_ids"],
+        tensors["input_ids"],
+        cpu(s["next_tokens"]),
+    )
+    assert {k: t.data_ptr() for k, t in tensors.items()} == pointers
+    return {k: host(t) for k, t in tensors.items()}
+
+
+@FAST
+@given(seed=SEEDS, bsz=SLOTS, width=st.integers(1, 4))
+def test_update_inputs_matches_reference(ops, seed, bsz, width):
+    rng = np.random.default_rng(seed)
+    s = random_step_state(rng, bsz, width)
+    got = run_update_inputs(ops, s)
+    want = ref.update_inputs(
+        s["stop_flags"],
+        s["seq_lens_this_time"],
+        s["seq_lens_encoder"],
+        s["seq_lens_decoder"],
+        s["prompt_lens"],
+        s["sampled_token_ids"],
+        s["input_ids"],
+        s["next_tokens"],
+    )
+    names = (*UPDATE_BUFFERS, "sampled_token_ids", "input_ids")
+    for name, value in zip(names, want, strict=True):
+        np.testing.assert_array_equal(got[name], value, err_msg=name)
+
+
+def test_update_inputs_not_need_stop(ops):
+    running = {k: np.repeat(v, 3, axis=0) for k, v in one_slot().items()}
+    assert run_update_inputs(ops, running)["not_need_stop"].tolist() == [True]  # all slots full and running
+    stopped = {**running, "stop_flags": np.array([True, True, True])}
+    assert run_update_inputs(ops, stopped)["not_need_stop"].tolist() == [False]
+    one_left = {**running, "stop_flags": np.array([True, False, True])}
+    assert run_update_inputs(ops, one_left)["not_need_stop"].tolist() == [True]
+
+
+def test_update_inputs_stops_an_unfinished_chunk(ops):
+    s = one_slot(seq_lens_this_time=6, seq_lens_encoder=6, seq_lens_decoder=4, prompt_lens=20)
+    out = run_update_inputs(ops, s)
+    assert out["stop_flags"].tolist() == [True]
+    assert out["sampled_token_ids"].tolist() == [[-1]]
+    assert out["seq_lens_this_time"].tolist() == out["seq_lens_decoder"].tolist() == [0]
+
+
+# ------------------------------------------------------------------------------------------- inserts
+
+INSERT_BUFFERS = (
+    "input_ids",
+    "seq_lens_this_time",
+    "seq_lens_encoder",
+    "seq_lens_decoder",
+    "prompt_lens",
+    "step_idx",
+    "max_dec_len",
+    "stop_flags",
+)
+
+
+def random_tasks(rng: np.random.Generator, bsz: int, width: int):
+    """(task_meta, task_tokens, preempt_slots): distinct slots, lengths that fit input_ids."""
+    n = int(rng.integers(0, bsz + 1))
+    slots = rng.permutation(bsz)[:n]
+    lens = rng.integers(0, width + 1, n)
+    meta = (
+        np.stack(
+            [
+                slots,
+                rng.integers(0, 30, n),
+                lens,
+                lens + rng.integers(0, 30, n),
+                rng.integers(0, 5, n),
+                rng.integers(1, 64, n),
+            ],
+            axis=1,
+        )
+        .astype(np.int64)
+        .reshape(n, 6)
+    )
+    tokens = rng.integers(0, 1000, int(lens.sum())).astype(np.int64)
+    preempt = rng.choice(bsz, int(rng.integers(0, bsz + 1)), replace=False).astype(np.int32) if bsz else []
+    return meta, tokens, np.asarray(preempt, np.int32)
+
+
+def run_insert_tasks(ops, state: dict[str, np.ndarray], meta, tokens, preempt) -> dict[str, np.ndarray]:
+    tensors = {k: cpu(state[k]) for k in INSERT_BUFFERS}
+    pointers = {k: t.data_ptr() for k, t in tensors.items()}
+    ops.insert_tasks(*[tensors[k] for k in INSERT_BUFFERS], cpu(meta), cpu(tokens), cpu(preempt))
+    assert {k: t.data_ptr() for k, t in tensors.items()} == pointers
+    return {k: host(t) for k, t in tensors.items()}
+
+
+@FAST
+@given(seed=SEEDS, bsz=SLOTS, width=st.integers(1, 6))
+def test_insert_tasks_matches_reference(ops, seed, bsz, width):
+    rng = np.random.default_rng(seed)
+    state = random_step_state(rng, bsz, width)
+    meta, tokens, preempt = random_tasks(rng, bsz, width)
+    got = run_insert_tasks(ops, state, meta, tokens, preempt)
+    want = ref.insert_tasks({k: state[k] for k in INSERT_BUFFERS}, meta, tokens, preempt)
+    for name in INSERT_BUFFERS:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+def test_insert_into_a_preempted_slot_wins(ops):
+    state = random_step_state(np.random.default_rng(1), 3, 4)
+    meta = np.array([[1, 0, 2, 2, 0, 9]], np.int64)
+    got = run_insert_tasks(ops, state, meta, np.array([5, 6], np.int64), np.array([1, 2], np.int32))
+    assert got["stop_flags"].tolist()[1:] == [False, True]
+    assert got["input_ids"][1, :2].tolist() == [5, 6]
+    assert got["seq_lens_this_time"][2] == 0
+
+
+def test_insert_nothing_changes_nothing(ops):
+    state = random_step_state(np.random.default_rng(2), 4, 3)
+    got = run_insert_tasks(ops, state, np.zeros((0, 6), np.int64), np.zeros(0, np.int64), np.zeros(0, np.int32))
+    for name in INSERT_BUFFERS:
+        np.testing.assert_array_equal(got[name], state[name])
+
+
+@pytest.mark.parametrize(
+    ("meta", "tokens", "match"),
+    [
+        ([[4, 0, 1, 1, 0, 9]], [1], "task_meta row 0: slot 4 is outside"),
+        ([[0, 0, 1, 1, 0, 9], [0, 0, 1, 1, 0, 9]], [1, 2], "slot 0 is inserted twice"),
+        ([[0, 0, 9, 9, 0, 9]], [1] * 9, "len 9 is outside"),
+        ([[0, 0, 2, 2, 0, 9]], [1], "task_tokens' must hold the 2 tokens"),
+    ],
+)
+def test_insert_tasks_rejects_bad_task_rows(ops, meta, tokens, match):
+    state = random_step_state(np.random.default_rng(3), 2, 4)
+    with pytest.raises(OSError, match=f"insert_tasks: .*{match}"):
+        run_insert_tasks(ops, state, np.array(meta, np.int64), np.array(tokens, np.int64), np.zeros(0, np.int32))
