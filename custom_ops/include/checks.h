@@ -70,9 +70,9 @@ inline void CheckPositive(const char* op, const char* attr, int64_t value) {
   PD_CHECK(value > 0, op, ": attribute '", attr, "' must be positive, got ", value);
 }
 
-// paddle::empty for an op's output. Paddle 2.6 leaves a zero-size tensor without an allocation and then
-// rejects it as an output; there the output is allocated with one leading row and reshaped to size 0
-// (paddle logs a deprecation warning for that, once per process).
+// paddle::empty for an op's output. paddle::empty of a zero-size shape has no allocation, which paddle 2.6
+// rejects as an op output; such an output is allocated with one leading row and reshaped to size 0
+// instead (paddle logs a deprecation warning for that, once per process).
 inline paddle::Tensor EmptyOutput(const std::vector<int64_t>& shape, paddle::DataType dtype,
                                   const paddle::Place& place) {
   paddle::Tensor out = paddle::empty(shape, dtype, place);

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.ops import reference as ref
+from tests.ops.inputs import random_attention_batch
 from tests.ops.tensors import cpu, host
 
 SEEDS = st.integers(0, 2**32 - 1)
@@ -64,19 +65,6 @@ def test_silu_mul_matches_reference(ops, seed, rows, half, dtype):
     rng = np.random.default_rng(seed)
     gate_up = (4 * rng.standard_normal((rows, 2 * half))).astype(dtype)
     assert_close(host(ops.silu_mul(cpu(gate_up))), ref.silu_mul(gate_up), dtype)
-
-
-def random_attention_batch(rng: np.random.Generator, dtype, hq: int, hkv: int, d: int):
-    """A packed batch of prefill chunks and decode rows over a random cache, plus trailing padding rows."""
-    bsz, max_len = 4, 12
-    dec = rng.integers(0, 6, bsz).astype(np.int32)
-    lens = np.array([rng.integers(0, max_len - dec[b] + 1) for b in range(bsz)], np.int32)
-    cu = np.concatenate([[0], np.cumsum(lens)]).astype(np.int32)
-    padding = int(rng.integers(0, 3))
-    batch = np.concatenate([np.repeat(np.arange(bsz), lens), np.full(padding, -1)]).astype(np.int32)
-    qkv = rng.standard_normal((len(batch), (hq + 2 * hkv) * d)).astype(dtype)
-    caches = [rng.standard_normal((bsz, max_len, hkv, d)).astype(dtype) for _ in range(2)]
-    return qkv, caches[0], caches[1], batch, cu, dec
 
 
 HEADS = st.sampled_from([(1, 1, 4), (4, 2, 8), (6, 2, 3), (2, 2, 32)])  # (Hq, Hkv, D): MHA, GQA, odd D

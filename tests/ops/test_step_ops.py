@@ -8,29 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.ops import reference as ref
+from tests.ops.inputs import random_step_state, random_tasks
 from tests.ops.tensors import cpu, host
 
 SEEDS = st.integers(0, 2**32 - 1)
 FAST = settings(max_examples=40, deadline=None)
 # Slot buffers have bsz = max_num_seqs >= 1 rows; paddle 2.6 cannot pass a zero-size tensor in place.
 SLOTS = st.integers(1, 12)
-
-
-def random_step_state(rng: np.random.Generator, bsz: int, width: int) -> dict[str, np.ndarray]:
-    """Slot buffers in random states; each op's rule is per slot, so any combination is a valid input."""
-    return {
-        "input_ids": rng.integers(0, 50, (bsz, width)).astype(np.int64),
-        "seq_lens_this_time": rng.integers(0, width + 1, bsz).astype(np.int32),
-        "seq_lens_encoder": rng.integers(0, width + 1, bsz).astype(np.int32),
-        "seq_lens_decoder": rng.integers(0, 3 * width, bsz).astype(np.int32),
-        "prompt_lens": rng.integers(1, 4 * width, bsz).astype(np.int64),
-        "step_idx": rng.integers(0, 8, bsz).astype(np.int64),
-        "max_dec_len": rng.integers(1, 10, bsz).astype(np.int64),
-        "stop_flags": rng.random(bsz) < 0.3,
-        # A small vocabulary so that sampled tokens hit the end ids often.
-        "sampled_token_ids": rng.integers(0, 6, (bsz, 1)).astype(np.int64),
-        "next_tokens": rng.integers(0, 50, (bsz, 1)).astype(np.int64),
-    }
 
 
 # ------------------------------------------------------------------------------------------- flags
@@ -302,31 +286,6 @@ INSERT_BUFFERS = (
     "max_dec_len",
     "stop_flags",
 )
-
-
-def random_tasks(rng: np.random.Generator, bsz: int, width: int):
-    """(task_meta, task_tokens, preempt_slots): distinct slots, lengths that fit input_ids."""
-    n = int(rng.integers(0, bsz + 1))
-    slots = rng.permutation(bsz)[:n]
-    lens = rng.integers(0, width + 1, n)
-    meta = (
-        np.stack(
-            [
-                slots,
-                rng.integers(0, 30, n),
-                lens,
-                lens + rng.integers(0, 30, n),
-                rng.integers(0, 5, n),
-                rng.integers(1, 64, n),
-            ],
-            axis=1,
-        )
-        .astype(np.int64)
-        .reshape(n, 6)
-    )
-    tokens = rng.integers(0, 1000, int(lens.sum())).astype(np.int64)
-    preempt = rng.choice(bsz, int(rng.integers(0, bsz + 1)), replace=False).astype(np.int32) if bsz else []
-    return meta, tokens, np.asarray(preempt, np.int32)
 
 
 def run_insert_tasks(ops, state: dict[str, np.ndarray], meta, tokens, preempt) -> dict[str, np.ndarray]:

@@ -1,0 +1,223 @@
+"""Every op's CUDA kernel against its CPU kernel, and the GPU-only behaviour of the flag and timing ops.
+
+Integers, copies and fill_random_ must match exactly. Float kernels may differ by summation order
+and by CUDA's expf/sqrtf rounding: float32 results within rtol 1e-4 (attention sums a few hundred
+exponentials), float16 results within one float16 ulp at |x| ~ 1 (2e-3).
+Only paddle allocation, copies and .numpy() touch GPU tensors here: paddle's own kernels do not run
+on every GPU (paddlepaddle-gpu 2.6 on Hopper).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.ops.inputs import random_attention_batch, random_step_state, random_tasks
+from tests.ops.tensors import cpu, gpu, host
+
+pytestmark = pytest.mark.gpu
+
+SEEDS = [0, 1, 2]
+TOLERANCE = {np.float32: {"rtol": 1e-4, "atol": 1e-5}, np.float16: {"rtol": 2e-3, "atol": 2e-3}}
+
+
+def on_both(call, arrays: list[np.ndarray], inplace: tuple[int, ...] = ()):
+    """Run call(*tensors) with the arrays on the CPU and on the GPU; returns (cpu, gpu) lists of NumPy
+    arrays: the op's outputs, or for an in-place op the buffers at the `inplace` positions."""
+    results = []
+    for place in (cpu, gpu):
+        tensors = [place(a) for a in arrays]
+        outs = call(*tensors)
+        if inplace:
+            results.append([host(tensors[i]) for i in inplace])
+        else:
+            results.append([host(o) for o in (outs if isinstance(outs, list | tuple) else [outs])])
+    return results
+
+
+def assert_same(cpu_out: list[np.ndarray], gpu_out: list[np.ndarray], dtype=None) -> None:
+    for c, g in zip(cpu_out, gpu_out, strict=True):
+        assert c.dtype == g.dtype and c.shape == g.shape
+        if dtype is None or c.dtype.kind in "biu":
+            np.testing.assert_array_equal(g, c)
+        else:
+            np.testing.assert_allclose(g.astype(np.float32), c.astype(np.float32), **TOLERANCE[dtype])
+
+
+# ------------------------------------------------------------------------------------------- step ops
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_padding_ops(ops, seed):
+    rng = np.random.default_rng(seed)
+    bsz, width = 300, 40  # more rows than one block of threads
+    input_ids = rng.integers(0, 32000, (bsz, width)).astype(np.int64)
+    lens = rng.integers(0, width + 1, bsz).astype(np.int32)
+    for token_num in (0, int(lens.sum()) - 5, int(lens.sum()) + 7):
+        assert_same(*on_both(lambda i, s, n=token_num: ops.get_padding_offset(i, s, n), [input_ids, lens]))
+    cu = np.concatenate([[0], np.cumsum(lens)]).astype(np.int32)
+    for dtype in (np.float32, np.float16):
+        hidden = rng.standard_normal((int(cu[-1]) + 3, 64)).astype(dtype)
+        assert_same(*on_both(ops.rebuild_padding, [hidden, cu, lens]))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_token_update_ops(ops, seed):
+    rng = np.random.default_rng(seed)
+    s = random_step_state(rng, 1500, 4)  # update_inputs: more slots than its one block has threads
+    pre_ids = rng.integers(-1, 50, (1500, 16)).astype(np.int64)
+    lens = [s[k] for k in ("seq_lens_this_time", "seq_lens_encoder", "seq_lens_decoder")]
+    assert_same(
+        *on_both(ops.set_value_by_flags_and_idx, [pre_ids, s["input_ids"], *lens, s["step_idx"], s["stop_flags"]], (0,))
+    )
+    stop_args = [s[k] for k in ("sampled_token_ids", "stop_flags", "seq_lens_this_time", "seq_lens_decoder")]
+    stop_args += [s["prompt_lens"], s["step_idx"], s["max_dec_len"], np.array([2, 3], np.int64), s["next_tokens"]]
+    assert_same(*on_both(ops.set_stop_value_multi_ends, stop_args, (0, 1, 5, 8)))
+    update_args = [s["stop_flags"], np.array([True]), *lens, s["prompt_lens"], s["sampled_token_ids"]]
+    update_args += [s["input_ids"], s["next_tokens"]]
+    assert_same(*on_both(ops.update_inputs, update_args, (0, 1, 2, 3, 4, 6, 7)))
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("tasks_on", ["cpu", "gpu"])
+def test_insert_tasks(ops, seed, tasks_on):
+    rng = np.random.default_rng(seed)
+    names = ("input_ids", "seq_lens_this_time", "seq_lens_encoder", "seq_lens_decoder", "prompt_lens")
+    names += ("step_idx", "max_dec_len", "stop_flags")
+    s = random_step_state(rng, 64, 300)
+    meta, tokens, preempt = random_tasks(rng, 64, 300)
+    results = []
+    for place in (cpu, gpu):
+        buffers = [place(s[k]) for k in names]
+        task_place = cpu if place is cpu or tasks_on == "cpu" else gpu
+        ops.insert_tasks(*buffers, task_place(meta), task_place(tokens), task_place(preempt))
+        results.append([host(b) for b in buffers])
+    assert_same(*results)
+
+
+def test_insert_nothing_on_the_gpu(ops):
+    s = random_step_state(np.random.default_rng(5), 8, 4)
+    buffers = [gpu(s[k]) for k in ("input_ids", "seq_lens_this_time", "seq_lens_encoder", "seq_lens_decoder")]
+    buffers += [gpu(s[k]) for k in ("prompt_lens", "step_idx", "max_dec_len", "stop_flags")]
+    ops.insert_tasks(*buffers, cpu(np.zeros((0, 6), np.int64)), cpu(np.zeros(0, np.int64)), cpu(np.zeros(0, np.int32)))
+    np.testing.assert_array_equal(host(buffers[0]), s["input_ids"])
+
+
+# ------------------------------------------------------------------------------------------- model kernels
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_model_kernels(ops, dtype):
+    rng = np.random.default_rng(3)
+    table = rng.standard_normal((1000, 256)).astype(dtype)
+    ids = rng.integers(-1, 1001, 700).astype(np.int64)
+    assert_same(*on_both(ops.embedding, [ids, table]))
+    x, residual = (rng.standard_normal((70, 4096)).astype(dtype) for _ in range(2))
+    weight = rng.standard_normal(4096).astype(dtype)
+    assert_same(*on_both(lambda a, w: ops.fdo_rms_norm(a, w, 1e-6), [x, weight]), dtype)
+    assert_same(*on_both(lambda a, r, w: ops.add_rms_norm(a, r, w, 1e-6), [x, residual, weight]), dtype)
+    assert_same(*on_both(ops.silu_mul, [(4 * rng.standard_normal((70, 2 * 1000))).astype(dtype)]), dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize(("hq", "hkv", "d"), [(8, 2, 128), (4, 4, 64), (3, 1, 40)])
+def test_attention_kernels(ops, dtype, hq, hkv, d):
+    rng = np.random.default_rng(4)
+    qkv, keys, values, batch, cu, dec = random_attention_batch(rng, dtype, hq, hkv, d, bsz=6, max_len=300)
+    meta = [batch, cu, dec]
+    cpu_caches, gpu_caches = on_both(
+        lambda q, k, v, b, c, s: ops.write_kv_cache(q, k, v, b, c, s, hq, hkv, d), [qkv, keys, values, *meta], (1, 2)
+    )
+    assert_same(cpu_caches, gpu_caches)
+    scale = d**-0.5
+    assert_same(
+        *on_both(lambda *t: ops.attention(*t, hq, hkv, d, scale), [qkv, *cpu_caches, *meta]),
+        dtype,
+    )
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_sample_greedy(ops, dtype):
+    rng = np.random.default_rng(6)
+    logits = rng.integers(-20, 20, (64, 50000)).astype(dtype)  # many ties for the maximum
+    logits[rng.random(logits.shape) < 0.01] = np.nan
+    logits[5] = np.nan
+    for banned in (-1, 0, 17):
+        assert_same(*on_both(lambda t, b=banned: ops.sample_greedy(t, b), [logits]))
+
+
+@pytest.mark.parametrize("dtype", [np.bool_, np.int32, np.int64, np.float16, np.float32])
+def test_fill(ops, dtype):
+    assert_same(*on_both(lambda t: ops.fill_(t, -3.0), [np.zeros((100, 1000), dtype)], (0,)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_fill_random_is_bit_identical(ops, dtype):
+    cpu_out, gpu_out = on_both(lambda t: ops.fill_random_(t, -12345, 0.02), [np.zeros((3000, 1000), dtype)], (0,))
+    np.testing.assert_array_equal(gpu_out[0].view(np.uint8), cpu_out[0].view(np.uint8))
+
+
+# ------------------------------------------------------------------------------------------- flags and output
+
+
+def test_pinned_flag_stays_on_the_host(ops):
+    flag = cpu(np.array([True])).pin_memory()
+    assert flag.place.is_cuda_pinned_place()
+    ops.set_stop(flag, False)
+    assert flag.place.is_cuda_pinned_place()
+    assert not bool(host(flag)[0])
+    value = ops.get_stop(flag)
+    assert value.place.is_cpu_place() and not bool(host(value)[0])
+    ops.set_stop(flag, True)
+    assert bool(host(ops.get_stop(flag))[0])
+
+
+def test_flag_in_device_memory_is_rejected(ops):
+    with pytest.raises(OSError, match="get_stop: input 'flag' must be a CPU or pinned host tensor"):
+        ops.get_stop(gpu(np.array([True])))
+
+
+def test_save_output_reads_pinned_buffers(ops):
+    from fdoverlap_cli.engine.msg_queue import MessageQueue
+
+    tokens = cpu(np.array([[5], [6]], np.int64)).pin_memory()
+    with MessageQueue() as queue:
+        not_need_stop = cpu(np.array([True])).pin_memory()
+        status = ops.save_output(tokens, not_need_stop, cpu(np.array([0, 1], np.int32)), queue.msqid, 4)
+        assert int(host(status)[0]) == 0
+        out = cpu(np.zeros(8, np.int32))
+        assert int(host(ops.get_output(out, queue.msqid, False))[0]) == 4
+        assert host(out)[:4].tolist() == [4, 2, 5, -9]
+
+
+# ------------------------------------------------------------------------------------------- timing
+
+
+def test_record_timestamp_increases_along_a_stream(ops):
+    import paddle
+
+    buf = gpu(np.zeros(8, np.int64))
+    work = gpu(np.zeros((4000, 4000), np.float32))
+    for i in range(8):
+        ops.record_timestamp(buf, i, 0)
+        ops.fill_random_(work, i, 1.0)  # ~16M elements between two stamps
+    side = paddle.device.cuda.Stream()
+    side_buf = gpu(np.zeros(2, np.int64))
+    ops.record_timestamp(side_buf, 0, int(side.cuda_stream))
+    ops.record_timestamp(side_buf, 1, int(side.cuda_stream))
+    side.synchronize()
+    stamps = host(buf)
+    assert (stamps > 0).all()
+    assert (np.diff(stamps) > 0).all()
+    side_stamps = host(side_buf)
+    assert 0 < side_stamps[0] <= side_stamps[1]
+
+
+def test_clock_samples_brackets(ops):
+    rows = host(ops.clock_samples(gpu(np.zeros(1, np.int64)), 64))
+    assert rows.shape == (64, 3)
+    host_before, device, host_after = rows.T
+    assert (host_before <= host_after).all()
+    assert (host_before > 0).all() and (device > 0).all()
+    assert (np.diff(device) >= 0).all() and device[-1] > device[0]  # the global timer ticks in ~1 us steps
+    assert (np.diff(host_before) >= 0).all()
