@@ -1,0 +1,292 @@
+"""The output reader: the engine's side of FastDeploy's output queue, in a separate process.
+
+The runner's save_model_output sends one message per executed step,
+`[±msg_id, bsz, token_0 … token_bsz-1]` (−1: the slot produced nothing, −9: the slot's request was
+preempted at this step). The reader receives every message and rebuilds each request's token stream
+the way FastDeploy's engine does: a token in slot s belongs to the request occupying s. It knows the
+order of occupants of each slot from the trace; an occupant leaves when it has all its tokens or at
+its preemption marker.
+
+Run as `python -m fdoverlap_cli.engine.reader --msqid N --plan plan.json --out result.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fdoverlap_cli.errors import FdoError
+from fdoverlap_cli.fileio import write_json
+from fdoverlap_cli.trace import Trace
+
+PREEMPTED = -9
+END_OF_RUN = (0, 0)
+_MAX_ANOMALIES = 20
+
+
+def reader_plan(trace: Trace) -> dict[str, Any]:
+    """What the reader needs from the trace: each slot's occupants in order, and each request's length."""
+    index = trace.request_index
+    occupants: list[list[int]] = [[] for _ in range(trace.config.max_num_seqs)]
+    for step in trace.steps:
+        for ins in step.insert:
+            if ins.start == 0:
+                occupants[ins.slot].append(index[ins.request])
+    return {
+        "bsz": trace.config.max_num_seqs,
+        "ids": [r.id for r in trace.requests],
+        "output_len": [r.output_len for r in trace.requests],
+        "occupants": occupants,
+    }
+
+
+@dataclass
+class ReaderResult:
+    """What the reader rebuilt from the messages."""
+
+    tokens: dict[str, list[int]]
+    messages: int
+    stop_messages: int  # messages whose msg_id was negative (not_need_stop false)
+    markers: list[tuple[int, int, str]]  # (message index, slot, request) of each preemption marker
+    anomalies: list[str] = field(default_factory=list)
+    anomaly_count: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ReaderResult:
+        return cls(
+            tokens=d["tokens"],
+            messages=d["messages"],
+            stop_messages=d["stop_messages"],
+            markers=[tuple(m) for m in d["markers"]],
+            anomalies=d["anomalies"],
+            anomaly_count=d["anomaly_count"],
+        )
+
+
+class TokenStreams:
+    """Rebuilds per-request token streams from messages, one slot pointer per slot."""
+
+    def __init__(self, plan: dict[str, Any]) -> None:
+        self.ids = plan["ids"]
+        self.output_len = plan["output_len"]
+        self.occupants = plan["occupants"]
+        self.position = [0] * plan["bsz"]  # index of the current occupant of each slot
+        self.tokens: list[list[int]] = [[] for _ in self.ids]
+        self.messages = 0
+        self.stop_messages = 0
+        self.markers: list[tuple[int, int, str]] = []
+        self.anomalies: list[str] = []
+        self.anomaly_count = 0
+
+    def _anomaly(self, text: str) -> None:
+        self.anomaly_count += 1
+        if len(self.anomalies) < _MAX_ANOMALIES:
+            self.anomalies.append(text)
+
+    def _occupant(self, slot: int) -> int | None:
+        queue = self.occupants[slot]
+        pos = self.position[slot]
+        return queue[pos] if pos < len(queue) else None
+
+    def add(self, message: list[int]) -> None:
+        msg_id, bsz = message[0], message[1]
+        n = self.messages
+        self.messages += 1
+        self.stop_messages += msg_id < 0
+        if len(message) != bsz + 2 or bsz > len(self.position):
+            self._anomaly(f"message {n}: bsz {bsz} with {len(message) - 2} tokens")
+            return
+        for slot, token in enumerate(message[2:]):
+            if token == -1:
+                continue
+            r = self._occupant(slot)
+            if r is None:
+                self._anomaly(f"message {n}: token {token} in slot {slot}, which has no more occupants")
+                continue
+            if token == PREEMPTED:
+                self.markers.append((n, slot, self.ids[r]))
+                self.position[slot] += 1
+                continue
+            if token < 0:
+                self._anomaly(f"message {n}: unexpected token {token} in slot {slot}")
+                continue
+            self.tokens[r].append(token)
+            if len(self.tokens[r]) >= self.output_len[r]:
+                self.position[slot] += 1
+
+    def result(self) -> dict[str, Any]:
+        return {
+            "tokens": {rid: toks for rid, toks in zip(self.ids, self.tokens, strict=True)},
+            "messages": self.messages,
+            "stop_messages": self.stop_messages,
+            "markers": self.markers,
+            "anomalies": self.anomalies,
+            "anomaly_count": self.anomaly_count,
+        }
+
+
+# --------------------------------------------------------------------------- the engine's side (parent)
+
+
+class OutputReader:
+    """Starts, watches and stops the reader process of one replay."""
+
+    def __init__(self, trace: Trace, msqid: int) -> None:
+        self.msqid = msqid
+        self._dir = tempfile.TemporaryDirectory(prefix="fdoverlap-reader-")
+        work = Path(self._dir.name)
+        self._plan_path = work / "plan.json"
+        self._out_path = work / "result.json"
+        self._err_path = work / "stderr.txt"
+        write_json(self._plan_path, reader_plan(trace))
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with open(self._err_path, "wb") as err:
+            args = ["--msqid", str(self.msqid), "--plan", str(self._plan_path), "--out", str(self._out_path)]
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "fdoverlap_cli.engine.reader", *args, "--parent", str(os.getpid())],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                start_new_session=True,  # a Ctrl-C reaches the tool, which then stops the reader
+            )
+
+    def _why(self) -> str:
+        """': <the reader's last line on stderr>', or nothing."""
+        try:
+            lines = self._err_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return f": {lines[-1]}" if lines else ""
+
+    def check_alive(self) -> None:
+        """Raise if the reader has exited before the end of the run."""
+        if self.proc is None:
+            raise FdoError("the output reader was not started")
+        code = self.proc.poll()
+        if code is not None:
+            raise FdoError(f"the output reader exited with code {code} before the end of the run{self._why()}")
+
+    def finish(self, send_end: Any, timeout: float = 120.0) -> ReaderResult:
+        """Send the end-of-run message, wait for the reader and return what it rebuilt."""
+        self.check_alive()
+        send_end()
+        assert self.proc is not None
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise FdoError(f"the output reader did not finish within {timeout:.0f} s of the end of the run") from None
+        if code != 0:
+            raise FdoError(f"the output reader failed with code {code}{self._why()}")
+        return ReaderResult.from_dict(json.loads(self._out_path.read_text()))
+
+    def stop(self) -> None:
+        """Terminate the reader if it still runs (idempotent), and remove its working files."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._dir.cleanup()
+
+
+class OutputSender:
+    """save_output with back-pressure: a full queue is retried (never a lost message) while the reader lives."""
+
+    def __init__(self, ops: Any, msqid: int, reader: OutputReader, msg_id: int = 1) -> None:
+        self.ops = ops
+        self.msqid = msqid
+        self.reader = reader
+        self.msg_id = msg_id
+        self.full_waits = 0
+        self.sent = 0
+
+    def send(self, sampled_token_ids: Any, not_need_stop: Any, preempted_idx: Any) -> None:
+        args = (sampled_token_ids, not_need_stop, preempted_idx, self.msqid, self.msg_id)
+        self.sent += 1
+        if self.sent % 64 == 0:  # a dead reader is noticed within a few steps, not at the end of the run
+            self.reader.check_alive()
+        while True:
+            status = int(self.ops.save_output(*args).numpy()[0])
+            if status == 0:
+                return
+            if status != 1:
+                raise FdoError(f"save_output: msgsnd failed: {os.strerror(-status)}")
+            self.full_waits += 1
+            self.reader.check_alive()
+            time.sleep(50e-6)
+
+
+# --------------------------------------------------------------------------- the reader process
+
+
+def _die_with_parent(parent: int) -> None:
+    # PR_SET_PDEATHSIG: SIGTERM when the parent dies, so a killed tool leaves no reader behind.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:
+        raise SystemExit(4)
+
+
+def _terminate(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fdoverlap-reader")
+    parser.add_argument("--msqid", type=int, required=True)
+    parser.add_argument("--plan", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--parent", type=int, required=True)
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(args.parent)
+
+    from fdoverlap_cli import ops as op_library
+    from fdoverlap_cli.engine.msg_queue import MessageQueue
+
+    plan = json.loads(args.plan.read_text())
+    ops = op_library.load()
+    import paddle
+
+    buf = paddle.zeros([plan["bsz"] + 2], dtype="int32")
+    streams = TokenStreams(plan)
+    try:
+        while True:
+            n = int(ops.get_output(buf, args.msqid, True).numpy()[0])
+            if n == -errno.EINTR:  # a signal arrived; its handler has run
+                continue
+            if n < 0:
+                print(f"fdoverlap-reader: msgrcv failed: {os.strerror(-n)}", file=sys.stderr)
+                return 3
+            message = buf.numpy()[:n].tolist()
+            if tuple(message[:2]) == END_OF_RUN:
+                break
+            streams.add(message)
+    except SystemExit:
+        if os.getppid() != args.parent:  # the tool died: nobody else will remove the queue
+            MessageQueue.remove_id(args.msqid)
+        raise
+    write_json(args.out, streams.result())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

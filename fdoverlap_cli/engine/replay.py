@@ -1,0 +1,154 @@
+"""Replays a trace through one execute_model path: the worker loop, the output reader, the timing.
+
+`Engine` builds the device, the op library and the model once; `replay(path)` runs the whole trace
+through the sync or the overlap path with a fresh output queue and reader, and returns a `PathRun`
+(complete or, when interrupted, what was measured so far).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fdoverlap_cli.engine.annotate import Annotator
+from fdoverlap_cli.engine.bookkeeping import Bookkeeping
+from fdoverlap_cli.engine.buffers import ShareInputs
+from fdoverlap_cli.engine.device import Device
+from fdoverlap_cli.engine.model import ModelConfig, SyntheticDecoder
+from fdoverlap_cli.engine.reader import OutputReader, OutputSender, ReaderResult
+from fdoverlap_cli.engine.recorder import StepRecorder
+from fdoverlap_cli.engine.runner import ModelRunner, RunnerOptions
+from fdoverlap_cli.errors import FdoError
+from fdoverlap_cli.trace import Trace
+
+PATHS = ("sync", "overlap")
+CLOCK_SAMPLES = 64
+
+
+@dataclass
+class PathRun:
+    """One path's replay as the engine measured it (device clock for the GPU columns)."""
+
+    path: str
+    complete: bool = False
+    host: dict[str, np.ndarray] = field(default_factory=dict)
+    gpu: np.ndarray | None = None  # [rows, 6] device-clock timestamps, -1 where not reached
+    clock_start: np.ndarray | None = None  # clock_samples() rows before and after the replay
+    clock_end: np.ndarray | None = None
+    reader: ReaderResult | None = None
+    engine_tokens: list[list[int]] = field(default_factory=list)  # tokens the runner saved, per request
+    wall_ns: int = 0
+    full_queue_waits: int = 0
+
+
+class _NullSender:
+    """Warm-up runs send nothing."""
+
+    def send(self, *_: Any) -> None:
+        pass
+
+
+class Engine:
+    """The device, the op library, the model and the buffers for replaying one trace."""
+
+    def __init__(self, trace: Trace, device: Device, model_cfg: ModelConfig, options: RunnerOptions) -> None:
+        from fdoverlap_cli import ops as op_library
+
+        self.trace = trace
+        self.device = device
+        self.options = options
+        self.model_cfg = model_cfg
+        self._check_memory()
+        self.ops = op_library.load()
+        device.ops = self.ops
+        self.model = SyntheticDecoder(model_cfg, device, self.ops)
+        cfg = trace.config
+        self.share = ShareInputs(device, self.ops, cfg, self.model.new_kv_cache(cfg.max_num_seqs, cfg.max_model_len))
+        self.book = Bookkeeping(trace, model_cfg.vocab_size)
+        self.annotator = Annotator()
+        self.runs: list[PathRun] = []
+
+    def _check_memory(self) -> None:
+        total = self.device.info.total_memory_bytes
+        if not self.device.is_gpu or not total:
+            return
+        cfg, c = self.model_cfg, self.trace.config
+        need = cfg.weight_bytes() + cfg.kv_cache_bytes(c.max_num_seqs, c.max_model_len)
+        if need > 0.9 * total:
+            gib = 2**30
+            raise FdoError(
+                f"model '{cfg.name}' with {cfg.num_layers} layers needs {need / gib:.1f} GiB for weights and KV cache"
+                f" (max_num_seqs {c.max_num_seqs}, max_model_len {c.max_model_len}), the GPU has {total / gib:.1f} GiB;"
+                " use --layers to shrink it"
+            )
+
+    def _runner(self, sender: Any, recorder: StepRecorder, options: RunnerOptions) -> ModelRunner:
+        return ModelRunner(
+            self.device, self.ops, self.model, self.share, self.book, options, sender, recorder, self.annotator
+        )
+
+    def warm_up(self, steps: int = 8) -> None:
+        """Run the first steps of the trace once (kernels loaded, handles and allocator warm), then reset."""
+        n = min(steps, len(self.trace.steps))
+        if n == 0:
+            return
+        self.share.reset()
+        self.book.reset()
+        options = dataclasses.replace(self.options, verify_token_count=False)
+        runner = self._runner(_NullSender(), StepRecorder(self.device, n + 1, timestamps=False), options)
+        for k in range(n):
+            runner.iteration(k, self.trace.steps[k], overlap=False)
+        self.device.synchronize()
+
+    def replay(self, path: str, on_step: Callable[[int], None] | None = None) -> PathRun:
+        """Replay the whole trace through `path` ('sync' or 'overlap'); the result is also kept in `self.runs`."""
+        from fdoverlap_cli.engine.msg_queue import MessageQueue
+
+        if path not in PATHS:
+            raise FdoError(f"unknown path '{path}' (expected sync or overlap)")
+        run = PathRun(path)
+        self.runs.append(run)
+        self.share.reset()
+        self.book.reset()
+        dev = self.device
+        recorder = StepRecorder(dev, len(self.trace.steps) + 1, self.options.timestamps)
+        overlap = path == "overlap"
+        with MessageQueue() as queue:
+            reader = OutputReader(self.trace, queue.msqid)
+            reader.start()
+            sender = OutputSender(self.ops, queue.msqid, reader)
+            runner = self._runner(sender, recorder, self.options)
+            try:
+                run.clock_start = dev.clock_samples(CLOCK_SAMPLES)
+                t0 = time.monotonic_ns()
+                with self.annotator.range(path):
+                    for k, step in enumerate(self.trace.steps):
+                        runner.iteration(k, step, overlap)
+                        if on_step is not None:
+                            on_step(k)
+                    runner.flush()
+                dev.synchronize()
+                run.wall_ns = time.monotonic_ns() - t0
+                run.clock_end = dev.clock_samples(CLOCK_SAMPLES)
+                run.reader = reader.finish(queue.send_end)
+                run.complete = True
+            finally:
+                run.host = recorder.host_table()
+                run.gpu = _safe(recorder.gpu_times)
+                run.engine_tokens = [list(t) for t in self.book.generated]
+                run.full_queue_waits = sender.full_waits
+                reader.stop()
+        return run
+
+
+def _safe(read: Callable[[], Any]) -> Any:
+    """What an interrupted run can still read back; None if the device cannot answer."""
+    try:
+        return read()
+    except Exception:
+        return None

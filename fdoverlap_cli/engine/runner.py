@@ -1,0 +1,304 @@
+"""FastDeploy's GPU model runner step in its three stages, and the two execute_model paths.
+
+    sync     execute_model:          1(k) 2(k) 3(k)
+    overlap  execute_model_overlap:  1(k) 3(k-1) 2(k)   (the host saves k-1 while the GPU runs k)
+
+1. preprocess_and_execute_model(k): check the host stop flag (get_stop); learn the token count
+   (a host read of seq_lens_this_time, or the host's prediction for a decode-only batch);
+   get_padding_offset; launch the forward pass.
+2. postprocess(k): rebuild_padding and logits; set_value_by_flags_and_idx; sample; step_idx,
+   max_dec_len and EOS (set_stop_value_multi_ends); update_inputs; then the async DtoH copies of
+   sampled_token_ids and not_need_stop into pinned buffers and an event E_k.
+3. save_model_output(k): E_k.synchronize(), then save_output: one message on the SysV queue.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fdoverlap_cli.engine import annotate
+from fdoverlap_cli.engine.bookkeeping import Bookkeeping, StepPlan
+from fdoverlap_cli.engine.buffers import ShareInputs
+from fdoverlap_cli.engine.model import SyntheticDecoder
+from fdoverlap_cli.engine.recorder import StepRecorder
+from fdoverlap_cli.errors import CheckFailed, FdoError
+from fdoverlap_cli.trace import Step
+
+PRE_START, FWD_END, POST_START, POST_END, COPY_START, COPY_END = range(6)
+
+
+@dataclass(frozen=True)
+class RunnerOptions:
+    """The design choices of the overlapped runner that FastDeploy made (or later changed)."""
+
+    # "sync": read seq_lens_this_time back to the host every step (a host sync, as in FastDeploy #6176);
+    # "predict": for a decode-only batch use the host's own count (FastDeploy's follow-up, #6259).
+    token_count: str = "predict"
+    # "compute": the DtoH copies run on the compute stream (FastDeploy);
+    # "separate": on a copy stream that waits for postprocess (vLLM's choice).
+    copy_stream: str = "compute"
+    # Snapshot preempted_idx at postprocess(k) so that save(k) sends step k's markers even though the
+    # inserts of step k+1 run before it on the overlap path (#6259). Off: save(k) reads the live flags.
+    snapshot_preempted: bool = True
+    # Read the token count back every step and check the prediction against it (tests, debugging).
+    verify_token_count: bool = False
+    # GPU timestamps at the stage boundaries (the tool's own timing).
+    timestamps: bool = True
+
+    def __post_init__(self) -> None:
+        if self.token_count not in ("sync", "predict"):
+            raise FdoError(f"--token-count: expected sync or predict, got '{self.token_count}'")
+        if self.copy_stream not in ("compute", "separate"):
+            raise FdoError(f"--copy-stream: expected compute or separate, got '{self.copy_stream}'")
+
+
+@dataclass
+class ForwardOutput:
+    """What stage 1 hands stage 2."""
+
+    row: int  # the step's row in the recorder
+    plan: StepPlan
+    hidden: Any  # [token_num, H], None for a step with no tokens
+    cu_seqlens_q: Any
+
+
+@dataclass
+class PendingSave:
+    """What stage 2 hands stage 3: the step's event and what save_model_output must send."""
+
+    row: int
+    plan: StepPlan
+    event: Any
+    sampled: Any  # the device tensor being copied: kept alive until the copy is done
+    insert_epoch: int  # inserts so far when the step was launched
+
+
+class ModelRunner:
+    """One replayed FastDeploy worker: the buffers, the model, the stages and the two paths."""
+
+    def __init__(
+        self,
+        device: Any,
+        ops: Any,
+        model: SyntheticDecoder,
+        share: ShareInputs,
+        book: Bookkeeping,
+        options: RunnerOptions,
+        sender: Any,
+        recorder: StepRecorder,
+        annotator: annotate.Annotator,
+    ) -> None:
+        self.device = device
+        self.ops = ops
+        self.model = model
+        self.share = share
+        self.book = book
+        self.options = options
+        self.sender = sender  # sends one step's message: send(sampled_host, not_need_stop, preempted)
+        self.rec = recorder
+        self.nvtx = annotator
+        self.copy_stream = device.copy_stream if options.copy_stream == "separate" else None
+        self.pending: PendingSave | None = None
+        self.insert_epoch = 0
+        self.steps_executed = 0
+        self._insert_times = (-1, -1)
+        self._iteration_step = -1
+
+    # ------------------------------------------------------------------ the engine's insert
+
+    def insert_tasks(self, k: int, step: Step) -> None:
+        """FastDeploy's insert for step k: preemptions and prefill chunks, through one op, then set_stop(True)."""
+        t0 = time.monotonic_ns()
+        if step.insert or step.preempt:
+            self.nvtx.push(annotate.INSERT_TASKS, k)
+            s = self.share
+            meta, tokens, preempt = self.book.apply_step(step)
+            self.ops.insert_tasks(
+                s.input_ids,
+                s.seq_lens_this_time,
+                s.seq_lens_encoder,
+                s.seq_lens_decoder,
+                s.prompt_lens,
+                s.step_idx,
+                s.max_dec_len,
+                s.stop_flags,
+                self.device.host_tensor(meta),
+                self.device.host_tensor(tokens),
+                self.device.host_tensor(np.asarray(preempt, dtype=np.int32)),
+            )
+            s.preempted_idx[preempt] = 1
+            if step.insert:
+                self.ops.set_stop(s.not_need_stop, True)
+                self.insert_epoch += 1
+            self.nvtx.pop()
+        self._insert_times = (t0, time.monotonic_ns())
+
+    # ------------------------------------------------------------------ stage 1
+
+    def preprocess_and_execute_model(self, k: int) -> ForwardOutput | None:
+        """Stage 1 of step k; None when the host flag says no slot runs (the worker idles)."""
+        if not bool(self.ops.get_stop(self.share.not_need_stop).numpy()[0]):
+            return None
+        t0 = time.monotonic_ns()
+        self.nvtx.push(annotate.PREPROCESS, k)
+        s, ops = self.share, self.ops
+        plan = self.book.launch(k)
+        row = self.rec.new_row(k)
+        self.rec.set(row, "insert_start", self._insert_times[0])
+        self.rec.set(row, "insert_end", self._insert_times[1])
+        self.rec.set(row, "pre_start", t0)
+        self.rec.set(row, "running", plan.running)
+        self.rec.set(row, "generated", len(plan.producers))
+        self.rec.set(row, "prefill_tokens", plan.prefill_tokens)
+        token_num = self._token_count(k, plan)
+        self.rec.set(row, "tokens", token_num)
+        self.rec.mark(row, PRE_START)
+        ids, batch_id, cu_q, _cu_k = ops.get_padding_offset(s.input_ids, s.seq_lens_this_time, token_num)
+        hidden = None
+        if token_num:
+            hidden = self.model.forward(ids, batch_id, cu_q, s.seq_lens_decoder, s.kv_cache)
+        self.rec.mark(row, FWD_END)
+        self.nvtx.pop()
+        self.rec.set(row, "pre_end", time.monotonic_ns())
+        return ForwardOutput(row=row, plan=plan, hidden=hidden, cu_seqlens_q=cu_q)
+
+    def _token_count(self, k: int, plan: StepPlan) -> int:
+        """Tokens of the batch: predicted for decode-only batches, else read back (a host sync)."""
+        if self.options.token_count == "predict" and plan.decode_only and not self.options.verify_token_count:
+            return plan.token_num
+        t0 = time.monotonic_ns()
+        actual = int(self.share.seq_lens_this_time.numpy().sum())
+        self.rec.wait(self._iteration_step, t0, time.monotonic_ns())
+        if self.options.verify_token_count and actual != plan.token_num:
+            raise CheckFailed(f"step {k}: the host predicted {plan.token_num} tokens but the batch has {actual}")
+        if self.options.token_count == "predict" and plan.decode_only:
+            return plan.token_num
+        return actual
+
+    # ------------------------------------------------------------------ stage 2
+
+    def postprocess(self, fwd: ForwardOutput) -> PendingSave:
+        """Stage 2 of the step: sample, update the step state on the device, start the DtoH copies."""
+        k, row = fwd.plan.step, fwd.row
+        self.rec.set(row, "post_start", time.monotonic_ns())
+        self.nvtx.push(annotate.POSTPROCESS, k)
+        s, ops = self.share, self.ops
+        self.rec.mark(row, POST_START)
+        if fwd.hidden is not None:
+            last = ops.rebuild_padding(fwd.hidden, fwd.cu_seqlens_q, s.seq_lens_this_time)
+            sampled = ops.sample_greedy(self.model.compute_logits(last), s.eos_token_id)
+        else:
+            sampled = s.idle_tokens
+        lens = (s.seq_lens_this_time, s.seq_lens_encoder, s.seq_lens_decoder)
+        ops.set_value_by_flags_and_idx(s.pre_ids, s.input_ids, *lens, s.step_idx, s.stop_flags)
+        ops.set_stop_value_multi_ends(
+            sampled,
+            s.stop_flags,
+            s.seq_lens_this_time,
+            s.seq_lens_decoder,
+            s.prompt_lens,
+            s.step_idx,
+            s.max_dec_len,
+            s.end_ids,
+            s.next_tokens,
+        )
+        ops.update_inputs(
+            s.stop_flags,
+            s.not_need_stop_device,
+            s.seq_lens_this_time,
+            s.seq_lens_encoder,
+            s.seq_lens_decoder,
+            s.prompt_lens,
+            sampled,
+            s.input_ids,
+            s.next_tokens,
+        )
+        self.rec.mark(row, POST_END)
+        if self.options.snapshot_preempted:
+            s.last_preempted_idx[:] = s.preempted_idx
+            s.preempted_idx[:] = 0
+        event = self._copy_to_host(row, sampled)
+        self.nvtx.pop()
+        self.rec.set(row, "post_end", time.monotonic_ns())
+        return PendingSave(row, fwd.plan, event, sampled, self.insert_epoch)
+
+    def _copy_to_host(self, row: int, sampled: Any) -> Any:
+        """The async DtoH copies of the step's tokens and stop flag, and the event E_k after them."""
+        dev, s, stream = self.device, self.share, self.copy_stream
+        if stream is not None:
+            done = dev.new_event()
+            dev.record_event(done)
+            dev.wait_event(stream, done)
+        self.rec.mark(row, COPY_START, stream)
+        dev.copy_to_host(s.sampled_token_ids, sampled, stream)
+        dev.copy_to_host(s.not_need_stop_staged, s.not_need_stop_device, stream)
+        self.rec.mark(row, COPY_END, stream)
+        event = dev.new_event()
+        dev.record_event(event, stream)
+        return event
+
+    # ------------------------------------------------------------------ stage 3
+
+    def save_model_output(self, p: PendingSave) -> None:
+        """Stage 3: wait for E_k, send the step's message, fold the step's stop flag into the host flag."""
+        k = p.plan.step
+        t0 = time.monotonic_ns()
+        self.rec.set(p.row, "save_start", t0)
+        self.nvtx.push(annotate.SAVE, k)
+        s = self.share
+        p.event.synchronize()
+        self.rec.wait(self._iteration_step, t0, time.monotonic_ns())
+        preempted = s.last_preempted_idx if self.options.snapshot_preempted else s.preempted_idx
+        self.sender.send(s.sampled_token_ids, s.not_need_stop_staged, self.device.host_tensor(preempted))
+        preempted[:] = 0
+        self.book.record_tokens(p.plan.producers, s.sampled_token_ids.numpy().reshape(-1))
+        # Inserts since the step was launched set the flag; the step's own answer must not clear it.
+        if p.insert_epoch == self.insert_epoch:
+            self.ops.set_stop(s.not_need_stop, bool(s.not_need_stop_staged.numpy()[0]))
+        self.nvtx.pop()
+        self.rec.set(p.row, "save_end", time.monotonic_ns())
+
+    # ------------------------------------------------------------------ the two paths
+
+    def iteration(self, k: int, step: Step, overlap: bool) -> bool:
+        """One loop iteration of the worker: the engine's insert for step k, then execute_model[_overlap](k)."""
+        self._iteration_step = k
+        t0 = time.monotonic_ns()
+        self.nvtx.push(annotate.STEP, k)
+        self.insert_tasks(k, step)
+        ran = self.execute_model_overlap(k) if overlap else self.execute_model(k)
+        self.nvtx.pop()
+        if ran:
+            row = self.rec.rows - 1
+            self.rec.set(row, "iter_start", t0)
+            self.rec.set(row, "iter_end", time.monotonic_ns())
+        return ran
+
+    def execute_model(self, k: int) -> bool:
+        """Sync path: 1(k) 2(k) 3(k). Returns whether step k ran."""
+        fwd = self.preprocess_and_execute_model(k)
+        if fwd is None:
+            return False
+        self.save_model_output(self.postprocess(fwd))
+        return True
+
+    def execute_model_overlap(self, k: int) -> bool:
+        """Overlap path: 1(k) 3(k-1) 2(k). Step k's save happens in the next call (or in flush)."""
+        fwd = self.preprocess_and_execute_model(k)
+        if self.pending is not None:
+            self.save_model_output(self.pending)
+            self.pending = None
+        if fwd is None:
+            return False
+        self.pending = self.postprocess(fwd)
+        return True
+
+    def flush(self) -> None:
+        """Save the last launched step of the overlap path."""
+        if self.pending is not None:
+            self.save_model_output(self.pending)
+            self.pending = None
