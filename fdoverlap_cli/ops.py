@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -47,6 +48,9 @@ ERROR_LINES = 20
 
 _module: ModuleType | None = None
 _module_lock = threading.Lock()
+
+# paddle warns at import that ccache is missing; builds here are cached by key and never use it.
+warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
 
 
 @dataclass(frozen=True)
