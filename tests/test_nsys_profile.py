@@ -40,6 +40,11 @@ def _env(tmp_path: Path, sqlite: Path, **extra: str) -> dict[str, str]:
     return {"FAKE_NSYS_LOG": str(tmp_path / "nsys.log"), "FAKE_NSYS_EXPORT": str(sqlite), **extra}
 
 
+def _profile(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """`fdoverlap profile --nsys <the stand-in> ARGS`."""
+    return run_cli("profile", "--nsys", str(_nsys(tmp_path)), *args, env=env)
+
+
 def _calls(tmp_path: Path) -> list[dict]:
     return [json.loads(line) for line in (tmp_path / "nsys.log").read_text().splitlines()]
 
@@ -47,19 +52,9 @@ def _calls(tmp_path: Path) -> list[dict]:
 def test_profile_runs_exports_and_analyzes_against_the_run(tmp_path, export):
     sqlite, tool_run = export
     run_json = tmp_path / "run.json"
-    result = run_cli(
-        "profile",
-        "--nsys",
-        str(_nsys(tmp_path)),
-        "-o",
-        str(tmp_path / "prof"),
-        "--json",
-        "--",
-        "compare",
-        "--help",
-        "-o",
-        str(run_json),
-        env=_env(tmp_path, sqlite, FAKE_NSYS_RUN_JSON=str(tool_run)),
+    env = _env(tmp_path, sqlite, FAKE_NSYS_RUN_JSON=str(tool_run))
+    result = _profile(
+        tmp_path, env, "-o", str(tmp_path / "prof"), "--json", "--", "compare", "--help", "-o", str(run_json)
     )
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)  # the command's own output went to stderr
@@ -103,20 +98,8 @@ def test_profile_runs_exports_and_analyzes_against_the_run(tmp_path, export):
 )
 def test_capture_modes(tmp_path, export, capture, options, extra_arg):
     sqlite, _ = export
-    result = run_cli(
-        "profile",
-        "--nsys",
-        str(_nsys(tmp_path)),
-        "-o",
-        str(tmp_path / "prof.nsys-rep"),
-        "--capture",
-        capture,
-        "--",
-        "fdoverlap",
-        "replay",
-        "--help",
-        env=_env(tmp_path, sqlite),
-    )
+    args = ("-o", str(tmp_path / "prof.nsys-rep"), "--capture", capture, "--", "fdoverlap", "replay", "--help")
+    result = _profile(tmp_path, _env(tmp_path, sqlite), *args)
     assert result.returncode == 0, result.stderr
     argv = _calls(tmp_path)[0]["argv"]
     start = argv.index("-o") + 2
@@ -144,13 +127,13 @@ def test_profile_with_a_wrong_nsys_path(tmp_path):
 
 
 def test_profile_bad_capture(tmp_path, export):
-    result = run_cli("profile", "--nsys", str(_nsys(tmp_path)), "--capture", "sometimes", "--", "compare")
+    result = _profile(tmp_path, {}, "--capture", "sometimes", "--", "compare")
     assert result.returncode == 2
     assert "--capture" in result.stderr
 
 
 def test_profile_needs_a_command(tmp_path):
-    result = run_cli("profile", "--nsys", str(_nsys(tmp_path)), "--", "fdoverlap")
+    result = _profile(tmp_path, {}, "--", "fdoverlap")
     assert result.returncode == 2
     assert "give the fdoverlap command to profile" in result.stderr
 

@@ -255,39 +255,37 @@ class _Loop:
         if expected is not None and step is not None:
             self.spans.append(Span(expected, step, start, self.stream_free, Track.COMPUTE_STREAM))
 
-    def async_copy(self, step: int, kind: int, src: int, dst: int, expected: bool) -> None:
+    def memcpy(self, corr: int, start: int, end: int, kind: int, src: int, dst: int, nbytes: int) -> None:
+        self.w.memcpy(
+            start, end, stream=COMPUTE_STREAM, correlation_id=corr, kind=kind, src=src, dst=dst, nbytes=nbytes
+        )
+
+    def async_copy(self, step: int) -> None:
+        """A DtoH copy of the step's tokens into pinned memory: D_k."""
         corr = self.w.call(self.host, self.host + 2_000, "cudaMemcpyAsync_v3020")
         start = max(self.host + 1_000, self.stream_free)
         self.stream_free = start + self.shape.copy_ns
-        self.w.memcpy(
-            start, self.stream_free, stream=COMPUTE_STREAM, correlation_id=corr, kind=kind, src=src, dst=dst, nbytes=64
-        )
+        self.memcpy(corr, start, self.stream_free, DTOH, DEVICE, PINNED, 64)
         self.host += 2_000
-        if expected:
-            self.spans.append(Span(Kind.COPY, step, start, self.stream_free, Track.COMPUTE_STREAM))
-            self.copy_end[step] = self.stream_free
+        self.spans.append(Span(Kind.COPY, step, start, self.stream_free, Track.COMPUTE_STREAM))
+        self.copy_end[step] = self.stream_free
 
-    def blocking(self, iteration: int, name: str, until: int, copy: bool = False) -> None:
-        """A host wait: a synchronous DtoH copy to pageable memory (copy=True) or an event synchronize."""
+    def wait(self, iteration: int, name: str, until: int) -> None:
+        """A host wait from now until `until` (at least 1 µs), then 0.5 µs to return."""
         start = self.host
-        if copy:
-            copy_start = max(start + 1_000, self.stream_free)
-            until = self.stream_free = copy_start + self.shape.copy_ns
-        end = max(until, start + 1_000) + 500
-        corr = self.w.call(start, end, name)
-        if copy:
-            self.w.memcpy(
-                copy_start,
-                until,
-                stream=COMPUTE_STREAM,
-                correlation_id=corr,
-                kind=DTOH,
-                src=DEVICE,
-                dst=PAGEABLE,
-                nbytes=4,
-            )
-        self.host = end
-        self.spans.append(Span(Kind.WAIT, iteration, start, end, Track.HOST))
+        self.host = max(until, start + 1_000) + 500
+        self.w.call(start, self.host, name)
+        self.spans.append(Span(Kind.WAIT, iteration, start, self.host, Track.HOST))
+
+    def read_back(self, iteration: int) -> None:
+        """The token count read back: a synchronous DtoH copy into pageable memory, a wait (not D_k)."""
+        start = self.host
+        copy_start = max(start + 1_000, self.stream_free)
+        self.stream_free = copy_start + self.shape.copy_ns
+        self.host = self.stream_free + 500
+        corr = self.w.call(start, self.host, "cudaMemcpy_v3020")
+        self.memcpy(corr, copy_start, self.stream_free, DTOH, DEVICE, PAGEABLE, 4)
+        self.spans.append(Span(Kind.WAIT, iteration, start, self.host, Track.HOST))
 
     def host_stage(self, kind: str, step: int, start: int, name: str) -> None:
         self.host += self.shape.host_ns
@@ -301,16 +299,7 @@ class _Loop:
     def insert(self, k: int) -> None:
         start = self.host
         corr = self.w.call(self.host, self.host + 2_000, "cudaMemcpyAsync_v3020")
-        self.w.memcpy(
-            self.host + 500,
-            self.host + 1_500,
-            stream=COMPUTE_STREAM,
-            correlation_id=corr,
-            kind=HTOD,
-            src=PAGEABLE,
-            dst=DEVICE,
-            nbytes=256,
-        )
+        self.memcpy(corr, self.host + 500, self.host + 1_500, HTOD, PAGEABLE, DEVICE, 256)
         self.host += 2_000
         self.launch(k, "insert_tasks_kernel", 2_000, expected=None)
         self.host_stage(Kind.INSERT, k, start, "insert_tasks")
@@ -318,7 +307,7 @@ class _Loop:
     def preprocess(self, k: int) -> None:
         start = self.host
         if k % self.shape.readback_every == 0:
-            self.blocking(k, "cudaMemcpy_v3020", 0, copy=True)
+            self.read_back(k)
         self.timestamp(k)
         for i in range(self.shape.forward_kernels):
             self.launch(k, f"forward_kernel_{i % 3}", self.shape.forward_kernel_ns)
@@ -328,8 +317,8 @@ class _Loop:
         start = self.host
         for i in range(self.shape.post_kernels):
             self.launch(k, f"postprocess_kernel_{i}", self.shape.post_kernel_ns)
-        self.async_copy(k, DTOH, DEVICE, PINNED, expected=True)
-        self.async_copy(k, DTOH, DEVICE, PINNED, expected=True)
+        self.async_copy(k)
+        self.async_copy(k)
         self.w.call(self.host, self.host + 1_000, "cudaEventRecord_v3020")  # an API call with no GPU record
         self.host += 1_000
         self.timestamp(k)
@@ -337,7 +326,7 @@ class _Loop:
 
     def save(self, j: int, iteration: int) -> None:
         start = self.host
-        self.blocking(iteration, "cudaEventSynchronize_v3020", self.copy_end[j])
+        self.wait(iteration, "cudaEventSynchronize_v3020", self.copy_end[j])
         self.host += self.shape.save_ns
         self.host_stage(Kind.SAVE, j, start, "save_model_output")
 
