@@ -258,4 +258,6 @@ def test_api_names_and_waits():
 def test_instrumentation_kernels():
     assert is_instrumentation_kernel("record_timestamp_kernel")
     assert is_instrumentation_kernel("ClockSamplesKernel")
+    assert is_instrumentation_kernel("RecordTimestampKernel")
+    assert is_instrumentation_kernel("PingPongKernel")  # clock_samples
     assert not is_instrumentation_kernel("sm90_xmma_gemm_f32f32")

@@ -8,8 +8,8 @@ API call that launched it (joined on correlationId). The definitions, the same a
 timing (results.py `_STEP_SPANS`):
 
   C_k        kernels launched inside preprocess_and_execute_model(k) or postprocess(k): Kind.COMPUTE
-             on the stream's track. Kernels named *timestamp* or *clock* are the engine's own
-             instrumentation (record_timestamp, clock_samples): counted apart, never in C_k.
+             on the stream's track. Kernels named *timestamp*, *clock* or *pingpong* are the engine's
+             own instrumentation (record_timestamp, clock_samples): counted apart, never in C_k.
   D_k        device-to-host copies launched inside postprocess(k): Kind.COPY.
   S_k        the save_model_output range with payload k: Kind.SAVE.
   iteration  the `step` range with payload k, when the step ran (it holds a preprocess range): Kind.ITERATION.
@@ -59,7 +59,8 @@ SYNCHRONIZE_CALLS = frozenset(
         "cuCtxSynchronize",
     }
 )
-INSTRUMENTATION_MARKERS = ("timestamp", "clock")
+# record_timestamp's kernel (RecordTimestampKernel) and clock_samples' (PingPongKernel), by lower-case name part.
+INSTRUMENTATION_MARKERS = ("timestamp", "clock", "pingpong")
 _SUFFIX = re.compile(r"(?:_ptsz|_ptds)?(?:_v\d+)?$")
 
 _COMPUTE, _COPY, _WAIT, _ITERATION = (KIND_CODE[k] for k in (Kind.COMPUTE, Kind.COPY, Kind.WAIT, Kind.ITERATION))
@@ -77,7 +78,7 @@ def is_host_wait_call(name: str) -> bool:
 
 
 def is_instrumentation_kernel(name: str) -> bool:
-    """The engine's timing kernels (record_timestamp, clock_samples): not model compute."""
+    """The engine's timing kernels (record_timestamp, clock_samples' ping-pong): not model compute."""
     lowered = name.lower()
     return any(marker in lowered for marker in INSTRUMENTATION_MARKERS)
 
