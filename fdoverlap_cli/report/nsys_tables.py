@@ -84,6 +84,7 @@ _PATH_ROWS = (  # label, how to read it from a PathReport, unit
     ("hidden p50 / step", lambda p: p.metrics.hidden_per_step.p50, "pct"),
     ("hidden p10 / step", lambda p: p.metrics.hidden_per_step.p10, "pct"),
     ("hidden min / step", lambda p: p.metrics.hidden_per_step.min, "pct"),
+    ("hidden work (waits out of S_k)", lambda p: p.metrics.hidden_work, "pct"),
     ("bubble (mean)", lambda p: p.metrics.bubble_ns.mean, "us"),
     ("GPU busy", lambda p: p.metrics.gpu_busy, "pct"),
     ("compute |C_k| (mean)", lambda p: p.compute_mean_ns, "us"),
