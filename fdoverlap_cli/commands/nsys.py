@@ -3,32 +3,18 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from fdoverlap_cli.commands.options import JsonOpt, TimelineOpt, WindowOpt, parse_window
 from fdoverlap_cli.errors import CheckFailed, FdoError
 
 if TYPE_CHECKING:
     from fdoverlap_cli.measure.nsys_analysis import NsysAnalysis
 
 NsysOpt = Annotated[str | None, typer.Option("--nsys", help="The nsys executable (default: $NSYS, then nsys on PATH).")]
-WindowOpt = Annotated[str | None, typer.Option("--window", help="Steps the metrics cover, FIRST:LAST (inclusive).")]
-TimelineOpt = Annotated[
-    Path | None, typer.Option("--timeline", help="Write a Perfetto/Chrome trace-event timeline here.")
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
-
-
-def _parse_window(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", text)
-    if match is None or int(match[1]) > int(match[2]):
-        raise FdoError(f"--window: expected FIRST:LAST step numbers with 0 <= FIRST <= LAST, got '{text}'")
-    return int(match[1]), int(match[2])
 
 
 def _present(
@@ -75,7 +61,7 @@ def analyze(
     from fdoverlap_cli.measure.nsys_analysis import analyze as analyze_export
     from fdoverlap_cli.profile import sqlite_export
 
-    steps = _parse_window(window)
+    steps = parse_window(window)
     with sqlite_export(report, nsys) as sqlite:
         analysis = analyze_export(sqlite, window=steps, against=against, keep_flows=timeline is not None)
     _present(analysis, timeline=timeline, as_json=as_json)
@@ -107,7 +93,7 @@ def profile(
     from fdoverlap_cli import profile as nsys_profile
     from fdoverlap_cli.measure.nsys_analysis import analyze as analyze_export
 
-    steps = _parse_window(window)
+    steps = parse_window(window)
     run = nsys_profile.profile(command, name=out, capture=capture, nsys=nsys, quiet_stdout=as_json)
     analysis = analyze_export(run.sqlite, window=steps, against=run.results, keep_flows=timeline is not None)
     extra = {

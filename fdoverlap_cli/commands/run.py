@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from fdoverlap_cli.commands.options import JsonOpt, TimelineOpt, WindowOpt, parse_window
 from fdoverlap_cli.errors import CheckFailed, FdoError
 
 TraceArg = Annotated[
@@ -38,7 +39,6 @@ TimestampsOpt = Annotated[
     bool, typer.Option("--timestamps/--no-timestamps", help="GPU timestamps at stage boundaries.")
 ]
 WarmupOpt = Annotated[int, typer.Option("--warmup", min=0, help="Steps replayed once before measuring.")]
-WindowOpt = Annotated[str | None, typer.Option("--window", help="Steps the metrics cover, FIRST:LAST (inclusive).")]
 ProfilerOpt = Annotated[
     bool,
     typer.Option(
@@ -46,23 +46,6 @@ ProfilerOpt = Annotated[
     ),
 ]
 OutOpt = Annotated[Path | None, typer.Option("-o", "--out", help="Write the results (run.json) here.")]
-TimelineOpt = Annotated[
-    Path | None, typer.Option("--timeline", help="Write a Perfetto/Chrome trace-event timeline here.")
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
-
-
-def _window(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    first, sep, last = text.partition(":")
-    try:
-        window = (int(first), int(last))
-    except ValueError:
-        raise FdoError(f"--window: expected FIRST:LAST step numbers, got '{text}'") from None
-    if not sep or window[0] < 0 or window[1] < window[0]:
-        raise FdoError(f"--window: expected 0 <= FIRST <= LAST, got '{text}'")
-    return window
 
 
 def _run(
@@ -102,7 +85,7 @@ def _run(
         dims=dims,
         options=RunnerOptions(token_count, copy_stream, snapshot_preempted, verify_token_count, timestamps),
         warmup_steps=warmup,
-        window=_window(window),
+        window=parse_window(window),
         cuda_profiler_range=cuda_profiler_range,
         command=["fdoverlap", *sys.argv[1:]],
     )
@@ -112,7 +95,7 @@ def _run(
             session.run(progress)
     finally:
         result = session.result()
-        if out is not None:
+        if out is not None and result.paths:  # what was measured, also when interrupted (marked incomplete)
             result.save(out)
         if timeline is not None and result.paths:
             from fdoverlap_cli.measure import timeline as perfetto
