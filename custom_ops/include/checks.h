@@ -60,6 +60,14 @@ inline void CheckSamePlace(const char* op, const char* input, const paddle::Tens
            PlaceName(ref));
 }
 
+// An input's dtype, shape and place in one check: `dtype`, `shape` (-1: any extent), where `ref` sits.
+inline void CheckInput(const char* op, const char* input, const paddle::Tensor& t, paddle::DataType dtype,
+                       const std::vector<int64_t>& shape, const char* ref_name, const paddle::Tensor& ref) {
+  CheckDtype(op, input, t, dtype);
+  CheckShape(op, input, t, shape);
+  CheckSamePlace(op, input, t, ref_name, ref);
+}
+
 // For ops that read or write through the host pointer: CPU memory or pinned host memory.
 inline void CheckHostAccessible(const char* op, const char* input, const paddle::Tensor& t) {
   PD_CHECK(t.is_cpu() || t.is_gpu_pinned(), op, ": input '", input,

@@ -1,11 +1,6 @@
 // silu_mul: out[t][f] = silu(gate_up[t][f]) * gate_up[t][F + f],  silu(g) = g / (1 + exp(-g)), in float32.
-#include <cmath>
-
 #include "../include/dispatch.h"
-
-#ifdef PADDLE_WITH_CUDA
 #include "activation.h"
-#endif
 
 namespace fdo::activation {
 
@@ -34,7 +29,7 @@ std::vector<paddle::Tensor> SiluMul(const paddle::Tensor& gate_up) {
       for (int64_t f = 0; f < half_width; ++f) {
         const float g = ToFloat(in[t * width + f]);
         const float u = ToFloat(in[t * width + half_width + f]);
-        dst[t * half_width + f] = FromFloat<S>(g / (1.0f + std::exp(-g)) * u);
+        dst[t * half_width + f] = FromFloat<S>(GatedSilu(g, u));
       }
     }
   });

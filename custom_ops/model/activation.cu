@@ -13,7 +13,7 @@ __global__ void SiluMulKernel(const S* gate_up, int64_t rows, int64_t half_width
     const int64_t f = i - t * half_width;
     const float g = LoadFloat(gate_up[t * 2 * half_width + f]);
     const float u = LoadFloat(gate_up[t * 2 * half_width + half_width + f]);
-    out[i] = StoreFloat<S>(g / (1.0f + expf(-g)) * u);
+    out[i] = StoreFloat<S>(GatedSilu(g, u));
   }
 }
 

@@ -36,15 +36,9 @@ AttentionShape CheckAttentionInputs(const char* op, const paddle::Tensor& qkv, c
   CheckSameDtype(op, "value_cache", value_cache, "qkv", qkv);
   CheckSamePlace(op, "key_cache", key_cache, "qkv", qkv);
   CheckSamePlace(op, "value_cache", value_cache, "qkv", qkv);
-  CheckDtype(op, "batch_id_per_token", batch_id_per_token, paddle::DataType::INT32);
-  CheckShape(op, "batch_id_per_token", batch_id_per_token, {shape.rows});
-  CheckSamePlace(op, "batch_id_per_token", batch_id_per_token, "qkv", qkv);
-  CheckDtype(op, "cu_seqlens_q", cu_seqlens_q, paddle::DataType::INT32);
-  CheckShape(op, "cu_seqlens_q", cu_seqlens_q, {shape.bsz + 1});
-  CheckSamePlace(op, "cu_seqlens_q", cu_seqlens_q, "qkv", qkv);
-  CheckDtype(op, "seq_lens_decoder", seq_lens_decoder, paddle::DataType::INT32);
-  CheckShape(op, "seq_lens_decoder", seq_lens_decoder, {shape.bsz});
-  CheckSamePlace(op, "seq_lens_decoder", seq_lens_decoder, "qkv", qkv);
+  CheckInput(op, "batch_id_per_token", batch_id_per_token, paddle::DataType::INT32, {shape.rows}, "qkv", qkv);
+  CheckInput(op, "cu_seqlens_q", cu_seqlens_q, paddle::DataType::INT32, {shape.bsz + 1}, "qkv", qkv);
+  CheckInput(op, "seq_lens_decoder", seq_lens_decoder, paddle::DataType::INT32, {shape.bsz}, "qkv", qkv);
   return shape;
 }
 

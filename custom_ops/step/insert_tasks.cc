@@ -8,6 +8,7 @@
 // Task tensors on the CPU are checked row by row (slot range, lengths, no slot twice) and, when the
 // buffers are on the GPU, uploaded on the buffers' stream. Task tensors already on the GPU cannot be
 // checked on the host; the kernel skips rows that are out of range.
+#include <algorithm>
 #include <vector>
 
 #include "../include/dispatch.h"
@@ -43,40 +44,18 @@ void CheckTasksOnHost(const paddle::Tensor& task_meta, const paddle::Tensor& tas
            " tokens that task_meta's lengths add up to, got ", task_tokens.numel());
 }
 
-void InsertOnCpu(paddle::Tensor& input_ids, paddle::Tensor& seq_lens_this_time, paddle::Tensor& seq_lens_encoder,
-                 paddle::Tensor& seq_lens_decoder, paddle::Tensor& prompt_lens, paddle::Tensor& step_idx,
-                 paddle::Tensor& max_dec_len, paddle::Tensor& stop_flags, const paddle::Tensor& task_meta,
-                 const paddle::Tensor& task_tokens, const paddle::Tensor& preempt_slots) {
-  const int64_t input_len = input_ids.shape()[1];
-  int64_t* ids = input_ids.data<int64_t>();
-  int32_t* this_time = seq_lens_this_time.data<int32_t>();
-  int32_t* enc = seq_lens_encoder.data<int32_t>();
-  int32_t* dec = seq_lens_decoder.data<int32_t>();
-  int64_t* prompt = prompt_lens.data<int64_t>();
-  int64_t* step = step_idx.data<int64_t>();
-  int64_t* max_dec = max_dec_len.data<int64_t>();
-  bool* stop = stop_flags.data<bool>();
+void InsertOnCpu(const SlotBuffers& slots, const paddle::Tensor& task_meta, const paddle::Tensor& task_tokens,
+                 const paddle::Tensor& preempt_slots) {
   const int32_t* preempt = preempt_slots.data<int32_t>();
-  for (int64_t i = 0; i < preempt_slots.numel(); ++i) {
-    const int32_t slot = preempt[i];
-    stop[slot] = true;
-    this_time[slot] = enc[slot] = dec[slot] = 0;
-  }
+  for (int64_t i = 0; i < preempt_slots.numel(); ++i) PreemptSlot(slots, preempt[i]);
   const int64_t* meta = task_meta.data<int64_t>();
   const int64_t* tokens = task_tokens.data<int64_t>();
   int64_t offset = 0;
   for (int64_t i = 0; i < task_meta.shape()[0]; ++i) {
     const int64_t* row = meta + i * kTaskFields;
-    const int64_t slot = row[0];
-    const int64_t len = row[2];
-    for (int64_t t = 0; t < len; ++t) ids[slot * input_len + t] = tokens[offset + t];
-    offset += len;
-    this_time[slot] = enc[slot] = static_cast<int32_t>(len);
-    dec[slot] = static_cast<int32_t>(row[1]);
-    prompt[slot] = row[3];
-    step[slot] = row[4];
-    max_dec[slot] = row[5];
-    stop[slot] = false;
+    std::copy(tokens + offset, tokens + offset + row[2], slots.input_ids + row[0] * slots.input_len);
+    offset += row[2];
+    WriteTaskFields(slots, row);
   }
 }
 
@@ -105,7 +84,7 @@ void InsertTasks(paddle::Tensor& input_ids, paddle::Tensor& seq_lens_this_time, 
     const char* name;
     const paddle::Tensor& tensor;
     paddle::DataType dtype;
-  } slot_buffers[] = {
+  } per_slot[] = {
       {"seq_lens_this_time", seq_lens_this_time, paddle::DataType::INT32},
       {"seq_lens_encoder", seq_lens_encoder, paddle::DataType::INT32},
       {"seq_lens_decoder", seq_lens_decoder, paddle::DataType::INT32},
@@ -114,11 +93,7 @@ void InsertTasks(paddle::Tensor& input_ids, paddle::Tensor& seq_lens_this_time, 
       {"max_dec_len", max_dec_len, paddle::DataType::INT64},
       {"stop_flags", stop_flags, paddle::DataType::BOOL},
   };
-  for (const auto& buffer : slot_buffers) {
-    CheckDtype(op, buffer.name, buffer.tensor, buffer.dtype);
-    CheckShape(op, buffer.name, buffer.tensor, {bsz});
-    CheckSamePlace(op, buffer.name, buffer.tensor, "input_ids", ref);
-  }
+  for (const auto& buffer : per_slot) CheckInput(op, buffer.name, buffer.tensor, buffer.dtype, {bsz}, "input_ids", ref);
   CheckDtype(op, "task_meta", task_meta, paddle::DataType::INT64);
   CheckShape(op, "task_meta", task_meta, {-1, kTaskFields});
   CheckDtype(op, "task_tokens", task_tokens, paddle::DataType::INT64);
@@ -138,9 +113,18 @@ void InsertTasks(paddle::Tensor& input_ids, paddle::Tensor& seq_lens_this_time, 
   }
   if (tasks_on_host) CheckTasksOnHost(task_meta, task_tokens, preempt_slots, bsz, input_len);
 
+  const SlotBuffers slots{input_ids.data<int64_t>(),
+                          seq_lens_this_time.data<int32_t>(),
+                          seq_lens_encoder.data<int32_t>(),
+                          seq_lens_decoder.data<int32_t>(),
+                          prompt_lens.data<int64_t>(),
+                          step_idx.data<int64_t>(),
+                          max_dec_len.data<int64_t>(),
+                          stop_flags.data<bool>(),
+                          bsz,
+                          input_len};
   if (!on_gpu) {
-    InsertOnCpu(input_ids, seq_lens_this_time, seq_lens_encoder, seq_lens_decoder, prompt_lens, step_idx, max_dec_len,
-                stop_flags, task_meta, task_tokens, preempt_slots);
+    InsertOnCpu(slots, task_meta, task_tokens, preempt_slots);
     return;
   }
 #ifdef PADDLE_WITH_CUDA
@@ -149,12 +133,8 @@ void InsertTasks(paddle::Tensor& input_ids, paddle::Tensor& seq_lens_this_time, 
   const paddle::Tensor meta = OnDevice(task_meta, input_ids, stream);
   const paddle::Tensor tokens = OnDevice(task_tokens, input_ids, stream);
   const paddle::Tensor preempt = OnDevice(preempt_slots, input_ids, stream);
-  CheckCuda(op, LaunchInsertTasks(input_ids.data<int64_t>(), seq_lens_this_time.data<int32_t>(),
-                                  seq_lens_encoder.data<int32_t>(), seq_lens_decoder.data<int32_t>(),
-                                  prompt_lens.data<int64_t>(), step_idx.data<int64_t>(), max_dec_len.data<int64_t>(),
-                                  stop_flags.data<bool>(), bsz, input_len, meta.data<int64_t>(),
-                                  task_meta.shape()[0], tokens.data<int64_t>(), task_tokens.numel(),
-                                  preempt.data<int32_t>(), preempt_slots.numel(), stream));
+  CheckCuda(op, LaunchInsertTasks(slots, meta.data<int64_t>(), task_meta.shape()[0], tokens.data<int64_t>(),
+                                  task_tokens.numel(), preempt.data<int32_t>(), preempt_slots.numel(), stream));
 #endif
 }
 

@@ -8,10 +8,7 @@
 #include <algorithm>
 
 #include "../include/dispatch.h"
-
-#ifdef PADDLE_WITH_CUDA
 #include "padding.h"
-#endif
 
 namespace fdo::padding {
 
@@ -25,9 +22,7 @@ std::vector<paddle::Tensor> GetPaddingOffset(const paddle::Tensor& input_ids, co
   CheckShape(op, "input_ids", input_ids, {-1, -1});
   const int64_t bsz = input_ids.shape()[0];
   const int64_t max_len = input_ids.shape()[1];
-  CheckDtype(op, "seq_lens_this_time", seq_lens_this_time, paddle::DataType::INT32);
-  CheckShape(op, "seq_lens_this_time", seq_lens_this_time, {bsz});
-  CheckSamePlace(op, "seq_lens_this_time", seq_lens_this_time, "input_ids", input_ids);
+  CheckInput(op, "seq_lens_this_time", seq_lens_this_time, paddle::DataType::INT32, {bsz}, "input_ids", input_ids);
   PD_CHECK(token_num >= 0, op, ": attribute 'token_num' must be >= 0, got ", token_num);
 
   const auto place = input_ids.place();
@@ -56,7 +51,7 @@ std::vector<paddle::Tensor> GetPaddingOffset(const paddle::Tensor& input_ids, co
   int32_t total = 0;
   cu_q_out[0] = cu_k_out[0] = 0;
   for (int64_t b = 0; b < bsz; ++b) {
-    const int64_t len = std::clamp<int64_t>(lens[b], 0, max_len);
+    const int64_t len = PackedLength(lens[b], max_len);
     for (int64_t t = 0; t < len && total + t < token_num; ++t) {
       ids_out[total + t] = src[b * max_len + t];
       batch_out[total + t] = static_cast<int32_t>(b);
@@ -76,9 +71,7 @@ std::vector<paddle::Tensor> RebuildPadding(const paddle::Tensor& hidden, const p
   CheckDtype(op, "seq_lens_this_time", seq_lens_this_time, paddle::DataType::INT32);
   CheckShape(op, "seq_lens_this_time", seq_lens_this_time, {-1});
   const int64_t bsz = seq_lens_this_time.shape()[0];
-  CheckDtype(op, "cu_seqlens_q", cu_seqlens_q, paddle::DataType::INT32);
-  CheckShape(op, "cu_seqlens_q", cu_seqlens_q, {bsz + 1});
-  CheckSamePlace(op, "cu_seqlens_q", cu_seqlens_q, "hidden", hidden);
+  CheckInput(op, "cu_seqlens_q", cu_seqlens_q, paddle::DataType::INT32, {bsz + 1}, "hidden", hidden);
   CheckSamePlace(op, "seq_lens_this_time", seq_lens_this_time, "hidden", hidden);
 
   paddle::Tensor out = EmptyOutput({bsz, hidden_size}, hidden.dtype(), hidden.place());
@@ -97,11 +90,8 @@ std::vector<paddle::Tensor> RebuildPadding(const paddle::Tensor& hidden, const p
     const int32_t* cu = cu_seqlens_q.data<int32_t>();
     const int32_t* lens = seq_lens_this_time.data<int32_t>();
     for (int64_t b = 0; b < bsz; ++b) {
-      const int64_t row = static_cast<int64_t>(cu[b + 1]) - 1;
-      const bool running = lens[b] > 0 && row >= 0 && row < rows;
-      for (int64_t h = 0; h < hidden_size; ++h) {
-        dst[b * hidden_size + h] = running ? src[row * hidden_size + h] : S{0};
-      }
+      const int64_t row = LastRowOfSlot(cu, lens, b, rows);
+      for (int64_t h = 0; h < hidden_size; ++h) dst[b * hidden_size + h] = row >= 0 ? src[row * hidden_size + h] : S{0};
     }
   });
   return {out};

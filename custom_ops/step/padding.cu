@@ -12,7 +12,7 @@ __global__ void GetPaddingOffsetKernel(const int64_t* input_ids, const int32_t* 
     int32_t total = 0;
     cu_seqlens_q[0] = cu_seqlens_k[0] = 0;
     for (int64_t b = 0; b < bsz; ++b) {
-      const int64_t len = min(max(static_cast<int64_t>(seq_lens_this_time[b]), int64_t{0}), max_len);
+      const int64_t len = PackedLength(seq_lens_this_time[b], max_len);
       total += static_cast<int32_t>(len);
       cu_seqlens_q[b + 1] = cu_seqlens_k[b + 1] = total;
     }
@@ -49,10 +49,9 @@ template <typename S>
 __global__ void RebuildPaddingKernel(const S* hidden, const int32_t* cu_seqlens_q, const int32_t* seq_lens_this_time,
                                      int64_t rows, int64_t hidden_size, S* out) {
   const int64_t b = blockIdx.x;
-  const int64_t row = static_cast<int64_t>(cu_seqlens_q[b + 1]) - 1;
-  const bool running = seq_lens_this_time[b] > 0 && row >= 0 && row < rows;
+  const int64_t row = LastRowOfSlot(cu_seqlens_q, seq_lens_this_time, b, rows);
   for (int64_t h = threadIdx.x; h < hidden_size; h += blockDim.x) {
-    out[b * hidden_size + h] = running ? hidden[row * hidden_size + h] : S{0};
+    out[b * hidden_size + h] = row >= 0 ? hidden[row * hidden_size + h] : S{0};
   }
 }
 

@@ -1,9 +1,30 @@
-// CUDA launchers of the padding ops (defined in padding.cu, called from padding.cc).
+// The per-slot rules of the padding ops, one definition for padding.cc and padding.cu, and the CUDA
+// launchers (defined in padding.cu).
 #pragma once
 
-#include <cuda_runtime.h>
-
 #include <cstdint>
+
+#include "../include/host_device.h"
+
+namespace fdo::padding {
+
+// Slot b's token count as packed: seq_lens_this_time[b] clamped to [0, max_len].
+FDO_HOST_DEVICE int64_t PackedLength(int32_t seq_len_this_time, int64_t max_len) {
+  const int64_t len = seq_len_this_time < 0 ? 0 : seq_len_this_time;
+  return len < max_len ? len : max_len;
+}
+
+// The row of slot b's last token in the packed batch, or -1 when the slot ran no tokens.
+FDO_HOST_DEVICE int64_t LastRowOfSlot(const int32_t* cu_seqlens_q, const int32_t* seq_lens_this_time, int64_t b,
+                                      int64_t rows) {
+  const int64_t row = static_cast<int64_t>(cu_seqlens_q[b + 1]) - 1;
+  return seq_lens_this_time[b] > 0 && row >= 0 && row < rows ? row : -1;
+}
+
+}  // namespace fdo::padding
+
+#if defined(PADDLE_WITH_CUDA) || defined(__CUDACC__)
+#include <cuda_runtime.h>
 
 namespace fdo::padding {
 
@@ -17,3 +38,4 @@ cudaError_t LaunchRebuildPadding(const S* hidden, const int32_t* cu_seqlens_q, c
                                  int64_t rows, int64_t hidden_size, int64_t bsz, S* out, cudaStream_t stream);
 
 }  // namespace fdo::padding
+#endif

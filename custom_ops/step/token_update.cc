@@ -2,31 +2,16 @@
 //   set_value_by_flags_and_idx  write the token fed this step into pre_ids_all[b][step_idx[b]]
 //   set_stop_value_multi_ends   advance step_idx, apply max_dec_len and the end ids
 //   update_inputs               FastDeploy's update_inputs_v1 without block tables
-// Each slot's rule is a function of that slot's values only (update_inputs adds one reduction), so
-// the CPU loop and the CUDA kernel (one thread per slot) compute the same integers.
+// Each slot's rule is a function of that slot's values only (update_inputs adds one reduction), written
+// once in token_update.h for the CPU loop and the CUDA kernel (one thread per slot).
 #include "../include/dispatch.h"
-
-#ifdef PADDLE_WITH_CUDA
 #include "token_update.h"
-#endif
 
 namespace fdo::token_update {
 
 constexpr const char* kSetValue = "set_value_by_flags_and_idx";
 constexpr const char* kSetStop = "set_stop_value_multi_ends";
 constexpr const char* kUpdateInputs = "update_inputs";
-
-// A per-slot vector input: shape [bsz] (or [bsz, 1]), the given dtype, on the place of `ref`.
-void CheckSlots(const char* op, const char* input, const paddle::Tensor& t, paddle::DataType dtype, int64_t bsz,
-                const char* ref_name, const paddle::Tensor& ref, bool column = false) {
-  CheckDtype(op, input, t, dtype);
-  if (column) {
-    CheckShape(op, input, t, {bsz, 1});
-  } else {
-    CheckShape(op, input, t, {bsz});
-  }
-  CheckSamePlace(op, input, t, ref_name, ref);
-}
 
 // ------------------------------------------------------------------ set_value_by_flags_and_idx
 
@@ -43,39 +28,31 @@ void SetValueByFlagsAndIdx(paddle::Tensor& pre_ids_all, const paddle::Tensor& in
   CheckShape(op, "pre_ids_all", pre_ids_all, {-1, -1});
   const int64_t bsz = pre_ids_all.shape()[0];
   const int64_t max_model_len = pre_ids_all.shape()[1];
-  CheckDtype(op, "input_ids", input_ids, paddle::DataType::INT64);
-  CheckShape(op, "input_ids", input_ids, {bsz, -1});
-  CheckSamePlace(op, "input_ids", input_ids, "pre_ids_all", pre_ids_all);
+  CheckInput(op, "input_ids", input_ids, paddle::DataType::INT64, {bsz, -1}, "pre_ids_all", pre_ids_all);
   const int64_t input_len = input_ids.shape()[1];
-  CheckSlots(op, "seq_lens_this_time", seq_lens_this_time, paddle::DataType::INT32, bsz, "pre_ids_all", pre_ids_all);
-  CheckSlots(op, "seq_lens_encoder", seq_lens_encoder, paddle::DataType::INT32, bsz, "pre_ids_all", pre_ids_all);
-  CheckSlots(op, "seq_lens_decoder", seq_lens_decoder, paddle::DataType::INT32, bsz, "pre_ids_all", pre_ids_all);
-  CheckSlots(op, "step_idx", step_idx, paddle::DataType::INT64, bsz, "pre_ids_all", pre_ids_all);
-  CheckSlots(op, "stop_flags", stop_flags, paddle::DataType::BOOL, bsz, "pre_ids_all", pre_ids_all);
+  CheckInput(op, "seq_lens_this_time", seq_lens_this_time, paddle::DataType::INT32, {bsz}, "pre_ids_all", pre_ids_all);
+  CheckInput(op, "seq_lens_encoder", seq_lens_encoder, paddle::DataType::INT32, {bsz}, "pre_ids_all", pre_ids_all);
+  CheckInput(op, "seq_lens_decoder", seq_lens_decoder, paddle::DataType::INT32, {bsz}, "pre_ids_all", pre_ids_all);
+  CheckInput(op, "step_idx", step_idx, paddle::DataType::INT64, {bsz}, "pre_ids_all", pre_ids_all);
+  CheckInput(op, "stop_flags", stop_flags, paddle::DataType::BOOL, {bsz}, "pre_ids_all", pre_ids_all);
 
+  const SetValueArgs args{pre_ids_all.data<int64_t>(),
+                          input_ids.data<int64_t>(),
+                          seq_lens_this_time.data<int32_t>(),
+                          seq_lens_encoder.data<int32_t>(),
+                          seq_lens_decoder.data<int32_t>(),
+                          step_idx.data<int64_t>(),
+                          stop_flags.data<bool>(),
+                          bsz,
+                          max_model_len,
+                          input_len};
   if (RunsOnGpu(op, "pre_ids_all", pre_ids_all)) {
 #ifdef PADDLE_WITH_CUDA
-    CheckCuda(op, LaunchSetValueByFlagsAndIdx(pre_ids_all.data<int64_t>(), input_ids.data<int64_t>(),
-                                              seq_lens_this_time.data<int32_t>(), seq_lens_encoder.data<int32_t>(),
-                                              seq_lens_decoder.data<int32_t>(), step_idx.data<int64_t>(),
-                                              stop_flags.data<bool>(), bsz, max_model_len, input_len,
-                                              pre_ids_all.stream()));
+    CheckCuda(op, LaunchSetValueByFlagsAndIdx(args, pre_ids_all.stream()));
 #endif
     return;
   }
-  int64_t* pre_ids = pre_ids_all.data<int64_t>();
-  const int64_t* ids = input_ids.data<int64_t>();
-  const int32_t* this_time = seq_lens_this_time.data<int32_t>();
-  const int32_t* enc = seq_lens_encoder.data<int32_t>();
-  const int32_t* dec = seq_lens_decoder.data<int32_t>();
-  const int64_t* step = step_idx.data<int64_t>();
-  const bool* stop = stop_flags.data<bool>();
-  for (int64_t b = 0; b < bsz; ++b) {
-    if (stop[b] || this_time[b] <= 0 || (enc[b] == 0 && dec[b] == 0)) continue;
-    if (step[b] < 0 || step[b] >= max_model_len || input_len == 0) continue;
-    const int64_t col = enc[b] > 0 ? std::min<int64_t>(enc[b], input_len) - 1 : 0;
-    pre_ids[b * max_model_len + step[b]] = ids[b * input_len + col];
-  }
+  for (int64_t b = 0; b < bsz; ++b) SetValueForSlot(args, b);
 }
 
 // ------------------------------------------------------------------ set_stop_value_multi_ends
@@ -96,64 +73,33 @@ void SetStopValueMultiEnds(paddle::Tensor& sampled_token_ids, paddle::Tensor& st
   CheckDtype(op, "sampled_token_ids", sampled_token_ids, paddle::DataType::INT64);
   CheckShape(op, "sampled_token_ids", sampled_token_ids, {-1, 1});
   const int64_t bsz = sampled_token_ids.shape()[0];
-  CheckSlots(op, "stop_flags", stop_flags, paddle::DataType::BOOL, bsz, "sampled_token_ids", ref);
-  CheckSlots(op, "seq_lens_this_time", seq_lens_this_time, paddle::DataType::INT32, bsz, "sampled_token_ids", ref);
-  CheckSlots(op, "seq_lens_decoder", seq_lens_decoder, paddle::DataType::INT32, bsz, "sampled_token_ids", ref);
-  CheckSlots(op, "prompt_lens", prompt_lens, paddle::DataType::INT64, bsz, "sampled_token_ids", ref);
-  CheckSlots(op, "step_idx", step_idx, paddle::DataType::INT64, bsz, "sampled_token_ids", ref);
-  CheckSlots(op, "max_dec_len", max_dec_len, paddle::DataType::INT64, bsz, "sampled_token_ids", ref);
-  CheckDtype(op, "end_ids", end_ids, paddle::DataType::INT64);
-  CheckShape(op, "end_ids", end_ids, {-1});
+  CheckInput(op, "stop_flags", stop_flags, paddle::DataType::BOOL, {bsz}, "sampled_token_ids", ref);
+  CheckInput(op, "seq_lens_this_time", seq_lens_this_time, paddle::DataType::INT32, {bsz}, "sampled_token_ids", ref);
+  CheckInput(op, "seq_lens_decoder", seq_lens_decoder, paddle::DataType::INT32, {bsz}, "sampled_token_ids", ref);
+  CheckInput(op, "prompt_lens", prompt_lens, paddle::DataType::INT64, {bsz}, "sampled_token_ids", ref);
+  CheckInput(op, "step_idx", step_idx, paddle::DataType::INT64, {bsz}, "sampled_token_ids", ref);
+  CheckInput(op, "max_dec_len", max_dec_len, paddle::DataType::INT64, {bsz}, "sampled_token_ids", ref);
+  CheckInput(op, "end_ids", end_ids, paddle::DataType::INT64, {-1}, "sampled_token_ids", ref);
   PD_CHECK(end_ids.numel() >= 1, op, ": input 'end_ids' must hold at least one id");
-  CheckSamePlace(op, "end_ids", end_ids, "sampled_token_ids", ref);
-  CheckSlots(op, "next_tokens", next_tokens, paddle::DataType::INT64, bsz, "sampled_token_ids", ref, true);
-  const int64_t num_end_ids = end_ids.numel();
-
+  CheckInput(op, "next_tokens", next_tokens, paddle::DataType::INT64, {bsz, 1}, "sampled_token_ids", ref);
+  const SetStopArgs args{sampled_token_ids.data<int64_t>(),
+                         stop_flags.data<bool>(),
+                         seq_lens_this_time.data<int32_t>(),
+                         seq_lens_decoder.data<int32_t>(),
+                         prompt_lens.data<int64_t>(),
+                         step_idx.data<int64_t>(),
+                         max_dec_len.data<int64_t>(),
+                         end_ids.data<int64_t>(),
+                         end_ids.numel(),
+                         next_tokens.data<int64_t>(),
+                         bsz};
   if (RunsOnGpu(op, "sampled_token_ids", sampled_token_ids)) {
 #ifdef PADDLE_WITH_CUDA
-    CheckCuda(op, LaunchSetStopValueMultiEnds(sampled_token_ids.data<int64_t>(), stop_flags.data<bool>(),
-                                              seq_lens_this_time.data<int32_t>(), seq_lens_decoder.data<int32_t>(),
-                                              prompt_lens.data<int64_t>(), step_idx.data<int64_t>(),
-                                              max_dec_len.data<int64_t>(), end_ids.data<int64_t>(), num_end_ids,
-                                              next_tokens.data<int64_t>(), bsz, sampled_token_ids.stream()));
+    CheckCuda(op, LaunchSetStopValueMultiEnds(args, sampled_token_ids.stream()));
 #endif
     return;
   }
-  int64_t* token = sampled_token_ids.data<int64_t>();
-  bool* stop = stop_flags.data<bool>();
-  const int32_t* this_time = seq_lens_this_time.data<int32_t>();
-  const int32_t* dec = seq_lens_decoder.data<int32_t>();
-  const int64_t* prompt = prompt_lens.data<int64_t>();
-  int64_t* step = step_idx.data<int64_t>();
-  const int64_t* max_dec = max_dec_len.data<int64_t>();
-  const int64_t* ends = end_ids.data<int64_t>();
-  int64_t* next = next_tokens.data<int64_t>();
-  for (int64_t b = 0; b < bsz; ++b) {
-    const bool prefilling = this_time[b] > 0 && dec[b] + this_time[b] < prompt[b];
-    if (!stop[b] && !prefilling) {
-      step[b] += 1;
-      if (step[b] >= max_dec[b]) stop[b] = true;
-    }
-    if (stop[b]) {
-      if (this_time[b] == 0) {
-        token[b] = -1;
-      } else {
-        token[b] = ends[0];
-        next[b] = ends[0];
-      }
-    } else {
-      next[b] = token[b];
-    }
-    if (prefilling) continue;
-    for (int64_t e = 0; e < num_end_ids; ++e) {
-      if (token[b] == ends[e]) {
-        stop[b] = true;
-        token[b] = ends[0];
-        next[b] = ends[0];
-        break;
-      }
-    }
-  }
+  for (int64_t b = 0; b < bsz; ++b) SetStopForSlot(args, b);
 }
 
 // ------------------------------------------------------------------ update_inputs
@@ -171,57 +117,34 @@ void UpdateInputs(paddle::Tensor& stop_flags, paddle::Tensor& not_need_stop, pad
   CheckDtype(op, "stop_flags", stop_flags, paddle::DataType::BOOL);
   CheckShape(op, "stop_flags", stop_flags, {-1});
   const int64_t bsz = stop_flags.shape()[0];
-  CheckDtype(op, "not_need_stop", not_need_stop, paddle::DataType::BOOL);
-  CheckNumel(op, "not_need_stop", not_need_stop, 1);
-  CheckSamePlace(op, "not_need_stop", not_need_stop, "stop_flags", ref);
-  CheckSlots(op, "seq_lens_this_time", seq_lens_this_time, paddle::DataType::INT32, bsz, "stop_flags", ref);
-  CheckSlots(op, "seq_lens_encoder", seq_lens_encoder, paddle::DataType::INT32, bsz, "stop_flags", ref);
-  CheckSlots(op, "seq_lens_decoder", seq_lens_decoder, paddle::DataType::INT32, bsz, "stop_flags", ref);
-  CheckSlots(op, "prompt_lens", prompt_lens, paddle::DataType::INT64, bsz, "stop_flags", ref);
-  CheckSlots(op, "sampled_token_ids", sampled_token_ids, paddle::DataType::INT64, bsz, "stop_flags", ref, true);
-  CheckDtype(op, "input_ids", input_ids, paddle::DataType::INT64);
-  CheckShape(op, "input_ids", input_ids, {bsz, -1});
-  CheckSamePlace(op, "input_ids", input_ids, "stop_flags", ref);
-  CheckSlots(op, "next_tokens", next_tokens, paddle::DataType::INT64, bsz, "stop_flags", ref, true);
-  const int64_t input_len = input_ids.shape()[1];
-
+  CheckInput(op, "not_need_stop", not_need_stop, paddle::DataType::BOOL, {1}, "stop_flags", ref);
+  CheckInput(op, "seq_lens_this_time", seq_lens_this_time, paddle::DataType::INT32, {bsz}, "stop_flags", ref);
+  CheckInput(op, "seq_lens_encoder", seq_lens_encoder, paddle::DataType::INT32, {bsz}, "stop_flags", ref);
+  CheckInput(op, "seq_lens_decoder", seq_lens_decoder, paddle::DataType::INT32, {bsz}, "stop_flags", ref);
+  CheckInput(op, "prompt_lens", prompt_lens, paddle::DataType::INT64, {bsz}, "stop_flags", ref);
+  CheckInput(op, "sampled_token_ids", sampled_token_ids, paddle::DataType::INT64, {bsz, 1}, "stop_flags", ref);
+  CheckInput(op, "input_ids", input_ids, paddle::DataType::INT64, {bsz, -1}, "stop_flags", ref);
+  CheckInput(op, "next_tokens", next_tokens, paddle::DataType::INT64, {bsz, 1}, "stop_flags", ref);
+  const UpdateInputsArgs args{stop_flags.data<bool>(),
+                              not_need_stop.data<bool>(),
+                              seq_lens_this_time.data<int32_t>(),
+                              seq_lens_encoder.data<int32_t>(),
+                              seq_lens_decoder.data<int32_t>(),
+                              prompt_lens.data<int64_t>(),
+                              sampled_token_ids.data<int64_t>(),
+                              input_ids.data<int64_t>(),
+                              next_tokens.data<int64_t>(),
+                              bsz,
+                              input_ids.shape()[1]};
   if (RunsOnGpu(op, "stop_flags", stop_flags)) {
 #ifdef PADDLE_WITH_CUDA
-    CheckCuda(op, LaunchUpdateInputs(stop_flags.data<bool>(), not_need_stop.data<bool>(),
-                                     seq_lens_this_time.data<int32_t>(), seq_lens_encoder.data<int32_t>(),
-                                     seq_lens_decoder.data<int32_t>(), prompt_lens.data<int64_t>(),
-                                     sampled_token_ids.data<int64_t>(), input_ids.data<int64_t>(),
-                                     next_tokens.data<int64_t>(), bsz, input_len, stop_flags.stream()));
+    CheckCuda(op, LaunchUpdateInputs(args, stop_flags.stream()));
 #endif
     return;
   }
-  bool* stop = stop_flags.data<bool>();
-  int32_t* this_time = seq_lens_this_time.data<int32_t>();
-  int32_t* enc = seq_lens_encoder.data<int32_t>();
-  int32_t* dec = seq_lens_decoder.data<int32_t>();
-  const int64_t* prompt = prompt_lens.data<int64_t>();
-  int64_t* token = sampled_token_ids.data<int64_t>();
-  int64_t* ids = input_ids.data<int64_t>();
-  const int64_t* next = next_tokens.data<int64_t>();
   int64_t stopped = 0;
-  for (int64_t b = 0; b < bsz; ++b) {
-    const bool prompt_done = static_cast<int64_t>(this_time[b]) + dec[b] >= prompt[b];
-    if (stop[b]) {
-      if (!prompt_done) token[b] = -1;
-      this_time[b] = enc[b] = dec[b] = 0;
-    } else if (prompt_done) {
-      dec[b] += this_time[b];
-      this_time[b] = 1;
-      enc[b] = 0;
-      if (input_len > 0) ids[b * input_len] = next[b];
-    } else {
-      stop[b] = true;
-      this_time[b] = enc[b] = dec[b] = 0;
-      token[b] = -1;
-    }
-    stopped += stop[b] ? 1 : 0;
-  }
-  not_need_stop.data<bool>()[0] = stopped < bsz;
+  for (int64_t b = 0; b < bsz; ++b) stopped += UpdateSlot(args, b) ? 1 : 0;
+  args.not_need_stop[0] = stopped < bsz;
 }
 
 }  // namespace fdo::token_update

@@ -16,6 +16,34 @@ FAST = settings(max_examples=40, deadline=None)
 # Slot buffers have bsz = max_num_seqs >= 1 rows; paddle 2.6 cannot pass a zero-size tensor in place.
 SLOTS = st.integers(1, 12)
 
+# The ops' arguments in order (names of the state's arrays) and which of them each op changes in place.
+SET_VALUE_ARGS = ("pre_ids_all", "input_ids", "seq_lens_this_time", "seq_lens_encoder", "seq_lens_decoder")
+SET_VALUE_ARGS += ("step_idx", "stop_flags")
+STOP_ARGS = ("sampled_token_ids", "stop_flags", "seq_lens_this_time", "seq_lens_decoder", "prompt_lens", "step_idx")
+STOP_ARGS += ("max_dec_len", "end_ids", "next_tokens")
+STOP_CHANGES = ("sampled_token_ids", "stop_flags", "step_idx", "next_tokens")
+UPDATE_ARGS = ("stop_flags", "not_need_stop", "seq_lens_this_time", "seq_lens_encoder", "seq_lens_decoder")
+UPDATE_ARGS += ("prompt_lens", "sampled_token_ids", "input_ids", "next_tokens")
+UPDATE_CHANGES = tuple(name for name in UPDATE_ARGS if name not in ("prompt_lens", "next_tokens"))
+INSERT_CHANGES = ("input_ids", "seq_lens_this_time", "seq_lens_encoder", "seq_lens_decoder", "prompt_lens")
+INSERT_CHANGES += ("step_idx", "max_dec_len", "stop_flags")
+INSERT_ARGS = (*INSERT_CHANGES, "task_meta", "task_tokens", "preempt_slots")
+
+
+def run_in_place(op, state: dict[str, np.ndarray], args: tuple[str, ...], changes: tuple[str, ...]):
+    """Call op on CPU tensors of state[arg] for each arg; check that the buffers it changes kept their
+    memory (the caller's tensors see the change); return those buffers as NumPy arrays."""
+    tensors = {name: cpu(state[name]) for name in args}
+    pointers = {name: tensors[name].data_ptr() for name in changes}
+    op(*tensors.values())
+    assert {name: tensors[name].data_ptr() for name in changes} == pointers
+    return {name: host(tensors[name]) for name in changes}
+
+
+def assert_arrays_equal(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:
+    for name, value in want.items():
+        np.testing.assert_array_equal(got[name], value, err_msg=name)
+
 
 # ------------------------------------------------------------------------------------------- flags
 
@@ -89,45 +117,18 @@ def test_set_value_by_flags_and_idx_matches_reference(ops, seed, bsz):
     s = random_step_state(rng, bsz, width=4)
     pre_ids = rng.integers(-1, 50, (bsz, 6)).astype(np.int64)
     s["step_idx"] = rng.integers(-1, 8, bsz).astype(np.int64)  # some outside [0, 6): left alone
-    buffer = cpu(pre_ids)
-    pointer = buffer.data_ptr()
-    args = [s[k] for k in ("seq_lens_this_time", "seq_lens_encoder", "seq_lens_decoder", "step_idx", "stop_flags")]
-    ops.set_value_by_flags_and_idx(buffer, cpu(s["input_ids"]), *[cpu(a) for a in args])
-    assert buffer.data_ptr() == pointer
-    want = ref.set_value_by_flags_and_idx(pre_ids, s["input_ids"], *args)
-    np.testing.assert_array_equal(host(buffer), want)
-
-
-STOP_INPUTS = ("seq_lens_this_time", "seq_lens_decoder", "prompt_lens")
+    s["pre_ids_all"] = pre_ids
+    got = run_in_place(ops.set_value_by_flags_and_idx, s, SET_VALUE_ARGS, ("pre_ids_all",))
+    np.testing.assert_array_equal(got["pre_ids_all"], ref.set_value_by_flags_and_idx(*[s[k] for k in SET_VALUE_ARGS]))
 
 
 def run_set_stop_value_multi_ends(ops, s: dict[str, np.ndarray], end_ids: np.ndarray) -> dict[str, np.ndarray]:
-    tensors = {k: cpu(s[k]) for k in ("sampled_token_ids", "stop_flags", "step_idx", "next_tokens")}
-    pointers = {k: t.data_ptr() for k, t in tensors.items()}
-    ops.set_stop_value_multi_ends(
-        tensors["sampled_token_ids"],
-        tensors["stop_flags"],
-        *[cpu(s[k]) for k in STOP_INPUTS],
-        tensors["step_idx"],
-        cpu(s["max_dec_len"]),
-        cpu(end_ids),
-        tensors["next_tokens"],
-    )
-    assert {k: t.data_ptr() for k, t in tensors.items()} == pointers  # in place: the caller's buffers changed
-    return {k: host(t) for k, t in tensors.items()}
+    return run_in_place(ops.set_stop_value_multi_ends, {**s, "end_ids": end_ids}, STOP_ARGS, STOP_CHANGES)
 
 
 def reference_set_stop_value_multi_ends(s: dict[str, np.ndarray], end_ids: np.ndarray) -> dict[str, np.ndarray]:
-    tokens, stop, step, next_tokens = ref.set_stop_value_multi_ends(
-        s["sampled_token_ids"],
-        s["stop_flags"],
-        *[s[k] for k in STOP_INPUTS],
-        s["step_idx"],
-        s["max_dec_len"],
-        end_ids,
-        s["next_tokens"],
-    )
-    return {"sampled_token_ids": tokens, "stop_flags": stop, "step_idx": step, "next_tokens": next_tokens}
+    state = {**s, "end_ids": end_ids}
+    return dict(zip(STOP_CHANGES, ref.set_stop_value_multi_ends(*[state[k] for k in STOP_ARGS]), strict=True))
 
 
 @FAST
@@ -136,10 +137,7 @@ def test_set_stop_value_multi_ends_matches_reference(ops, seed, bsz, n_end):
     rng = np.random.default_rng(seed)
     s = random_step_state(rng, bsz, width=4)
     end_ids = rng.choice(6, n_end, replace=False).astype(np.int64)
-    got = run_set_stop_value_multi_ends(ops, s, end_ids)
-    want = reference_set_stop_value_multi_ends(s, end_ids)
-    for name, value in want.items():
-        np.testing.assert_array_equal(got[name], value, err_msg=name)
+    assert_arrays_equal(run_set_stop_value_multi_ends(ops, s, end_ids), reference_set_stop_value_multi_ends(s, end_ids))
 
 
 def one_slot(**values) -> dict[str, np.ndarray]:
@@ -218,22 +216,8 @@ def test_prompt_finishing_exactly_at_the_chunk_end_produces_a_token(ops):
     assert out["not_need_stop"].tolist() == [True]
 
 
-UPDATE_BUFFERS = ("stop_flags", "not_need_stop", "seq_lens_this_time", "seq_lens_encoder", "seq_lens_decoder")
-
-
 def run_update_inputs(ops, s: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    s = {**s, "not_need_stop": np.array([True])}
-    tensors = {k: cpu(s[k]) for k in (*UPDATE_BUFFERS, "sampled_token_ids", "input_ids")}
-    pointers = {k: t.data_ptr() for k, t in tensors.items()}
-    ops.update_inputs(
-        *[tensors[k] for k in UPDATE_BUFFERS],
-        cpu(s["prompt_lens"]),
-        tensors["sampled_token_ids"],
-        tensors["input_ids"],
-        cpu(s["next_tokens"]),
-    )
-    assert {k: t.data_ptr() for k, t in tensors.items()} == pointers
-    return {k: host(t) for k, t in tensors.items()}
+    return run_in_place(ops.update_inputs, {**s, "not_need_stop": np.array([True])}, UPDATE_ARGS, UPDATE_CHANGES)
 
 
 @FAST
@@ -241,20 +225,9 @@ def run_update_inputs(ops, s: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def test_update_inputs_matches_reference(ops, seed, bsz, width):
     rng = np.random.default_rng(seed)
     s = random_step_state(rng, bsz, width)
-    got = run_update_inputs(ops, s)
-    want = ref.update_inputs(
-        s["stop_flags"],
-        s["seq_lens_this_time"],
-        s["seq_lens_encoder"],
-        s["seq_lens_decoder"],
-        s["prompt_lens"],
-        s["sampled_token_ids"],
-        s["input_ids"],
-        s["next_tokens"],
-    )
-    names = (*UPDATE_BUFFERS, "sampled_token_ids", "input_ids")
-    for name, value in zip(names, want, strict=True):
-        np.testing.assert_array_equal(got[name], value, err_msg=name)
+    reference_args = [s[k] for k in UPDATE_ARGS if k != "not_need_stop"]
+    want = dict(zip(UPDATE_CHANGES, ref.update_inputs(*reference_args), strict=True))
+    assert_arrays_equal(run_update_inputs(ops, s), want)
 
 
 def test_update_inputs_not_need_stop(ops):
@@ -276,24 +249,10 @@ def test_update_inputs_stops_an_unfinished_chunk(ops):
 
 # ------------------------------------------------------------------------------------------- inserts
 
-INSERT_BUFFERS = (
-    "input_ids",
-    "seq_lens_this_time",
-    "seq_lens_encoder",
-    "seq_lens_decoder",
-    "prompt_lens",
-    "step_idx",
-    "max_dec_len",
-    "stop_flags",
-)
-
 
 def run_insert_tasks(ops, state: dict[str, np.ndarray], meta, tokens, preempt) -> dict[str, np.ndarray]:
-    tensors = {k: cpu(state[k]) for k in INSERT_BUFFERS}
-    pointers = {k: t.data_ptr() for k, t in tensors.items()}
-    ops.insert_tasks(*[tensors[k] for k in INSERT_BUFFERS], cpu(meta), cpu(tokens), cpu(preempt))
-    assert {k: t.data_ptr() for k, t in tensors.items()} == pointers
-    return {k: host(t) for k, t in tensors.items()}
+    tasks = {"task_meta": meta, "task_tokens": tokens, "preempt_slots": preempt}
+    return run_in_place(ops.insert_tasks, {**state, **tasks}, INSERT_ARGS, INSERT_CHANGES)
 
 
 @FAST
@@ -303,9 +262,7 @@ def test_insert_tasks_matches_reference(ops, seed, bsz, width):
     state = random_step_state(rng, bsz, width)
     meta, tokens, preempt = random_tasks(rng, bsz, width)
     got = run_insert_tasks(ops, state, meta, tokens, preempt)
-    want = ref.insert_tasks({k: state[k] for k in INSERT_BUFFERS}, meta, tokens, preempt)
-    for name in INSERT_BUFFERS:
-        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert_arrays_equal(got, ref.insert_tasks({k: state[k] for k in INSERT_CHANGES}, meta, tokens, preempt))
 
 
 def test_insert_into_a_preempted_slot_wins(ops):
@@ -320,8 +277,7 @@ def test_insert_into_a_preempted_slot_wins(ops):
 def test_insert_nothing_changes_nothing(ops):
     state = random_step_state(np.random.default_rng(2), 4, 3)
     got = run_insert_tasks(ops, state, np.zeros((0, 6), np.int64), np.zeros(0, np.int64), np.zeros(0, np.int32))
-    for name in INSERT_BUFFERS:
-        np.testing.assert_array_equal(got[name], state[name])
+    assert_arrays_equal(got, {k: state[k] for k in INSERT_CHANGES})
 
 
 @pytest.mark.parametrize(
