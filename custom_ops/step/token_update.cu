@@ -4,30 +4,28 @@
 
 namespace fdo::token_update {
 
-__global__ void SetValueByFlagsAndIdxKernel(SetValueArgs args) {
+// One thread per slot runs `Rule` (a per-slot rule of token_update.h).
+template <typename Args, void (*Rule)(const Args&, int64_t)>
+__global__ void PerSlotKernel(Args args) {
   for (int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; b < args.bsz;
        b += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    SetValueForSlot(args, b);
+    Rule(args, b);
   }
+}
+
+template <typename Args, void (*Rule)(const Args&, int64_t)>
+cudaError_t LaunchPerSlot(const Args& args, cudaStream_t stream) {
+  if (args.bsz == 0) return cudaSuccess;
+  PerSlotKernel<Args, Rule><<<BlocksFor(args.bsz, 256), 256, 0, stream>>>(args);
+  return cudaGetLastError();
 }
 
 cudaError_t LaunchSetValueByFlagsAndIdx(const SetValueArgs& args, cudaStream_t stream) {
-  if (args.bsz == 0) return cudaSuccess;
-  SetValueByFlagsAndIdxKernel<<<BlocksFor(args.bsz, 256), 256, 0, stream>>>(args);
-  return cudaGetLastError();
-}
-
-__global__ void SetStopValueMultiEndsKernel(SetStopArgs args) {
-  for (int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; b < args.bsz;
-       b += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    SetStopForSlot(args, b);
-  }
+  return LaunchPerSlot<SetValueArgs, SetValueForSlot>(args, stream);
 }
 
 cudaError_t LaunchSetStopValueMultiEnds(const SetStopArgs& args, cudaStream_t stream) {
-  if (args.bsz == 0) return cudaSuccess;
-  SetStopValueMultiEndsKernel<<<BlocksFor(args.bsz, 256), 256, 0, stream>>>(args);
-  return cudaGetLastError();
+  return LaunchPerSlot<SetStopArgs, SetStopForSlot>(args, stream);
 }
 
 // One block: a block-stride loop over the slots, then a count of the stopped ones.
