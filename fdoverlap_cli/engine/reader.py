@@ -259,14 +259,16 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(args.parent)
 
+    import numpy as np
+    import paddle
+
     from fdoverlap_cli import ops as op_library
     from fdoverlap_cli.engine.msg_queue import MessageQueue
 
+    paddle.set_device("cpu")  # the reader only reads the queue: no GPU context, no GPU kernels
     plan = json.loads(args.plan.read_text())
     ops = op_library.load()
-    import paddle
-
-    buf = paddle.zeros([plan["bsz"] + 2], dtype="int32")
+    buf = paddle.to_tensor(np.zeros(plan["bsz"] + 2, dtype=np.int32), place=paddle.CPUPlace())
     streams = TokenStreams(plan)
     try:
         while True:
