@@ -64,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupted)
     signal.signal(signal.SIGINT, _raise_interrupted)
     try:
-        app(args=argv, prog_name="fdoverlap", standalone_mode=False)
-        code = ExitCode.OK
+        # Without standalone mode Click returns the code of a typer.Exit raised inside a command.
+        returned = app(args=argv, prog_name="fdoverlap", standalone_mode=False)
+        code = returned if isinstance(returned, int) else ExitCode.OK
     except typer.Exit as e:
         code = e.exit_code
     except typer.Abort:

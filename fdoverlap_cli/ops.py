@@ -24,7 +24,6 @@ import sys
 import tempfile
 import threading
 import time
-import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -49,8 +48,6 @@ ERROR_LINES = 20
 _module: ModuleType | None = None
 _module_lock = threading.Lock()
 
-# paddle warns at import that ccache is missing; builds here are cached by key and never use it.
-warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
 
 
 @dataclass(frozen=True)

@@ -37,9 +37,7 @@ def ops():
     return op_library.load()
 
 
-def run_cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 600
-) -> subprocess.CompletedProcess:
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run `python -m fdoverlap_cli ARGS` in a fresh process; returns the completed process (text)."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import subprocess
+import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from functools import cache
@@ -24,6 +25,8 @@ INSTALL_HINT = "install it with: pip install -e '.[cpu]' (or '.[gpu]' on a CUDA 
 
 def require_paddle() -> ModuleType:
     """Import paddle, or fail with one line that says how to install it."""
+    # paddle warns at import that ccache is missing; fdoverlap caches its own builds and never uses it.
+    warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
     try:
         import paddle
     except ImportError as e:

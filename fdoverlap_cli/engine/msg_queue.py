@@ -94,6 +94,14 @@ def queue_exists(msqid: int) -> bool:
     return _stat(msqid) is not None
 
 
+def remove_queue(msqid: int) -> None:
+    """IPC_RMID of a queue by id (a queue already gone is fine): also for a reader whose tool died."""
+    if _lib().msgctl(msqid, IPC_RMID, None) != 0:
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.EIDRM):
+            raise FdoError(f"message queue {msqid}: cannot remove it: {os.strerror(err)}")
+
+
 class MessageQueue:
     """A new private SysV message queue, removed on exit from the `with` block whatever happened."""
 
@@ -139,10 +147,6 @@ class MessageQueue:
 
     def remove(self) -> None:
         """IPC_RMID; idempotent, and a queue someone else already removed is fine."""
-        if self._removed:
-            return
-        if _lib().msgctl(self.msqid, IPC_RMID, None) != 0:
-            err = ctypes.get_errno()
-            if err not in (errno.EINVAL, errno.EIDRM):
-                raise FdoError(f"message queue {self.msqid}: cannot remove it: {os.strerror(err)}")
+        if not self._removed:
+            remove_queue(self.msqid)
         self._removed = True

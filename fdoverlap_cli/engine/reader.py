@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     import paddle
 
     from fdoverlap_cli import ops as op_library
-    from fdoverlap_cli.engine.msg_queue import MessageQueue
+    from fdoverlap_cli.engine.msg_queue import remove_queue
 
     paddle.set_device("cpu")  # the reader only reads the queue: no GPU context, no GPU kernels
     plan = json.loads(args.plan.read_text())
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             streams.add(message)
     except SystemExit:
         if os.getppid() != args.parent:  # the tool died: nobody else will remove the queue
-            MessageQueue.remove_id(args.msqid)
+            remove_queue(args.msqid)
         raise
     write_json(args.out, streams.result())
     return 0
