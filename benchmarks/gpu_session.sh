@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Everything fdoverlap measures on a GPU host, in phases, for one command per phase:
+#   bash benchmarks/gpu_session.sh check      doctor, op build, GPU tests, a short compare
+#   bash benchmarks/gpu_session.sh bench      the compare matrix of docs/BENCHMARKS.md (8B-class preset)
+#   bash benchmarks/gpu_session.sh nsys       nsys profiles of both paths, analyze --against, fixtures
+#   bash benchmarks/gpu_session.sh sanitizer  compute-sanitizer memcheck/racecheck on the op tests and a replay
+# On an offline host, first send the paddlepaddle-gpu bundle and `source /tmp/fdo/tools/env.sh`
+# (see the GPU host notes in docs/BENCHMARKS.md). Logs and results go to $OUT (default ./gpu-out).
+set -uo pipefail
+OUT=${OUT:-$PWD/gpu-out}
+mkdir -p "$OUT"
+export FDOVERLAP_CACHE_DIR=${FDOVERLAP_CACHE_DIR:-/tmp/fdoverlap-cache}
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+FDO="python -m fdoverlap_cli"
+LAYERS=${LAYERS:-32}
+
+banner() { printf '\n===== %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
+
+check() {
+    banner environment
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv
+    python -c "import paddle, sys; print('python', sys.version.split()[0], 'paddle', paddle.__version__)"
+    banner doctor
+    $FDO doctor
+    banner "ops build"
+    $FDO ops build --verbose 2>&1 | tail -15
+    banner "GPU tests"
+    timeout 420 python -m pytest -q -m gpu -x -p no:cacheprovider tests 2>&1 | tail -25
+    banner "short compare (8b, 2 layers, default trace)"
+    timeout 300 $FDO compare --sync --overlap --preset 8b --layers 2 -o "$OUT/check-compare.json"
+}
+
+bench_one() {  # name trace [extra options]
+    local name=$1 trace=$2
+    shift 2
+    banner "compare $name: $trace $*"
+    timeout 560 $FDO compare --sync --overlap "$trace" --preset 8b --layers "$LAYERS" -o "$OUT/bench-$name.json" "$@"
+}
+
+bench() {
+    bench_one b16 traces/default.json
+    bench_one b64 traces/decode-b64.json
+    bench_one b128 traces/decode-b128.json
+    bench_one mixed traces/mixed-chunked.json
+    bench_one b64-copystream traces/decode-b64.json --copy-stream separate
+    bench_one b64-hostsync traces/decode-b64.json --token-count sync
+    banner "instrumentation overhead: b64 with and without GPU timestamps"
+    for ts in --timestamps --no-timestamps; do
+        timeout 300 $FDO replay traces/decode-b64.json --path overlap --preset 8b --layers "$LAYERS" $ts --json \
+            | python -c "import json,sys; d=json.load(sys.stdin)['paths']['overlap']; print('$ts', d['stats']['wall_ns'], d['metrics']['step_time_ns'])"
+    done
+}
+
+nsys_profiles() {
+    local small=/tmp/fdo-small-trace.json
+    $FDO trace synth -n 6 --max-num-seqs 4 --prompt-len 8..16 --output-len 10..14 -o $small
+    banner "nsys: a small fixture (whole run captured)"
+    timeout 300 $FDO profile --capture all -o /tmp/fdoverlap-small -- \
+        compare --sync --overlap $small --preset 8b --layers 2 -o /tmp/fdoverlap-small-run.json 2>&1 | tail -40
+    cp /tmp/fdoverlap-small.sqlite "$OUT/fdoverlap-small-2layers.sqlite"
+    banner "nsys: capture range measure@fdoverlap"
+    timeout 300 $FDO profile --capture measure -o /tmp/fdoverlap-capture -- \
+        compare --sync --overlap $small --preset 8b --layers 2 2>&1 | tail -12
+    banner "nsys: cross-check, default trace, 8b with $LAYERS layers"
+    timeout 500 $FDO profile -o /tmp/fdoverlap-b16 -- \
+        compare --sync --overlap traces/default.json --preset 8b --layers "$LAYERS" -o "$OUT/nsys-b16-run.json" 2>&1 | tail -70
+}
+
+sanitizer() {
+    banner "compute-sanitizer memcheck: GPU op tests"
+    timeout 400 compute-sanitizer --tool memcheck --error-exitcode 9 python -m pytest -q -m gpu -x tests/ops 2>&1 | tail -8
+    banner "compute-sanitizer racecheck: GPU op tests"
+    timeout 400 compute-sanitizer --tool racecheck --error-exitcode 9 python -m pytest -q -m gpu -x tests/ops 2>&1 | tail -8
+    for path in sync overlap; do
+        banner "compute-sanitizer memcheck: replay --path $path"
+        timeout 300 compute-sanitizer --tool memcheck --error-exitcode 9 $FDO replay traces/preempt.json --path $path \
+            --preset 8b --layers 1 --warmup 2 2>&1 | tail -6
+    done
+}
+
+for phase in "${@:-check}"; do
+    case $phase in
+        check) check ;;
+        bench) bench ;;
+        nsys) nsys_profiles ;;
+        sanitizer) sanitizer ;;
+        *) echo "unknown phase $phase" >&2; exit 2 ;;
+    esac
+done 2>&1 | tee -a "$OUT/gpu-session.log"
