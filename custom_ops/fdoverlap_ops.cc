@@ -13,3 +13,5 @@
 #include "step/padding.cc"
 #include "step/token_update.cc"
 #include "timing/timestamp.cc"
+// Composes the model families above.
+#include "model/decoder_layer.cc"

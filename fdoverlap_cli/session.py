@@ -43,6 +43,7 @@ class RunRequest:
     preset: str = "tiny"
     layers: int | None = None
     dims: str | None = None
+    fused_layers: bool = True  # one op per decoder layer (else one per kernel)
     options: RunnerOptions = field(default_factory=RunnerOptions)
     warmup_steps: int = 8
     window: tuple[int, int] | None = None  # the steps the metrics cover
@@ -65,7 +66,7 @@ class ReplaySession:
         self.device = Device.open(req.device)
         if progress:
             progress("build", 0, 1)
-        self.engine = Engine(self.trace, self.device, self.model_cfg, req.options)
+        self.engine = Engine(self.trace, self.device, self.model_cfg, req.options, req.fused_layers)
         if progress:
             progress("warm-up", 0, 1)
         self.engine.warm_up(req.warmup_steps)
@@ -94,6 +95,7 @@ class ReplaySession:
             options={
                 **asdict(req.options),
                 "paths": list(req.paths),
+                "fused_layers": req.fused_layers,
                 "warmup_steps": req.warmup_steps,
                 "window": list(req.window) if req.window else None,
             },

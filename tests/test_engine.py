@@ -246,3 +246,11 @@ def test_replay_json_summary(tmp_path):
     summary = json.loads(proc.stdout)
     assert list(summary["paths"]) == ["sync"]
     assert summary["paths"]["sync"]["output_check"]["ok"] is True
+
+
+def test_fused_layers_emit_the_tokens_of_the_op_by_op_model():
+    trace = engine_traces.chunked_prefill()
+    device, model = Device.open("cpu"), model_config("tiny")
+    fused = Engine(trace, device, model, RunnerOptions(), fused_layers=True).replay("overlap")
+    separate = Engine(trace, device, model, RunnerOptions(), fused_layers=False).replay("overlap")
+    assert compare_streams(trace, fused.reader.tokens, separate.reader.tokens, ("fused", "separate")).identical

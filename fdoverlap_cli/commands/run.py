@@ -22,6 +22,10 @@ LayersOpt = Annotated[int | None, typer.Option("--layers", min=1, help="Layer co
 DimsOpt = Annotated[
     str | None, typer.Option("--dims", help="Explicit model dimensions, e.g. 'hidden_size=1024,ffn_size=4096'.")
 ]
+FusedOpt = Annotated[
+    bool,
+    typer.Option("--fused-layers/--op-by-op", help="One op per decoder layer, or one per kernel (host-bound)."),
+]
 TokenCountOpt = Annotated[
     str, typer.Option("--token-count", help="predict: count decode-only batches on the host; sync: read it back.")
 ]
@@ -56,6 +60,7 @@ def _run(
     preset: str,
     layers: int | None,
     dims: str | None,
+    fused_layers: bool,
     token_count: str,
     copy_stream: str,
     snapshot_preempted: bool,
@@ -83,6 +88,7 @@ def _run(
         preset=preset,
         layers=layers,
         dims=dims,
+        fused_layers=fused_layers,
         options=RunnerOptions(token_count, copy_stream, snapshot_preempted, verify_token_count, timestamps),
         warmup_steps=warmup,
         window=parse_window(window),
@@ -122,6 +128,7 @@ def replay(
     preset: PresetOpt = "auto",
     layers: LayersOpt = None,
     dims: DimsOpt = None,
+    fused_layers: FusedOpt = True,
     token_count: TokenCountOpt = "predict",
     copy_stream: CopyStreamOpt = "compute",
     snapshot_preempted: SnapshotOpt = True,
@@ -151,6 +158,7 @@ def compare(
     preset: PresetOpt = "auto",
     layers: LayersOpt = None,
     dims: DimsOpt = None,
+    fused_layers: FusedOpt = True,
     token_count: TokenCountOpt = "predict",
     copy_stream: CopyStreamOpt = "compute",
     snapshot_preempted: SnapshotOpt = True,

@@ -114,8 +114,11 @@ class _Layer:
 class SyntheticDecoder:
     """Seeded weights on the device and a forward pass over a packed batch."""
 
-    def __init__(self, cfg: ModelConfig, device: Any, ops: Any) -> None:
+    def __init__(self, cfg: ModelConfig, device: Any, ops: Any, fused_layers: bool = True) -> None:
         self.cfg = cfg
+        # One op per layer (decoder_layer) or one per kernel: the same math, a different host cost per step.
+        self.fused_layers = fused_layers
+        self._heads = (cfg.num_q_heads, cfg.num_kv_heads, cfg.head_dim)
         self.device = device
         self.ops = ops
         self.matmul = device.paddle.matmul
@@ -163,24 +166,33 @@ class SyntheticDecoder:
         kv_cache: list[tuple[Any, Any]],
     ) -> Any:
         """Hidden states [T, H] of the packed tokens, after the final norm."""
-        c, ops, mm = self.cfg, self.ops, self.matmul
-        heads = (c.num_q_heads, c.num_kv_heads, c.head_dim)
+        c, ops = self.cfg, self.ops
+        batch = (batch_id_per_token, cu_seqlens_q, seq_lens_decoder)
         x = ops.embedding(ids, self.embed)
-        residual = None
-        for layer, (k_cache, v_cache) in zip(self.layers, kv_cache, strict=True):
-            if residual is None:
-                h, residual = ops.fdo_rms_norm(x, layer.attn_norm, c.rms_eps), x
+        residual = x
+        for i, (layer, (k_cache, v_cache)) in enumerate(zip(self.layers, kv_cache, strict=True)):
+            if self.fused_layers:
+                x, residual, *_ = ops.decoder_layer(
+                    x, residual, layer.attn_norm, layer.qkv, layer.out, layer.ffn_norm, layer.gate_up, layer.down,
+                    k_cache, v_cache, *batch, *self._heads, c.rms_eps, self.attn_scale, i == 0,
+                )  # fmt: skip
             else:
-                h, residual = ops.add_rms_norm(x, residual, layer.attn_norm, c.rms_eps)
-            qkv = mm(h, layer.qkv)
-            ops.write_kv_cache(qkv, k_cache, v_cache, batch_id_per_token, cu_seqlens_q, seq_lens_decoder, *heads)
-            attn = ops.attention(
-                qkv, k_cache, v_cache, batch_id_per_token, cu_seqlens_q, seq_lens_decoder, *heads, self.attn_scale
-            )
-            h, residual = ops.add_rms_norm(mm(attn, layer.out), residual, layer.ffn_norm, c.rms_eps)
-            x = mm(ops.silu_mul(mm(h, layer.gate_up)), layer.down)
+                x, residual = self._layer_op_by_op(layer, x, residual if i else None, k_cache, v_cache, batch)
         out, _ = ops.add_rms_norm(x, residual, self.final_norm, c.rms_eps)
         return out
+
+    def _layer_op_by_op(self, layer: _Layer, x: Any, residual: Any, k_cache: Any, v_cache: Any, batch: tuple) -> tuple:
+        """The same layer as `decoder_layer`, one op per kernel: the host launches each one from Python."""
+        c, ops, mm = self.cfg, self.ops, self.matmul
+        if residual is None:
+            h, residual = ops.fdo_rms_norm(x, layer.attn_norm, c.rms_eps), x
+        else:
+            h, residual = ops.add_rms_norm(x, residual, layer.attn_norm, c.rms_eps)
+        qkv = mm(h, layer.qkv)
+        ops.write_kv_cache(qkv, k_cache, v_cache, *batch, *self._heads)
+        attn = ops.attention(qkv, k_cache, v_cache, *batch, *self._heads, self.attn_scale)
+        h, residual = ops.add_rms_norm(mm(attn, layer.out), residual, layer.ffn_norm, c.rms_eps)
+        return mm(ops.silu_mul(mm(h, layer.gate_up)), layer.down), residual
 
     def compute_logits(self, hidden_last: Any) -> Any:
         """Logits [bsz, V] of each slot's last hidden row."""

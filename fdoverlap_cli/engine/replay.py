@@ -56,7 +56,9 @@ class _NullSender:
 class Engine:
     """The device, the op library, the model and the buffers for replaying one trace."""
 
-    def __init__(self, trace: Trace, device: Device, model_cfg: ModelConfig, options: RunnerOptions) -> None:
+    def __init__(
+        self, trace: Trace, device: Device, model_cfg: ModelConfig, options: RunnerOptions, fused_layers: bool = True
+    ) -> None:
         from fdoverlap_cli import ops as op_library
 
         self.trace = trace
@@ -66,7 +68,7 @@ class Engine:
         self._check_memory()
         self.ops = op_library.load()
         device.ops = self.ops
-        self.model = SyntheticDecoder(model_cfg, device, self.ops)
+        self.model = SyntheticDecoder(model_cfg, device, self.ops, fused_layers)
         cfg = trace.config
         self.share = ShareInputs(device, self.ops, cfg, self.model.new_kv_cache(cfg.max_num_seqs, cfg.max_model_len))
         self.book = Bookkeeping(trace, model_cfg.vocab_size)

@@ -173,8 +173,12 @@ def test_pinned_flag_stays_on_the_host(ops):
 
 
 def test_flag_in_device_memory_is_rejected(ops):
+    import paddle
+
+    flag = paddle.empty([1], dtype="bool")  # on the GPU; to_tensor of a bool array would need a paddle GPU kernel
+    assert flag.place.is_gpu_place()
     with pytest.raises(OSError, match="get_stop: input 'flag' must be a CPU or pinned host tensor"):
-        ops.get_stop(gpu(np.array([True])))
+        ops.get_stop(flag)
 
 
 def test_save_output_reads_pinned_buffers(ops):

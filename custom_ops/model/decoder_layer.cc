@@ -1,0 +1,46 @@
+// decoder_layer: one layer of the synthetic decoder as one op, so a step costs the host one call per
+// layer instead of nine. With a call per kernel the host's launch overhead sets the pace of a step on
+// a fast GPU (FastDeploy avoids it with CUDA graphs); fused, the GPU does. Same kernels as the separate
+// ops, GEMMs through paddle's matmul (cuBLAS on a GPU):
+//   h, residual  = first_layer ? (fdo_rms_norm(x), x) : add_rms_norm(x, residual)       (attn_norm)
+//   qkv = h @ qkv_weight; write_kv_cache(qkv); a = attention(qkv)
+//   h, residual  = add_rms_norm(a @ out_weight, residual)                                (ffn_norm)
+//   out          = silu_mul(h @ gate_up_weight) @ down_weight
+// Outputs (out, residual_out); the KV caches are written in place. It calls the norm, attention and
+// activation families directly, so fdoverlap_ops.cc includes it after them.
+#include "../include/dispatch.h"
+
+namespace fdo::decoder_layer {
+
+std::vector<paddle::Tensor> DecoderLayer(const paddle::Tensor& x, const paddle::Tensor& residual,
+                                         const paddle::Tensor& attn_norm, const paddle::Tensor& qkv_weight,
+                                         const paddle::Tensor& out_weight, const paddle::Tensor& ffn_norm,
+                                         const paddle::Tensor& gate_up_weight, const paddle::Tensor& down_weight,
+                                         paddle::Tensor& key_cache, paddle::Tensor& value_cache,
+                                         const paddle::Tensor& batch_id_per_token, const paddle::Tensor& cu_seqlens_q,
+                                         const paddle::Tensor& seq_lens_decoder, int num_q_heads, int num_kv_heads,
+                                         int head_dim, float eps, float scale, bool first_layer) {
+  using paddle::experimental::matmul;
+  const std::vector<paddle::Tensor> attn_in =
+      first_layer ? std::vector<paddle::Tensor>{norm::RmsNorm(x, attn_norm, eps)[0], x}
+                  : norm::AddRmsNorm(x, residual, attn_norm, eps);
+  const paddle::Tensor qkv = matmul(attn_in[0], qkv_weight);
+  attention::WriteKvCache(qkv, key_cache, value_cache, batch_id_per_token, cu_seqlens_q, seq_lens_decoder,
+                          num_q_heads, num_kv_heads, head_dim);
+  const paddle::Tensor attn = attention::Attention(qkv, key_cache, value_cache, batch_id_per_token, cu_seqlens_q,
+                                                   seq_lens_decoder, num_q_heads, num_kv_heads, head_dim, scale)[0];
+  const std::vector<paddle::Tensor> ffn_in = norm::AddRmsNorm(matmul(attn, out_weight), attn_in[1], ffn_norm, eps);
+  const paddle::Tensor out = matmul(activation::SiluMul(matmul(ffn_in[0], gate_up_weight))[0], down_weight);
+  return {out, ffn_in[1]};
+}
+
+}  // namespace fdo::decoder_layer
+
+PD_BUILD_OP(decoder_layer)
+    .Inputs({"x", "residual", "attn_norm", "qkv_weight", "out_weight", "ffn_norm", "gate_up_weight", "down_weight",
+             "key_cache", "value_cache", "batch_id_per_token", "cu_seqlens_q", "seq_lens_decoder"})
+    .Outputs({"out", "residual_out", "key_cache_out", "value_cache_out"})
+    .Attrs({"num_q_heads: int", "num_kv_heads: int", "head_dim: int", "eps: float", "scale: float",
+            "first_layer: bool"})
+    .SetInplaceMap({{"key_cache", "key_cache_out"}, {"value_cache", "value_cache_out"}})
+    .SetKernelFn(PD_KERNEL(fdo::decoder_layer::DecoderLayer));
