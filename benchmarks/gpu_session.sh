@@ -25,7 +25,8 @@ check() {
     banner "ops build"
     $FDO ops build --verbose 2>&1 | tail -15
     banner "GPU tests"
-    timeout 420 python -m pytest -q -m gpu -x -p no:cacheprovider tests 2>&1 | tail -25
+    timeout 420 python -m pytest -q -m gpu -rf -p no:cacheprovider tests > "$OUT/gpu-tests.log" 2>&1
+    tail -25 "$OUT/gpu-tests.log"
     banner "short compare (8b, 2 layers, default trace)"
     timeout 300 $FDO compare --sync --overlap --preset 8b --layers 2 -o "$OUT/check-compare.json"
 }

@@ -49,7 +49,6 @@ _module: ModuleType | None = None
 _module_lock = threading.Lock()
 
 
-
 @dataclass(frozen=True)
 class BuildInfo:
     """One build of the op library: where it is and how it was made."""

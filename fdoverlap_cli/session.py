@@ -156,15 +156,18 @@ class ReplaySession:
             },
             clock=alignment.to_dict() if alignment else None,
         )
-        path.metrics = self._metrics(path)
+        m = self._metrics(path)
+        if m is not None:
+            path.metrics = m.to_dict()
+            path.stats["harness_ns_per_decode_step"] = _harness_per_decode_step(m, columns)
         return path
 
-    def _metrics(self, path: PathResult) -> dict[str, Any] | None:
+    def _metrics(self, path: PathResult) -> metrics.PathMetrics | None:
         cols = path.columns
         if not len(cols.get("step", ())):
             return None
         tokens = dict(zip(cols["step"].tolist(), cols["generated"].tolist(), strict=True))
-        return metrics.path_metrics(path.spans(), tokens=tokens, window=self.request.window).to_dict()
+        return metrics.path_metrics(path.spans(), tokens=tokens, window=self.request.window)
 
     def _compare(self, result: RunResult) -> None:
         runs = {r.path: r for r in (self.engine.runs if self.engine else [])}
@@ -177,3 +180,18 @@ class ReplaySession:
         if ms and mo:
             pm = metrics.PathMetrics.from_dict
             result.comparison = metrics.compare(pm(ms), pm(mo)).to_dict()
+
+
+def _harness_per_decode_step(m: metrics.PathMetrics, columns: dict[str, np.ndarray]) -> float | None:
+    """Mean over decode-only steps of B_k minus the host time spent launching the model's own work.
+
+    What the harness costs the host per step: the engine's insert, the stage bookkeeping, the step
+    ops, the copies, the timestamps and the save, but not the forward, logits and sampling launches.
+    """
+    rows = {int(k): i for i, k in enumerate(columns["step"].tolist())}
+    values = [
+        busy - columns["model_ns"][rows[k]]
+        for k, busy in zip(m.per_step.step.tolist(), m.per_step.host_busy_ns.tolist(), strict=True)
+        if k in rows and columns["prefill_tokens"][rows[k]] == 0 and columns["model_ns"][rows[k]] >= 0
+    ]
+    return float(np.mean(values)) if values else None

@@ -22,6 +22,7 @@ HOST_COLUMNS = (
     "generated",  # slots that emit a token at this step
     "running",  # slots that ran
     "prefill_tokens",
+    "model_ns",  # host time launching the model's own work (forward, logits, sampling); the rest is harness
     "iter_start",  # the loop iteration that launched the step (inserts included)
     "iter_end",
     "insert_start",
@@ -61,6 +62,9 @@ class StepRecorder:
 
     def set(self, row: int, column: str, value: int) -> None:
         self.columns[column][row] = value
+
+    def add(self, row: int, column: str, value: int) -> None:
+        self.columns[column][row] = max(self.columns[column][row], 0) + value
 
     def mark(self, row: int, point: int, stream: Any = None) -> None:
         """GPU timestamp `GPU_POINTS[point]` of `row`, taken when `stream` reaches this point."""

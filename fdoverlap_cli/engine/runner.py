@@ -160,7 +160,9 @@ class ModelRunner:
         ids, batch_id, cu_q, _cu_k = ops.get_padding_offset(s.input_ids, s.seq_lens_this_time, token_num)
         hidden = None
         if token_num:
+            t_model = time.monotonic_ns()
             hidden = self.model.forward(ids, batch_id, cu_q, s.seq_lens_decoder, s.kv_cache)
+            self.rec.set(row, "model_ns", time.monotonic_ns() - t_model)
         self.rec.mark(row, FWD_END)
         self.nvtx.pop()
         self.rec.set(row, "pre_end", time.monotonic_ns())
@@ -189,8 +191,10 @@ class ModelRunner:
         s, ops = self.share, self.ops
         self.rec.mark(row, POST_START)
         if fwd.hidden is not None:
+            t_model = time.monotonic_ns()
             last = ops.rebuild_padding(fwd.hidden, fwd.cu_seqlens_q, s.seq_lens_this_time)
             sampled = ops.sample_greedy(self.model.compute_logits(last), s.eos_token_id)
+            self.rec.add(row, "model_ns", time.monotonic_ns() - t_model)
         else:
             sampled = s.idle_tokens
         lens = (s.seq_lens_this_time, s.seq_lens_encoder, s.seq_lens_decoder)

@@ -76,6 +76,7 @@ def _rows(p: PathResult, on_gpu: bool) -> dict[str, tuple[float | None, str]]:
         "step time (mean)": ((m.get("step_time_ns") or {}).get("mean"), "us"),
         "TPOT (mean)": ((m.get("tpot_ns") or {}).get("mean"), "us"),
     }
+    rows["host harness / decode step"] = (p.stats.get("harness_ns_per_decode_step"), "us")
     for stage in STAGES:
         st = stages.get(stage)
         rows[f"host {stage} / step"] = (st["total_ns"] / st["count"] if st and st["count"] else None, "us")
