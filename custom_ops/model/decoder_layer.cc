@@ -12,6 +12,34 @@
 
 namespace fdo::decoder_layer {
 
+constexpr const char* kDecoderLayer = "decoder_layer";
+
+// The layer's own inputs; the batch and cache inputs are checked by the attention family it calls.
+void CheckLayerWeights(const paddle::Tensor& x, const paddle::Tensor& residual, const paddle::Tensor& attn_norm,
+                       const paddle::Tensor& qkv_weight, const paddle::Tensor& out_weight,
+                       const paddle::Tensor& ffn_norm, const paddle::Tensor& gate_up_weight,
+                       const paddle::Tensor& down_weight, int num_q_heads, int num_kv_heads, int head_dim) {
+  const char* op = kDecoderLayer;
+  CheckShape(op, "x", x, {-1, -1});
+  const int64_t hidden = x.shape()[1];
+  const int64_t q_width = static_cast<int64_t>(num_q_heads) * head_dim;
+  const int64_t qkv_width = q_width + 2 * static_cast<int64_t>(num_kv_heads) * head_dim;
+  CheckShape(op, "gate_up_weight", gate_up_weight, {hidden, -1});
+  const int64_t ffn = gate_up_weight.shape()[1] / 2;
+  const std::vector<std::pair<const char*, const paddle::Tensor*>> named = {
+      {"residual", &residual},     {"attn_norm", &attn_norm},           {"qkv_weight", &qkv_weight},
+      {"out_weight", &out_weight}, {"ffn_norm", &ffn_norm},             {"gate_up_weight", &gate_up_weight},
+      {"down_weight", &down_weight}};
+  const std::vector<std::vector<int64_t>> shapes = {{x.shape()[0], hidden}, {hidden},       {hidden, qkv_width},
+                                                    {q_width, hidden},      {hidden},       {hidden, 2 * ffn},
+                                                    {ffn, hidden}};
+  for (size_t i = 0; i < named.size(); ++i) {
+    CheckShape(op, named[i].first, *named[i].second, shapes[i]);
+    CheckSameDtype(op, named[i].first, *named[i].second, "x", x);
+    CheckSamePlace(op, named[i].first, *named[i].second, "x", x);
+  }
+}
+
 std::vector<paddle::Tensor> DecoderLayer(const paddle::Tensor& x, const paddle::Tensor& residual,
                                          const paddle::Tensor& attn_norm, const paddle::Tensor& qkv_weight,
                                          const paddle::Tensor& out_weight, const paddle::Tensor& ffn_norm,
@@ -21,6 +49,8 @@ std::vector<paddle::Tensor> DecoderLayer(const paddle::Tensor& x, const paddle::
                                          const paddle::Tensor& seq_lens_decoder, int num_q_heads, int num_kv_heads,
                                          int head_dim, float eps, float scale, bool first_layer) {
   using paddle::experimental::matmul;
+  CheckLayerWeights(x, residual, attn_norm, qkv_weight, out_weight, ffn_norm, gate_up_weight, down_weight,
+                    num_q_heads, num_kv_heads, head_dim);
   const std::vector<paddle::Tensor> attn_in =
       first_layer ? std::vector<paddle::Tensor>{norm::RmsNorm(x, attn_norm, eps)[0], x}
                   : norm::AddRmsNorm(x, residual, attn_norm, eps);

@@ -17,6 +17,15 @@ def z(shape, dtype):
 
 
 CASES = [
+    (
+        "decoder_layer",
+        lambda o: o.decoder_layer(
+            z((2, 8), F32), z((2, 8), F32), z(8, F32), z((8, 12), F32), z((4, 8), F32), z(8, F32),
+            z((8, 6), F32), z((3, 8), F32), z((2, 4, 1, 2), F32), z((2, 4, 1, 2), F32),
+            z(2, I32), z(3, I32), z(2, I32), 2, 1, 2, 1e-5, 0.5, False,
+        ),  # fmt: skip
+        r"decoder_layer: input 'qkv_weight' must have shape \[8, 8\]",
+    ),
     ("get_stop", lambda o: o.get_stop(z(1, I32)), "get_stop: input 'flag' must be bool, got int32"),
     ("set_stop", lambda o: o.set_stop(z(2, BOOL), True), "set_stop: input 'flag' must have 1 elements, got 2"),
     (
