@@ -45,10 +45,10 @@ bench() {
     bench_one mixed traces/mixed-chunked.json
     bench_one b64-copystream traces/decode-b64.json --copy-stream separate
     bench_one b64-hostsync traces/decode-b64.json --token-count sync
-    banner "instrumentation overhead: b64 with and without GPU timestamps"
-    for ts in --timestamps --no-timestamps; do
-        timeout 300 $FDO replay traces/decode-b64.json --path overlap --preset 8b --layers "$LAYERS" $ts --json \
-            | python -c "import json,sys; d=json.load(sys.stdin)['paths']['overlap']; print('$ts', d['stats']['wall_ns'], d['metrics']['step_time_ns'])"
+    banner "instrumentation overhead: default trace, overlap path, with and without GPU timestamps (twice each)"
+    for ts in --timestamps --no-timestamps --timestamps --no-timestamps; do
+        timeout 300 $FDO replay traces/default.json --path overlap --preset 8b --layers "$LAYERS" $ts --json \
+            | python -c "import json,sys; d=json.load(sys.stdin)['paths']['overlap']; s=d['metrics']['step_time_ns']; print('$ts', 'wall_ns', d['stats']['wall_ns'], 'step p50', s['p50'], 'mean', s['mean'])"
     done
 }
 

@@ -18,6 +18,7 @@ import ctypes
 import errno
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from fdoverlap_cli.trace import Trace
 
 PREEMPTED = -9
 END_OF_RUN = (0, 0)
+READY = "READY"
 _MAX_ANOMALIES = 20
 
 
@@ -159,10 +161,27 @@ class OutputReader:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "fdoverlap_cli.engine.reader", *args, "--parent", str(os.getpid())],
                 stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,  # one line, READY, once it can receive
                 stderr=err,
                 start_new_session=True,  # a Ctrl-C reaches the tool, which then stops the reader
             )
+
+    def wait_ready(self, timeout: float = 300.0) -> None:
+        """Block until the reader receives (it imports paddle and loads the ops first: seconds).
+
+        Until then the queue would fill after a few dozen steps and back-pressure would stall the replay.
+        """
+        assert self.proc is not None and self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            ready, _, _ = select.select([self.proc.stdout], [], [], 0.1)
+            if ready:
+                line = self.proc.stdout.readline().decode(errors="replace").strip()
+                if line == READY:
+                    return
+                self.check_alive()
+        raise FdoError(f"the output reader was not ready within {timeout:.0f} s{self._why()}")
 
     def _why(self) -> str:
         """': <the reader's last line on stderr>', or nothing."""
@@ -217,17 +236,20 @@ class OutputSender:
         self.full_waits = 0
         self.sent = 0
 
-    def send(self, sampled_token_ids: Any, not_need_stop: Any, preempted_idx: Any) -> None:
+    def send(self, sampled_token_ids: Any, not_need_stop: Any, preempted_idx: Any) -> tuple[int, int] | None:
+        """Send one step's message; returns the (start, end) ns the host was blocked on a full queue, if it was."""
         args = (sampled_token_ids, not_need_stop, preempted_idx, self.msqid, self.msg_id)
         self.sent += 1
         if self.sent % 64 == 0:  # a dead reader is noticed within a few steps, not at the end of the run
             self.reader.check_alive()
+        blocked_since = None
         while True:
             status = int(self.ops.save_output(*args).numpy()[0])
             if status == 0:
-                return
+                return None if blocked_since is None else (blocked_since, time.monotonic_ns())
             if status != 1:
                 raise FdoError(f"save_output: msgsnd failed: {os.strerror(-status)}")
+            blocked_since = blocked_since or time.monotonic_ns()
             self.full_waits += 1
             self.reader.check_alive()
             time.sleep(50e-6)
@@ -270,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     ops = op_library.load()
     buf = paddle.to_tensor(np.zeros(plan["bsz"] + 2, dtype=np.int32), place=paddle.CPUPlace())
     streams = TokenStreams(plan)
+    print(READY, flush=True)
     try:
         while True:
             n = int(ops.get_output(buf, args.msqid, True).numpy()[0])

@@ -50,7 +50,7 @@ class _NullSender:
     """Warm-up runs send nothing."""
 
     def send(self, *_: Any) -> None:
-        pass
+        return None
 
 
 class Engine:
@@ -123,6 +123,7 @@ class Engine:
         with MessageQueue() as queue:
             reader = OutputReader(self.trace, queue.msqid)
             reader.start()
+            reader.wait_ready()
             sender = OutputSender(self.ops, queue.msqid, reader)
             runner = self._runner(sender, recorder, self.options)
             try:

@@ -98,7 +98,7 @@ class ModelRunner:
         self.share = share
         self.book = book
         self.options = options
-        self.sender = sender  # sends one step's message: send(sampled_host, not_need_stop, preempted)
+        self.sender = sender  # send(sampled_host, not_need_stop, preempted) -> the (start, end) it blocked, or None
         self.rec = recorder
         self.nvtx = annotator
         self.copy_stream = device.copy_stream if options.copy_stream == "separate" else None
@@ -257,7 +257,9 @@ class ModelRunner:
         p.event.synchronize()
         self.rec.wait(self._iteration_step, t0, time.monotonic_ns())
         preempted = s.last_preempted_idx if self.options.snapshot_preempted else s.preempted_idx
-        self.sender.send(s.sampled_token_ids, s.not_need_stop_staged, self.device.host_tensor(preempted))
+        blocked = self.sender.send(s.sampled_token_ids, s.not_need_stop_staged, self.device.host_tensor(preempted))
+        if blocked is not None:  # back-pressure from a full queue: the host waits, it does not work
+            self.rec.wait(self._iteration_step, *blocked)
         preempted[:] = 0
         self.book.record_tokens(p.plan.producers, s.sampled_token_ids.numpy().reshape(-1))
         # Inserts since the step was launched set the flag; the step's own answer must not clear it.
