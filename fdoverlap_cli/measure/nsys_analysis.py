@@ -142,9 +142,20 @@ class PathReport:
     compute_mean_ns: float | None
     work: dict[str, Any]
 
+    @property
+    def kernel_busy(self) -> float | None:
+        """|∪ C_k kernels| / GPU window: GPU busy without the idle time between kernels inside a stage."""
+        window = self.metrics.gpu_window_ns
+        return self.work["kernel_busy_ns"] / window if window else None
+
     def to_dict(self) -> dict[str, Any]:
         m = {k: v for k, v in self.metrics.to_dict().items() if k != "per_step"}
-        return {"metrics": m, "compute_mean_ns": self.compute_mean_ns, "work": self.work}
+        return {
+            "metrics": m,
+            "compute_mean_ns": self.compute_mean_ns,
+            "kernel_busy": self.kernel_busy,
+            "work": self.work,
+        }
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,15 @@ the step the stage works on). A GPU record belongs to the innermost range open o
 API call that launched it (joined on correlationId). The definitions, the same as the engine's own
 timing (results.py `_STEP_SPANS`):
 
-  C_k        kernels launched inside preprocess_and_execute_model(k) or postprocess(k): Kind.COMPUTE
-             on the stream's track. Kernels named *timestamp*, *clock* or *pingpong* are the engine's
-             own instrumentation (record_timestamp, clock_samples): counted apart, never in C_k.
-  D_k        device-to-host copies launched inside postprocess(k): Kind.COPY.
+  C_k        per stage, from the start of the first to the end of the last kernel launched inside
+             preprocess_and_execute_model(k), and likewise postprocess(k): two Kind.COMPUTE intervals
+             on the stream's track. That is what the engine's timestamps at the stage boundaries
+             measure, so both sources agree; the idle time between kernels inside a stage (a host
+             that launches slower than the GPU runs) only nsys sees: `kernel_busy_ns` sums the
+             union of the kernels themselves. Kernels named *timestamp*, *clock* or *pingpong* are
+             the engine's own instrumentation (record_timestamp, clock_samples): counted apart,
+             never in C_k.
+  D_k        device-to-host copies launched inside postprocess(k), first start to last end: Kind.COPY.
   S_k        the save_model_output range with payload k: Kind.SAVE.
   iteration  the `step` range with payload k, when the step ran (it holds a preprocess range): Kind.ITERATION.
   waits      API calls that block the host: the synchronize calls, synchronous copies, and any
@@ -112,6 +117,7 @@ class PathAttribution:
     insert_work: GpuWork  # kernels and copies launched inside insert_tasks
     other_work: GpuWork  # GPU records launched elsewhere in the path (e.g. the token-count read-back)
     idle_iterations: int  # step ranges without a preprocess range (the worker idled)
+    kernel_busy_ns: int = 0  # |union of the C_k kernels|: C_k without the idle gaps inside its stages
 
     def counts(self) -> dict[str, dict[str, int] | int]:
         return {
@@ -122,6 +128,7 @@ class PathAttribution:
             "insert_work": self.insert_work.to_dict(),
             "other_gpu_work": self.other_work.to_dict(),
             "idle_iterations": self.idle_iterations,
+            "kernel_busy_ns": self.kernel_busy_ns,
         }
 
 
@@ -199,7 +206,9 @@ class _Columns:
 class _PathBuilder:
     name: str
     columns: _Columns = field(default_factory=_Columns)
-    growing: dict[tuple[int, int, int], list[int]] = field(default_factory=dict)  # (kind, step, track) -> [start, end]
+    growing: dict[tuple[int, int, int, str], list[int]] = field(default_factory=dict)  # (kind, step, track, stage)
+    kernel_busy_ns: int = 0  # |union of the C_k kernels themselves|, summed as they arrive
+    _busy: list[int] | None = None  # the union's interval still growing
     newest_step: int = -(2**62)
     iteration: tuple[int, int, int, int] | None = None  # (step, start, end, track) until we know the step ran
     iteration_ran: bool = False
@@ -210,25 +219,34 @@ class _PathBuilder:
     def count(self, what: str, start: int, end: int) -> None:
         self.work.setdefault(what, GpuWork()).add(start, end)
 
-    def gpu(self, kind: int, step: int, start: int, end: int, track: int) -> None:
-        """Add a GPU interval; consecutive ones of one (kind, step, track) that touch are merged."""
-        key = (kind, step, track)
+    def gpu(self, kind: int, step: int, start: int, end: int, track: int, stage: str) -> None:
+        """Extend the (kind, step, track, stage) interval to cover a GPU record: first start to last end."""
+        key = (kind, step, track, stage)
         current = self.growing.get(key)
         if current is not None:
-            if start <= current[1]:
-                current[1] = max(current[1], end)
-                return
-            self.columns.add(kind, step, current[0], current[1], track)
-        self.growing[key] = [start, end]
+            current[0], current[1] = min(current[0], start), max(current[1], end)
+        else:
+            self.growing[key] = [start, end]
+        if kind == _COMPUTE:
+            self._add_busy(start, end)
         if step > self.newest_step:
             self.newest_step = step
             self._settle(older_than=step - 1)
+
+    def _add_busy(self, start: int, end: int) -> None:
+        # Kernels of one stream run in launch order, so the union grows at its end or starts anew.
+        if self._busy is not None and start <= self._busy[1]:
+            self._busy[1] = max(self._busy[1], end)
+            return
+        if self._busy is not None:
+            self.kernel_busy_ns += self._busy[1] - self._busy[0]
+        self._busy = [start, end]
 
     def _settle(self, older_than: int) -> None:
         """Emit the growing intervals of steps before `older_than`: no more work of theirs is coming in order."""
         for key in [key for key in self.growing if key[1] < older_than]:
             s, e = self.growing.pop(key)
-            self.columns.add(key[0], key[1], s, e, key[2])
+            self.columns.add(key[0], key[1], s, e, key[2])  # key: (kind, step, track, stage)
 
     def begin_iteration(self, step: int, start: int, end: int, track: int) -> None:
         self.end_iteration()
@@ -246,6 +264,9 @@ class _PathBuilder:
     def finish(self) -> None:
         self.end_iteration()
         self._settle(older_than=2**62)
+        if self._busy is not None:
+            self.kernel_busy_ns += self._busy[1] - self._busy[0]
+            self._busy = None
 
 
 class _Tracks:
@@ -381,16 +402,16 @@ class StepAttributor:
             path.count("insert", s, e)
         elif c.gpu == nsys.KERNEL and stage in COMPUTE_STAGES and k is not None:
             path.count("compute", s, e)
-            self._gpu(path, c, _COMPUTE, k)
+            self._gpu(path, c, _COMPUTE, k, stage)
         elif c.gpu == nsys.MEMCPY and stage == POSTPROCESS and c.copy_kind in self.dtoh and k is not None:
             path.count("dtoh", s, e)
-            self._gpu(path, c, _COPY, k)
+            self._gpu(path, c, _COPY, k, stage)
         else:
             path.count("other", s, e)
 
-    def _gpu(self, path: _PathBuilder, c: nsys.Launch, kind: int, step: int) -> None:
+    def _gpu(self, path: _PathBuilder, c: nsys.Launch, kind: int, step: int, ctx_stage: str) -> None:
         stream = self.tracks("stream", c.stream)
-        path.gpu(kind, step, c.gpu_start, c.gpu_end, stream)
+        path.gpu(kind, step, c.gpu_start, c.gpu_end, stream, ctx_stage)
         if self.keep_flows:
             path.flows.append(
                 (step, c.start, c.end, self.tracks("thread", c.tid), kind, c.gpu_start, c.gpu_end, stream)
@@ -431,6 +452,7 @@ class StepAttributor:
                 insert_work=w.get("insert", GpuWork()),
                 other_work=w.get("other", GpuWork()),
                 idle_iterations=p.idle_iterations,
+                kernel_busy_ns=p.kernel_busy_ns,
             )
         return Attribution(
             paths=paths,

@@ -241,6 +241,7 @@ class _Loop:
         self.stream_free = start_ns
         self.copy_end: dict[int, int] = {}
         self.spans: list[Span] = []
+        self._envelope: dict[str, list[int]] = {}  # kind -> [first start, last end] of the stage's GPU records
 
     def range(self, start: int, name: str, payload: int | None = None) -> None:
         self.w.nvtx_range(start, self.host, name, domain=self.domain, payload=payload, registered=self.registered)
@@ -253,7 +254,17 @@ class _Loop:
         self.w.kernel(start, self.stream_free, name, stream=COMPUTE_STREAM, correlation_id=corr)
         self.host += self.shape.launch_ns
         if expected is not None and step is not None:
-            self.spans.append(Span(expected, step, start, self.stream_free, Track.COMPUTE_STREAM))
+            self._extend(expected, start, self.stream_free)
+
+    def _extend(self, kind: str, start: int, end: int) -> None:
+        """C_k and D_k are per stage: from the first record's start to the last one's end."""
+        current = self._envelope.setdefault(kind, [start, end])
+        current[0], current[1] = min(current[0], start), max(current[1], end)
+
+    def _stage_gpu_spans(self, step: int) -> None:
+        for kind, (start, end) in self._envelope.items():
+            self.spans.append(Span(kind, step, start, end, Track.COMPUTE_STREAM))
+        self._envelope.clear()
 
     def memcpy(self, corr: int, start: int, end: int, kind: int, src: int, dst: int, nbytes: int) -> None:
         self.w.memcpy(
@@ -267,7 +278,7 @@ class _Loop:
         self.stream_free = start + self.shape.copy_ns
         self.memcpy(corr, start, self.stream_free, DTOH, DEVICE, PINNED, 64)
         self.host += 2_000
-        self.spans.append(Span(Kind.COPY, step, start, self.stream_free, Track.COMPUTE_STREAM))
+        self._extend(Kind.COPY, start, self.stream_free)
         self.copy_end[step] = self.stream_free
 
     def wait(self, iteration: int, name: str, until: int) -> None:
@@ -311,6 +322,7 @@ class _Loop:
         self.timestamp(k)
         for i in range(self.shape.forward_kernels):
             self.launch(k, f"forward_kernel_{i % 3}", self.shape.forward_kernel_ns)
+        self._stage_gpu_spans(k)
         self.host_stage(Kind.PREPROCESS, k, start, "preprocess_and_execute_model")
 
     def postprocess(self, k: int) -> None:
@@ -322,6 +334,7 @@ class _Loop:
         self.w.call(self.host, self.host + 1_000, "cudaEventRecord_v3020")  # an API call with no GPU record
         self.host += 1_000
         self.timestamp(k)
+        self._stage_gpu_spans(k)
         self.host_stage(Kind.POSTPROCESS, k, start, "postprocess")
 
     def save(self, j: int, iteration: int) -> None:

@@ -87,6 +87,7 @@ _PATH_ROWS = (  # label, how to read it from a PathReport, unit
     ("hidden work (waits out of S_k)", lambda p: p.metrics.hidden_work, "pct"),
     ("bubble (mean)", lambda p: p.metrics.bubble_ns.mean, "us"),
     ("GPU busy", lambda p: p.metrics.gpu_busy, "pct"),
+    ("GPU busy, kernels only", lambda p: p.kernel_busy, "pct"),
     ("compute |C_k| (mean)", lambda p: p.compute_mean_ns, "us"),
     ("step time (mean)", lambda p: p.metrics.step_time_ns.mean, "us"),
     ("TPOT (mean)", lambda p: p.metrics.tpot_ns.mean, "us"),
