@@ -25,3 +25,17 @@ def test_both_paths_have_per_step_metrics(export):
         assert a.paths[name].compute_mean_ns > 0, name
         assert a.paths[name].work["dtoh_copies"]["count"] > 0, name
     assert a.comparison is not None and a.comparison.speedup > 0
+
+
+def test_the_small_h100_export_shows_what_the_overlap_does():
+    """fdoverlap-small-2layers.sqlite: compare on a 26-step trace, 8B-class shapes with 2 layers, on an H100."""
+    a = analyze(Path(__file__).parent / "fixtures" / "nsys" / "fdoverlap-small-2layers.sqlite")
+    sync, overlap = a.paths["sync"], a.paths["overlap"]
+    for p in (sync, overlap):
+        assert p.metrics.steps == 26
+        assert p.work["dtoh_copies"]["count"] == 2 * 26  # sampled_token_ids and not_need_stop, every step
+        assert p.work["kernel_busy_ns"] < p.metrics.gpu_busy_ns  # launch gaps inside the stages
+    assert sync.metrics.hidden == 0.0  # the sync path saves with nothing else queued on the GPU
+    assert overlap.metrics.hidden_work > 0.5
+    assert overlap.metrics.bubble_ns.mean < sync.metrics.bubble_ns.mean / 5
+    assert a.comparison.speedup > 1.2
