@@ -83,6 +83,12 @@ def test_decoder_layer_on_the_gpu_is_the_separate_ops(ops, dtype):
 @pytest.mark.gpu
 def test_decoder_layer_cuda_matches_cpu(ops):
     """float32, within the tolerance of cuBLAS (TF32 off) against paddle's CPU GEMM through four GEMMs and two norms."""
+    import paddle
+
+    try:
+        paddle.matmul(cpu(np.eye(2, dtype=np.float32)), cpu(np.eye(2, dtype=np.float32)))
+    except RuntimeError as e:  # a paddle-gpu install without its CPU BLAS (libmklml_intel.so)
+        pytest.skip(f"paddle's CPU matmul does not run here: {str(e).splitlines()[0][:120]}")
     args = _layer_inputs(5, np.float32)
     for on_gpu, on_cpu in zip(_fused(ops, gpu, *args, False), _fused(ops, cpu, *args, False), strict=True):
         np.testing.assert_allclose(on_gpu, on_cpu, rtol=1e-3, atol=1e-3)
