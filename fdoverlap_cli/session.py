@@ -14,12 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from fdoverlap_cli.engine.bookkeeping import digest
 from fdoverlap_cli.engine.device import Device
 from fdoverlap_cli.engine.model import model_config
 from fdoverlap_cli.engine.recorder import GPU_POINTS
 from fdoverlap_cli.engine.replay import Engine, PathRun
 from fdoverlap_cli.engine.runner import RunnerOptions
-from fdoverlap_cli.engine.token_check import check_against_trace, compare_streams, digest
+from fdoverlap_cli.engine.token_check import check_against_trace, compare_streams
 from fdoverlap_cli.measure import clock, metrics
 from fdoverlap_cli.measure.records import Track
 from fdoverlap_cli.results import PathResult, RunResult, environment

@@ -8,6 +8,7 @@ after preemption re-prefills its prompt plus them).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,6 +36,11 @@ def derived_prompt(seed: int, index: int, length: int, vocab_size: int, avoid: i
     if 0 <= avoid < vocab_size:
         ids[ids >= avoid] += 1
     return ids
+
+
+def digest(tokens: list[int]) -> str:
+    """sha256 of the tokens as little-endian int64: equal streams, equal digests."""
+    return hashlib.sha256(np.asarray(tokens, dtype="<i8").tobytes()).hexdigest()
 
 
 @dataclass
@@ -67,13 +73,17 @@ class Bookkeeping:
         self.index = trace.request_index
         self.vocab_size = vocab_size
         self.slots = [_Slot() for _ in range(trace.config.max_num_seqs)]
-        self.generated: list[list[int]] = [[] for _ in trace.requests]  # tokens saved per request
+        # Tokens saved per request while it is in flight (a resume re-prefills them); once it has all its
+        # tokens only their digest is kept, so memory follows the requests in flight, not the run's length.
+        self.generated: list[list[int]] = [[] for _ in trace.requests]
+        self.finished: dict[int, str] = {}  # request index -> digest of its tokens
         self._prompts: dict[int, np.ndarray] = {}
         self._prefill: dict[int, np.ndarray] = {}  # request -> the prefill its current occupancy replays
 
     def reset(self) -> None:
         self.slots = [_Slot() for _ in self.slots]
         self.generated = [[] for _ in self.requests]
+        self.finished.clear()
         self._prefill.clear()
 
     def prompt(self, r: int) -> np.ndarray:
@@ -140,4 +150,12 @@ class Bookkeeping:
     def record_tokens(self, producers: list[tuple[int, int]], tokens: np.ndarray) -> None:
         """Attribute a saved step's tokens (one per slot) to the requests that produced them."""
         for s, r in producers:
-            self.generated[r].append(int(tokens[s]))
+            done = self.generated[r]
+            done.append(int(tokens[s]))
+            if len(done) == self.requests[r].output_len:
+                self.finished[r] = digest(done)
+                self.generated[r] = []
+
+    def digests(self) -> dict[str, str]:
+        """Digest of each finished request's tokens, by request id."""
+        return {self.requests[r].id: d for r, d in self.finished.items()}

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,7 @@ class TokenStreams:
         self.output_len = plan["output_len"]
         self.occupants = plan["occupants"]
         self.position = [0] * plan["bsz"]  # index of the current occupant of each slot
-        self.tokens: list[list[int]] = [[] for _ in self.ids]
+        self.tokens = [array("q") for _ in self.ids]  # 8 bytes a token: a long run stays small
         self.messages = 0
         self.stop_messages = 0
         self.markers: list[tuple[int, int, str]] = []
@@ -130,7 +131,7 @@ class TokenStreams:
 
     def result(self) -> dict[str, Any]:
         return {
-            "tokens": {rid: toks for rid, toks in zip(self.ids, self.tokens, strict=True)},
+            "tokens": {rid: toks.tolist() for rid, toks in zip(self.ids, self.tokens, strict=True)},
             "messages": self.messages,
             "stop_messages": self.stop_messages,
             "markers": self.markers,

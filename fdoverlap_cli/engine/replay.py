@@ -41,7 +41,7 @@ class PathRun:
     clock_start: np.ndarray | None = None  # clock_samples() rows before and after the replay
     clock_end: np.ndarray | None = None
     reader: ReaderResult | None = None
-    engine_tokens: list[list[int]] = field(default_factory=list)  # tokens the runner saved, per request
+    engine_digests: dict[str, str] = field(default_factory=dict)  # digest of the tokens the runner saved, per request
     wall_ns: int = 0
     full_queue_waits: int = 0
 
@@ -143,7 +143,7 @@ class Engine:
             finally:
                 run.host = recorder.host_table()
                 run.gpu = _safe(recorder.gpu_times)
-                run.engine_tokens = [list(t) for t in self.book.generated]
+                run.engine_digests = self.book.digests()
                 run.full_queue_waits = sender.full_waits
                 reader.stop()
         return run

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,11 +11,6 @@ from fdoverlap_cli.engine.bookkeeping import Bookkeeping
 from fdoverlap_cli.trace import Trace
 
 Streams = dict[str, list[int]]  # request id -> its tokens
-
-
-def digest(tokens: list[int]) -> str:
-    """sha256 of the tokens as little-endian int64: equal streams, equal digests."""
-    return hashlib.sha256(np.asarray(tokens, dtype="<i8").tobytes()).hexdigest()
 
 
 def token_steps(trace: Trace) -> dict[str, list[int]]:
