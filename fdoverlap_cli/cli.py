@@ -59,6 +59,18 @@ def _is_usage_error(e: Exception) -> bool:
     return callable(getattr(e, "show", None)) and hasattr(e, "exit_code")
 
 
+def _usage_line(e: Exception) -> str:
+    """A Click usage error as one line: the problem, and where to read the command's help."""
+    ctx = getattr(e, "ctx", None)
+    hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    return f"{e.format_message()}{hint}"  # type: ignore[attr-defined]
+
+
+def _one_line(text: str) -> str:
+    """Messages from paddle and the OS may span lines; the CLI prints exactly one."""
+    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; map errors to one line on stderr and the documented exit codes."""
     signal.signal(signal.SIGTERM, _raise_interrupted)
@@ -72,8 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         code = ExitCode.SIGINT
     except FdoError as e:
-        print(f"fdoverlap: error: {e}", file=sys.stderr)
+        print(f"fdoverlap: error: {_one_line(e)}", file=sys.stderr)
         code = e.exit_code
+    except MemoryError as e:
+        print(f"fdoverlap: error: out of memory: {_one_line(e) or 'an allocation failed'}", file=sys.stderr)
+        code = ExitCode.BAD_INPUT
     except Interrupted as e:
         print(f"fdoverlap: {e}", file=sys.stderr)
         code = e.exit_code
@@ -82,13 +97,15 @@ def main(argv: list[str] | None = None) -> int:
         code = ExitCode.SIGINT
     except Exception as e:
         if _is_usage_error(e):
-            e.show()  # type: ignore[attr-defined]
-            code = getattr(e, "exit_code", ExitCode.BAD_INPUT)
-            return int(code)
+            if type(e).__name__ == "NoArgsIsHelpError":  # a group called with nothing: its help
+                e.show()  # type: ignore[attr-defined]
+            else:
+                print(f"fdoverlap: error: {_one_line(_usage_line(e))}", file=sys.stderr)
+            return int(getattr(e, "exit_code", ExitCode.BAD_INPUT))
         if os.environ.get("FDOVERLAP_DEBUG"):
             raise
         print(
-            f"fdoverlap: internal error: {type(e).__name__}: {e} (set FDOVERLAP_DEBUG=1 for the traceback)",
+            f"fdoverlap: internal error: {type(e).__name__}: {_one_line(e)} (set FDOVERLAP_DEBUG=1 for the traceback)",
             file=sys.stderr,
         )
         code = ExitCode.INTERNAL
