@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from fdoverlap_cli.errors import InputError
-from fdoverlap_cli.trace.format import Request, Trace
+from fdoverlap_cli.trace.format import MAX_INT, Request, Trace
 from fdoverlap_cli.trace.scheduler import SchedulerOptions, schedule_trace
 
 COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
@@ -210,6 +210,9 @@ def import_azure(spec: AzureImportSpec) -> AzureImport:
     if not kept:
         raise InputError(spec.csv_path, f"no request left in the window ({len(window)} in it, {dropped} dropped)")
     first = kept[0].time_s
+    last_step = (kept[-1].time_s - first) * 1000.0 / spec.step_ms  # arrivals are sorted: the latest is the last
+    if not last_step <= MAX_INT:
+        raise InputError("--step-ms", f"{spec.step_ms:g} ms per step puts the last arrival beyond step 2^62")
     requests = [
         Request(
             id=f"r{i}",

@@ -19,6 +19,7 @@ from fdoverlap_cli.errors import InputError
 FORMAT_NAME = "fdoverlap-trace"
 FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
+MAX_INT = 2**62  # the largest count, length, step or token id a trace may hold (int64 with room to add)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,8 +111,8 @@ def _int(obj: dict, key: str, where: str, *, minimum: int = 0, default: int | No
     value = _expect(obj[key], int, f"{where}.{key}", "an integer")
     if value < minimum:
         raise InputError(f"{where}.{key}", f"must be at least {minimum}, got {value}")
-    if value > 2**62:
-        raise InputError(f"{where}.{key}", f"{value} is too large")
+    if value > MAX_INT:
+        raise InputError(f"{where}.{key}", f"{value} is too large (at most 2^62)")
     return value
 
 
@@ -158,8 +159,8 @@ def request_from_dict(obj: Any, where: str) -> Request:
         ids = _array(ids, f"{where}.prompt_token_ids")
         for j, t in enumerate(ids):
             _expect(t, int, f"{where}.prompt_token_ids[{j}]", "a token id (integer)")
-            if t < 0:
-                raise InputError(f"{where}.prompt_token_ids[{j}]", f"token ids are >= 0, got {t}")
+            if not 0 <= t <= MAX_INT:
+                raise InputError(f"{where}.prompt_token_ids[{j}]", f"token ids are in [0, 2^62], got {t}")
         if len(ids) != prompt_len:
             raise InputError(f"{where}.prompt_token_ids", f"has {len(ids)} ids but prompt_len is {prompt_len}")
         token_ids = tuple(ids)

@@ -30,9 +30,10 @@ from typing import Any
 
 from fdoverlap_cli.errors import FdoError
 from fdoverlap_cli.trace.batch_state import PREFILLING, BatchState, blocks_for
-from fdoverlap_cli.trace.format import Insert, Request, Step, Trace, TraceConfig
+from fdoverlap_cli.trace.format import MAX_INT, Insert, Request, Step, Trace, TraceConfig
 
 _NO_WORK = Step()
+MAX_STEPS = 10_000_000  # hours of replay even for a tiny model: more is a mistake in the options
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -112,6 +113,9 @@ def check_schedulable(requests: Sequence[Request], config: TraceConfig) -> None:
             f"max_num_batched_tokens {config.max_num_batched_tokens} is below max_num_seqs "
             f"{config.max_num_seqs}: a step must fit one decode token per slot"
         )
+    for name in TraceConfig.__slots__:
+        if getattr(config, name) > MAX_INT:
+            raise FdoError(f"{name} {getattr(config, name)} is too large (a trace holds numbers up to 2^62)")
     if not requests:
         raise FdoError("no requests to schedule")
     seen: set[str] = set()
@@ -132,6 +136,20 @@ def check_schedulable(requests: Sequence[Request], config: TraceConfig) -> None:
                 f"{r.output_len} tokens, block_size {config.block_size}) but num_kv_blocks is "
                 f"{config.num_kv_blocks}"
             )
+    fewest = _fewest_steps(requests, config.max_num_batched_tokens)
+    if fewest > MAX_STEPS:
+        raise FdoError(
+            f"these requests need at least {fewest:,} steps and a trace holds at most {MAX_STEPS:,}: "
+            "use fewer or shorter requests, or a larger max_num_batched_tokens"
+        )
+
+
+def _fewest_steps(requests: Sequence[Request], budget: int) -> int:
+    """A lower bound of the steps: each request prefills in ceil(prompt / budget) steps, then decodes
+    output − 1 more; and every step runs at most `budget` of the Σ(prompt + output − 1) tokens."""
+    one = max(-(-r.prompt_len // budget) + r.output_len - 1 for r in requests)
+    total = sum(r.prompt_len + r.output_len - 1 for r in requests)
+    return max(one, -(-total // budget))
 
 
 def schedule(requests: Sequence[Request], config: TraceConfig) -> Schedule:
@@ -162,6 +180,8 @@ class _Scheduler:
                 heapq.heappush(self.free_slots, slot)
             if state.finished == n:
                 break
+            if len(steps) == MAX_STEPS:
+                raise FdoError(f"the schedule passed {MAX_STEPS:,} steps, the most a trace holds")
             k = state.step
             if not state.running:
                 head = self.requests[self.waiting[0]].arrival_step - self.offset

@@ -16,7 +16,7 @@ import re
 from typing import Any
 
 from fdoverlap_cli.errors import InputError
-from fdoverlap_cli.trace.format import Request, Trace
+from fdoverlap_cli.trace.format import MAX_INT, Request, Trace
 from fdoverlap_cli.trace.scheduler import SchedulerOptions, schedule_trace
 
 _RANGE = r"(\d+)\.\.(\d+)"
@@ -116,12 +116,16 @@ def draw_requests(spec: SynthSpec) -> list[Request]:
         raise InputError("--requests", f"must be at least 1, got {spec.requests}")
     if spec.arrival_rate < 0 or not math.isfinite(spec.arrival_rate):
         raise InputError("--arrival-rate", f"must be a finite rate >= 0, got {spec.arrival_rate}")
+    if not 0 <= spec.seed <= MAX_INT:
+        raise InputError("--seed", f"must be in [0, 2^62], got {spec.seed}")
     rng = random.Random(spec.seed)
     t = 0.0
     requests = []
     for i in range(spec.requests):
         if spec.arrival_rate > 0:
             t += rng.expovariate(spec.arrival_rate)
+            if not math.isfinite(t):
+                raise InputError("--arrival-rate", f"{spec.arrival_rate:g} is too small: the arrival steps overflow")
         prompt = spec.prompt_len.sample(rng)
         output = spec.output_len.sample(rng)
         requests.append(Request(id=f"r{i}", prompt_len=prompt, output_len=output, arrival_step=math.floor(t)))
