@@ -45,6 +45,14 @@ STOP_GRACE_S = 10.0  # how long nsys gets to stop after the signal before it is 
 NSYS_HINT = "install Nsight Systems, or point at nsys with --nsys PATH or $NSYS"
 
 
+def _stderr_fd() -> int:
+    """Where a child's stdout goes when ours must hold only our JSON: our stderr (fd 2 if it has no fd)."""
+    try:
+        return sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        return 2
+
+
 def find_nsys(explicit: str | os.PathLike[str] | None = None) -> str:
     """The nsys executable: `explicit`, else $NSYS, else nsys on PATH; FdoError (exit 2) when there is none."""
     for where, candidate in (("--nsys", explicit), ("$NSYS", os.environ.get("NSYS"))):
@@ -204,7 +212,7 @@ def profile(
     exe = find_nsys(nsys)
     base = report_name(name)
     argv, env = profile_argv(exe, base, capture, command)
-    stdout = sys.stderr.fileno() if quiet_stdout else None
+    stdout = _stderr_fd() if quiet_stdout else None
     results = results_file(command)
     if results is not None:
         with contextlib.suppress(FileNotFoundError):
@@ -233,7 +241,7 @@ def sqlite_export(path: str | os.PathLike[str], nsys: str | os.PathLike[str] | N
         return
     exe = find_nsys(nsys)
     if os.access(p.parent, os.W_OK):
-        yield export_sqlite(exe, p, beside, stdout=sys.stderr.fileno())
+        yield export_sqlite(exe, p, beside, stdout=_stderr_fd())
         return
     with tempfile.TemporaryDirectory(prefix="fdoverlap-nsys-") as tmp:
-        yield export_sqlite(exe, p, Path(tmp) / beside.name, stdout=sys.stderr.fileno())
+        yield export_sqlite(exe, p, Path(tmp) / beside.name, stdout=_stderr_fd())

@@ -281,8 +281,8 @@ class NsysExport:
             )
         if MEMCPY in self.tables:
             gpu.append(
-                f"SELECT correlationId, globalPid, '{MEMCPY}', start, end, streamId, "
-                f"NULL, copyKind, srcKind, dstKind, bytes FROM {MEMCPY}"
+                f"SELECT correlationId AS corr, globalPid AS pid, '{MEMCPY}' AS what, start, end, streamId, "
+                f"NULL AS kname, copyKind AS ckind, srcKind AS src, dstKind AS dst, bytes FROM {MEMCPY}"
             )
         if not gpu:  # CUDA traced but no kernel or copy recorded: only the waits
             sql = (

@@ -422,21 +422,25 @@ def analyze(
 
         run = RunResult.load(str(against))
         tool_spans = {name: p.spans() for name, p in run.paths.items()}
-    with nsys.NsysExport.open(path) as export:
-        notes = _table_notes(export)
-        analysis = NsysAnalysis(
-            file=str(path),
-            schema_version=export.schema_version,
-            product=export.product,
-            warnings=list(export.warnings),
-            notes=notes,
-            ranges=_ranges(export),
-            copies=_copies(export, notes),
-            kernels=_kernels(export),
-            gpu=_gpu_busy(export),
-            attribution=(attribution := attribute(export, keep_flows=keep_flows)),
-            unavailable=attribution.unavailable_reason(has_cuda=nsys.RUNTIME in export.tables),
-        )
+    try:
+        with nsys.NsysExport.open(path) as export:
+            notes = _table_notes(export)
+            analysis = NsysAnalysis(
+                file=str(path),
+                schema_version=export.schema_version,
+                product=export.product,
+                warnings=list(export.warnings),
+                notes=notes,
+                ranges=_ranges(export),
+                copies=_copies(export, notes),
+                kernels=_kernels(export),
+                gpu=_gpu_busy(export),
+                attribution=(attribution := attribute(export, keep_flows=keep_flows)),
+                unavailable=attribution.unavailable_reason(has_cuda=nsys.RUNTIME in export.tables),
+            )
+    except (TypeError, ValueError, OverflowError) as e:
+        # SQLite columns hold any type: a text where nsys writes an integer is a damaged export.
+        raise InputError(str(path), f"unexpected values in the export ({e}); is it an unaltered nsys export?") from None
     if analysis.unavailable is None:
         analysis.paths = _path_reports(attribution, window)
         analysis.comparison = _comparison(analysis.paths, notes)
