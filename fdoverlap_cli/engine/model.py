@@ -42,6 +42,12 @@ class ModelConfig:
             )
         if self.dtype not in ("float32", "float16"):
             raise FdoError(f"model: dtype must be float32 or float16, got '{self.dtype}'")
+        if self.vocab_size < 2:
+            raise FdoError(f"model: vocab_size must be at least 2 (the end token and one more), got {self.vocab_size}")
+        if not (math.isfinite(self.rms_eps) and self.rms_eps >= 0):
+            raise FdoError(f"model: rms_eps must be a finite number >= 0, got {self.rms_eps}")
+        if abs(self.seed) > 2**40:  # the weight seeds (seed * 1_000_003 + n) are int64
+            raise FdoError(f"model: seed must be within ±2^40, got {self.seed}")
 
     @property
     def qkv_size(self) -> int:
