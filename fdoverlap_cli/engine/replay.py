@@ -8,6 +8,7 @@ through the sync or the overlap path with a fresh output queue and reader, and r
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -76,17 +77,18 @@ class Engine:
         self.runs: list[PathRun] = []
 
     def _check_memory(self) -> None:
-        total = self.device.info.total_memory_bytes
-        if not self.device.is_gpu or not total:
+        # On the CPU the host's memory: past it an allocation fails, or is overcommitted and OOM-killed later.
+        total = self.device.info.total_memory_bytes if self.device.is_gpu else _host_memory_bytes()
+        if not total:
             return
         cfg, c = self.model_cfg, self.trace.config
         need = cfg.weight_bytes() + cfg.kv_cache_bytes(c.max_num_seqs, c.max_model_len)
         if need > 0.9 * total:
-            gib = 2**30
+            gib, where = 2**30, "GPU" if self.device.is_gpu else "host"
             raise FdoError(
                 f"model '{cfg.name}' with {cfg.num_layers} layers needs {need / gib:.1f} GiB for weights and KV cache"
-                f" (max_num_seqs {c.max_num_seqs}, max_model_len {c.max_model_len}), the GPU has {total / gib:.1f} GiB;"
-                " use --layers to shrink it"
+                f" (max_num_seqs {c.max_num_seqs}, max_model_len {c.max_model_len}),"
+                f" the {where} has {total / gib:.1f} GiB; use --layers to shrink it"
             )
 
     def _runner(self, sender: Any, recorder: StepRecorder, options: RunnerOptions) -> ModelRunner:
@@ -147,6 +149,13 @@ class Engine:
                 run.full_queue_waits = sender.full_waits
                 reader.stop()
         return run
+
+
+def _host_memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 def _safe(read: Callable[[], Any]) -> Any:
