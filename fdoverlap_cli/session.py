@@ -21,6 +21,7 @@ from fdoverlap_cli.engine.recorder import GPU_POINTS
 from fdoverlap_cli.engine.replay import Engine, PathRun
 from fdoverlap_cli.engine.runner import RunnerOptions
 from fdoverlap_cli.engine.token_check import check_against_trace, compare_streams
+from fdoverlap_cli.errors import InputError
 from fdoverlap_cli.measure import clock, metrics
 from fdoverlap_cli.measure.records import Track
 from fdoverlap_cli.results import PathResult, RunResult, environment
@@ -59,6 +60,9 @@ class ReplaySession:
         self.request = request
         self.trace = load_trace(request.trace_path)
         self.model_cfg = model_config(request.preset, request.layers, request.dims)
+        eos, vocab = self.trace.config.eos_token_id, self.model_cfg.vocab_size
+        if eos >= vocab:  # the model could never emit it, and the replay writes it as each request's last token
+            raise InputError(f"{request.trace_path}: config.eos_token_id", f"{eos} is not below vocab_size {vocab}")
         self.device: Device | None = None
         self.engine: Engine | None = None
 
