@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from fdoverlap_cli.commands.options import JsonOpt, TimelineOpt, WindowOpt, parse_window
-from fdoverlap_cli.errors import CheckFailed, FdoError
+from fdoverlap_cli.errors import CheckFailed, FdoError, InputError
 
 TraceArg = Annotated[
     Path | None,
@@ -96,6 +96,9 @@ def _run(
         command=["fdoverlap", *sys.argv[1:]],
     )
     session = ReplaySession(request)
+    steps = len(session.trace.steps)
+    if request.window is not None and request.window[0] >= steps:
+        raise InputError("--window", f"starts at step {request.window[0]}, past the trace's last step {steps - 1}")
     try:
         with run_tables.progress(enabled=not as_json) as progress:
             session.run(progress)
