@@ -80,8 +80,10 @@ class BatchState:
         self.config = config
         self.block_size = config.block_size
         self.progress = [RequestProgress(i, r) for i, r in enumerate(requests)]
-        self.slot_owner: list[RequestProgress | None] = [None] * config.max_num_seqs
-        self.slot_free_from = [0] * config.max_num_seqs  # a preempted slot is free from the next step
+        # By slot, only the slots in use (max_num_seqs may be huge): the request holding it, and
+        # the step a preempted slot is free again from (the next one).
+        self.slot_owner: dict[int, RequestProgress] = {}
+        self.slot_free_from: dict[int, int] = {}
         self.running: dict[int, RequestProgress] = {}  # requests in a slot, in admission order
         self.prefilling: dict[int, RequestProgress] = {}  # those with an unfinished prefill, same order
         self.step = -1
@@ -121,7 +123,7 @@ class BatchState:
             self.kv_blocks -= p.blocks
             p.blocks = 0
             p.status = FINISHED
-            self.slot_owner[p.slot] = None
+            del self.slot_owner[p.slot]
             freed.append(p.slot)
             del self.running[index]
             self.finished += 1
@@ -141,7 +143,7 @@ class BatchState:
         """Evict the request in `slot` at this step: it does not run, releases its blocks, and
         may be re-inserted (prefill = prompt + generated, from 0) from the next step on."""
         k = self.step
-        p = self.slot_owner[slot]
+        p = self.slot_owner.get(slot)
         assert p is not None, f"slot {slot} is empty"
         if p.status == DECODING:
             self.decoding -= 1
@@ -154,7 +156,7 @@ class BatchState:
         p.prefilled = 0
         p.slot = -1
         p.ready_from = k + 1
-        self.slot_owner[slot] = None
+        del self.slot_owner[slot]
         self.slot_free_from[slot] = k + 1
         self._freed_next.append(slot)
         del self.running[p.index]

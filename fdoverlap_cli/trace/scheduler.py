@@ -165,7 +165,7 @@ class _Scheduler:
         self.state = BatchState(config, requests)
         order = sorted(range(len(requests)), key=lambda i: (requests[i].arrival_step, i))
         self.waiting: deque[int] = deque(order)
-        self.free_slots = list(range(config.max_num_seqs))
+        self.free_slots = list(range(min(config.max_num_seqs, len(requests))))  # the lowest slots are enough
         self.offset = 0  # steps cut out so far: a request arrives at arrival_step - offset
         self.arrival = [-1] * len(requests)  # arrival step as scheduled, set at first admission
         self.preempted_slots: list[int] = []

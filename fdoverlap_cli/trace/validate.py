@@ -112,8 +112,8 @@ def _holder(p: RequestProgress) -> str:
 
 def _check_preempt(state: BatchState, slot: int, where: str) -> None:
     _slot_in_range(state, slot, where)
-    if state.slot_owner[slot] is None:
-        if state.slot_free_from[slot] > state.step:
+    if slot not in state.slot_owner:
+        if state.slot_free_from.get(slot, 0) > state.step:
             raise InputError(where, f"slot {slot} is already preempted at this step")
         raise InputError(where, f"slot {slot} is empty: nothing to preempt")
 
@@ -147,10 +147,10 @@ def _check_insert(
         if ins.slot != p.slot:
             raise InputError(f"{where}.slot", f"{rid}'s prefill is in slot {p.slot}, not slot {ins.slot}")
     else:
-        owner = state.slot_owner[ins.slot]
+        owner = state.slot_owner.get(ins.slot)
         if owner is not None:
             raise InputError(f"{where}.slot", f"slot {ins.slot} {_holder(owner)}")
-        if state.slot_free_from[ins.slot] > k:
+        if state.slot_free_from.get(ins.slot, 0) > k:
             raise InputError(
                 f"{where}.slot",
                 f"slot {ins.slot} is freed by a preemption at this step; it is free from step {k + 1}",
