@@ -104,7 +104,6 @@ class ModelRunner:
         self.copy_stream = device.copy_stream if options.copy_stream == "separate" else None
         self.pending: PendingSave | None = None
         self.insert_epoch = 0
-        self.steps_executed = 0
         self._insert_times = (-1, -1)
         self._iteration_step = -1
 
