@@ -5,13 +5,33 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import Annotated
+import threading
+from typing import Annotated, Any
 
-import typer
 
-from fdoverlap_cli import __version__
-from fdoverlap_cli.commands import nsys, ops, report, run, trace
-from fdoverlap_cli.errors import ExitCode, FdoError, Interrupted
+def _interrupted_while_loading(signum: int, _frame: object) -> None:
+    print(f"fdoverlap: interrupted by signal {signum}", file=sys.stderr)
+    raise SystemExit(128 + signum)
+
+
+def _handle_signals_while_loading() -> None:
+    """Until main() takes over, SIGINT/SIGTERM exit at once with 130/143 and one line (no traceback):
+    importing Typer and the commands takes a while, and nothing needs cleaning up yet. Handlers that
+    someone else installed are left alone."""
+    defaults = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    defaults = defaults and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    if defaults and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _interrupted_while_loading)
+        signal.signal(signal.SIGTERM, _interrupted_while_loading)
+
+
+_handle_signals_while_loading()
+
+import typer  # noqa: E402
+
+from fdoverlap_cli import __version__  # noqa: E402
+from fdoverlap_cli.commands import nsys, ops, report, run, trace  # noqa: E402
+from fdoverlap_cli.errors import ExitCode, FdoError, Interrupted  # noqa: E402
 
 app = typer.Typer(
     name="fdoverlap",
@@ -50,8 +70,38 @@ report.register(app)
 nsys.register(app)
 
 
-def _raise_interrupted(signum: int, _frame: object) -> None:
-    raise Interrupted(signum)
+class _Signals:
+    """SIGINT/SIGTERM while main() runs raise Interrupted; each is also remembered, since a library may
+    turn the exception into an error of its own. Once the command is over they are only remembered."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self._raising = False
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        self.received.clear()
+        self._raising = True
+        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore(self) -> None:
+        """Give the handlers main() found back (a signal in between no longer raises)."""
+        self._raising = False
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        self.received.append(signum)
+        if self._raising:
+            raise Interrupted(signum)
+
+
+_signals = _Signals()
+
+
+def _interrupted(signum: int) -> int:
+    print(f"fdoverlap: interrupted by signal {signum}", file=sys.stderr)
+    return 128 + signum
 
 
 def _is_usage_error(e: Exception) -> bool:
@@ -73,44 +123,62 @@ def _one_line(text: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; map errors to one line on stderr and the documented exit codes."""
-    signal.signal(signal.SIGTERM, _raise_interrupted)
-    signal.signal(signal.SIGINT, _raise_interrupted)
+    _signals.install()
+    try:
+        code = _run(argv)
+        sys.stdout.flush()
+    except Interrupted as e:  # a second signal, while the first or an error was being reported
+        code = _interrupted(e.signum)
+    except BrokenPipeError:  # whoever read our output stopped reading (`| head`): nothing left to say
+        code = ExitCode.OK
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+    finally:
+        _signals.restore()
+    return int(code)
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         # Without standalone mode Click returns the code of a typer.Exit raised inside a command.
         returned = app(args=argv, prog_name="fdoverlap", standalone_mode=False)
-        code = returned if isinstance(returned, int) else ExitCode.OK
+        return returned if isinstance(returned, int) else ExitCode.OK
     except typer.Exit as e:
-        code = e.exit_code
+        return e.exit_code
     except typer.Abort:
-        code = ExitCode.SIGINT
-    except FdoError as e:
-        print(f"fdoverlap: error: {_one_line(e)}", file=sys.stderr)
-        code = e.exit_code
-    except MemoryError as e:
-        print(f"fdoverlap: error: out of memory: {_one_line(e) or 'an allocation failed'}", file=sys.stderr)
-        code = ExitCode.BAD_INPUT
+        return ExitCode.SIGINT
     except Interrupted as e:
-        print(f"fdoverlap: {e}", file=sys.stderr)
-        code = e.exit_code
+        return _interrupted(e.signum)
     except KeyboardInterrupt:
-        print("fdoverlap: interrupted", file=sys.stderr)
-        code = ExitCode.SIGINT
+        return _interrupted(signal.SIGINT)
+    except BrokenPipeError:
+        raise
     except Exception as e:
-        if _is_usage_error(e):
-            if type(e).__name__ == "NoArgsIsHelpError":  # a group called with nothing: its help
-                e.show()  # type: ignore[attr-defined]
-            else:
-                print(f"fdoverlap: error: {_one_line(_usage_line(e))}", file=sys.stderr)
-            return int(getattr(e, "exit_code", ExitCode.BAD_INPUT))
-        if os.environ.get("FDOVERLAP_DEBUG"):
-            raise
-        print(
-            f"fdoverlap: internal error: {type(e).__name__}: {_one_line(e)} (set FDOVERLAP_DEBUG=1 for the traceback)",
-            file=sys.stderr,
-        )
-        code = ExitCode.INTERNAL
-    sys.stdout.flush()
-    return int(code)
+        if _signals.received:  # e.g. paddle's import turns the exception into ImportError("initialization failed")
+            return _interrupted(_signals.received[0])
+        return _report(e)
+
+
+def _report(e: Exception) -> int:
+    """One line for an error: the user's (FdoError, usage, memory) or, with its type, a bug of ours."""
+    if isinstance(e, FdoError):
+        print(f"fdoverlap: error: {_one_line(e)}", file=sys.stderr)
+        return e.exit_code
+    if isinstance(e, MemoryError):
+        print(f"fdoverlap: error: out of memory: {_one_line(e) or 'an allocation failed'}", file=sys.stderr)
+        return ExitCode.BAD_INPUT
+    if _is_usage_error(e):
+        if type(e).__name__ == "NoArgsIsHelpError":  # a group called with nothing: its help
+            e.show()  # type: ignore[attr-defined]
+        else:
+            print(f"fdoverlap: error: {_one_line(_usage_line(e))}", file=sys.stderr)
+        return int(getattr(e, "exit_code", ExitCode.BAD_INPUT))
+    if os.environ.get("FDOVERLAP_DEBUG"):
+        raise e
+    print(
+        f"fdoverlap: internal error: {type(e).__name__}: {_one_line(e)} (set FDOVERLAP_DEBUG=1 for the traceback)",
+        file=sys.stderr,
+    )
+    return ExitCode.INTERNAL
 
 
 def entry_point() -> None:

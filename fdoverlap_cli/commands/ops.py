@@ -35,7 +35,12 @@ def build_command(
 
     [b]Example[/b]: fdoverlap ops build --verbose
     """
-    from fdoverlap_cli import ops
+    from fdoverlap_cli import stop_signals
+
+    with stop_signals.held():  # the threads numpy starts must never take SIGINT/SIGTERM (paddle's handler would)
+        import numpy  # noqa: F401
+
+        from fdoverlap_cli import ops
 
     info = ops.build(force=force, verbose=verbose)
     if as_json:
@@ -53,8 +58,13 @@ def doctor_command(as_json: Json = False) -> None:
 
     [b]Example[/b]: fdoverlap doctor --json
     """
-    from fdoverlap_cli.doctor import diagnose
+    from fdoverlap_cli import stop_signals
     from fdoverlap_cli.errors import CheckFailed
+
+    with stop_signals.held():  # as in `ops build`
+        import numpy  # noqa: F401
+
+        from fdoverlap_cli.doctor import diagnose
 
     report = diagnose()
     if as_json:

@@ -73,11 +73,16 @@ def _run(
     timeline: Path | None,
     as_json: bool,
 ) -> None:
-    from fdoverlap_cli.engine.device import probe
-    from fdoverlap_cli.engine.runner import RunnerOptions
-    from fdoverlap_cli.report import run_tables
-    from fdoverlap_cli.resources import traces_dir
-    from fdoverlap_cli.session import ReplaySession, RunRequest
+    from fdoverlap_cli import stop_signals
+
+    with stop_signals.held():  # the threads numpy and paddle start must never take SIGINT/SIGTERM
+        from fdoverlap_cli.engine.device import probe, require_paddle
+        from fdoverlap_cli.engine.runner import RunnerOptions
+        from fdoverlap_cli.report import run_tables
+        from fdoverlap_cli.resources import traces_dir
+        from fdoverlap_cli.session import ReplaySession, RunRequest
+
+        require_paddle()
 
     if preset == "auto":
         preset = "8b" if device != "cpu" and probe().has_gpu else "tiny"

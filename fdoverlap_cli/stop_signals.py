@@ -1,0 +1,32 @@
+"""SIGINT and SIGTERM stay with Python's handlers while native libraries load.
+
+paddle's import installs a C handler for SIGTERM that prints a C++ report and kills the process (no
+cleanup, no partial results; it can also deadlock), and numpy's BLAS starts threads the kernel may
+hand a signal to. `held()` keeps both signals pending in the calling thread while such libraries
+load, so the threads they start never take them; then it puts Python's handlers back and lets a
+signal that arrived meanwhile through (Python runs it in the main thread, as always).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Iterator
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def held() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM back in this thread and in the threads started meanwhile; on exit give both
+    signals back to Python's handlers and deliver what arrived."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        for signum in STOP_SIGNALS:
+            handler = signal.getsignal(signum)
+            if handler is not None:  # None: a handler Python did not install; leave it
+                with contextlib.suppress(ValueError):  # only the main thread may set handlers
+                    signal.signal(signum, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
