@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from fdoverlap_cli import stop_signals
 from fdoverlap_cli.errors import FdoError
 
 INSTALL_HINT = "install it with: pip install -e '.[cpu]' (or '.[gpu]' on a CUDA machine)"
@@ -27,10 +28,11 @@ def require_paddle() -> ModuleType:
     """Import paddle, or fail with one line that says how to install it."""
     # paddle warns at import that ccache is missing; fdoverlap caches its own builds and never uses it.
     warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
-    try:
-        import paddle
-    except ImportError as e:
-        raise FdoError(f"paddle is not installed ({e}); {INSTALL_HINT}") from None
+    with stop_signals.held():  # paddle's import installs a C handler for SIGTERM: keep the signal Python's
+        try:
+            import paddle
+        except ImportError as e:
+            raise FdoError(f"paddle is not installed ({e}); {INSTALL_HINT}") from None
     return paddle
 
 
