@@ -19,6 +19,7 @@ import errno
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -282,11 +283,28 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(args.parent)
 
-    import numpy as np
-    import paddle
-
-    from fdoverlap_cli import ops as op_library
     from fdoverlap_cli.engine.msg_queue import remove_queue
+
+    try:
+        return _read(args)
+    except BaseException:  # SystemExit from _terminate, or what paddle's import makes of it
+        if os.getppid() != args.parent:  # the tool died: nobody else will remove the queue and the folder
+            remove_queue(args.msqid)
+            shutil.rmtree(args.plan.parent, ignore_errors=True)
+        raise
+
+
+def _read(args: argparse.Namespace) -> int:
+    """Load paddle and the ops, then receive until the end-of-run message and write the result."""
+    from fdoverlap_cli import stop_signals
+
+    with stop_signals.held():  # paddle's SIGTERM handler must not replace _terminate
+        import numpy as np
+
+        from fdoverlap_cli.engine.device import require_paddle
+
+        paddle = require_paddle()
+    from fdoverlap_cli import ops as op_library
 
     paddle.set_device("cpu")  # the reader only reads the queue: no GPU context, no GPU kernels
     plan = json.loads(args.plan.read_text())
@@ -294,22 +312,17 @@ def main(argv: list[str] | None = None) -> int:
     buf = paddle.to_tensor(np.zeros(plan["bsz"] + 2, dtype=np.int32), place=paddle.CPUPlace())
     streams = TokenStreams(plan)
     print(READY, flush=True)
-    try:
-        while True:
-            n = int(ops.get_output(buf, args.msqid, True).numpy()[0])
-            if n == -errno.EINTR:  # a signal arrived; its handler has run
-                continue
-            if n < 0:
-                print(f"fdoverlap-reader: msgrcv failed: {os.strerror(-n)}", file=sys.stderr)
-                return 3
-            message = buf.numpy()[:n].tolist()
-            if tuple(message[:2]) == END_OF_RUN:
-                break
-            streams.add(message)
-    except SystemExit:
-        if os.getppid() != args.parent:  # the tool died: nobody else will remove the queue
-            remove_queue(args.msqid)
-        raise
+    while True:
+        n = int(ops.get_output(buf, args.msqid, True).numpy()[0])
+        if n == -errno.EINTR:  # a signal arrived; its handler has run
+            continue
+        if n < 0:
+            print(f"fdoverlap-reader: msgrcv failed: {os.strerror(-n)}", file=sys.stderr)
+            return 3
+        message = buf.numpy()[:n].tolist()
+        if tuple(message[:2]) == END_OF_RUN:
+            break
+        streams.add(message)
     write_json(args.out, streams.result())
     return 0
 
