@@ -124,11 +124,11 @@ class Engine:
         overlap = path == "overlap"
         with MessageQueue() as queue:
             reader = OutputReader(self.trace, queue.msqid)
-            reader.start()
-            reader.wait_ready()
             sender = OutputSender(self.ops, queue.msqid, reader)
             runner = self._runner(sender, recorder, self.options)
             try:
+                reader.start()  # in the try: an interrupt while it loads paddle must stop it too
+                reader.wait_ready()
                 run.clock_start = dev.clock_samples(CLOCK_SAMPLES)
                 t0 = time.monotonic_ns()
                 with self.annotator.range(path):
