@@ -171,6 +171,9 @@ class ReplaySession:
         cols = path.columns
         if not len(cols.get("step", ())):
             return None
+        first, last = self.request.window or (0, len(self.trace.steps))
+        if not path.complete and not ((cols["step"] >= first) & (cols["step"] <= last)).any():
+            return None  # interrupted before the window: nothing to measure, and the rest must still be saved
         tokens = dict(zip(cols["step"].tolist(), cols["generated"].tolist(), strict=True))
         return metrics.path_metrics(path.spans(), tokens=tokens, window=self.request.window)
 
@@ -182,7 +185,7 @@ class ReplaySession:
         if a is not None and b is not None:
             result.check = compare_streams(self.trace, a.tokens, b.tokens, ("sync", "overlap")).to_dict()
         ms, mo = result.paths["sync"].metrics, result.paths["overlap"].metrics
-        if ms and mo:
+        if ms and mo and runs["sync"].complete and runs["overlap"].complete:  # an interrupted path covers fewer steps
             pm = metrics.PathMetrics.from_dict
             result.comparison = metrics.compare(pm(ms), pm(mo)).to_dict()
 
