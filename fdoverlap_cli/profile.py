@@ -138,12 +138,15 @@ def _signal(pids: Sequence[int], group: int, signum: int) -> None:
 
 
 def _stop(proc: subprocess.Popen, signum: int) -> None:
-    """Pass `signum` on to the child's group and descendants; kill what is left after STOP_GRACE_S."""
+    """Pass `signum` on to the child's group and descendants; kill what is left after STOP_GRACE_S.
+
+    The grace period waits for the whole family: the profiled command may still be saving its
+    results after nsys itself has gone."""
     family = _descendants(proc.pid)
     _signal(family, proc.pid, signum)
     deadline = time.monotonic() + STOP_GRACE_S
     try:
-        while proc.poll() is None and time.monotonic() < deadline:
+        while (proc.poll() is None or any(map(_alive, family))) and time.monotonic() < deadline:
             time.sleep(0.05)
     except Interrupted:  # a second signal: stop waiting
         pass
@@ -156,11 +159,16 @@ def _stop(proc: subprocess.Popen, signum: int) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie has finished: only its parent's wait is missing)."""
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, PermissionError):
         return False
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:  # gone since kill(0)
+        return False
+    return stat[stat.rfind(")") + 2 :].split()[0] not in ("Z", "X")
 
 
 def run_stoppable(argv: Sequence[str], *, env: dict[str, str] | None = None, stdout: int | None = None) -> int:

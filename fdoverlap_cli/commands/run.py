@@ -108,13 +108,14 @@ def _run(
         with run_tables.progress(enabled=not as_json) as progress:
             session.run(progress)
     finally:
-        result = session.result()
-        if out is not None and result.paths:  # what was measured, also when interrupted (marked incomplete)
-            result.save(out)
-        if timeline is not None and result.paths:
-            from fdoverlap_cli.measure import timeline as perfetto
+        with stop_signals.held():  # a second signal (nsys passes one on as well) must not cut the saving short
+            result = session.result()
+            if out is not None and result.paths:  # what was measured, also when interrupted (marked incomplete)
+                result.save(out)
+            if timeline is not None and result.paths:
+                from fdoverlap_cli.measure import timeline as perfetto
 
-            perfetto.write(timeline, {name: p.spans() for name, p in result.paths.items()})
+                perfetto.write(timeline, {name: p.spans() for name, p in result.paths.items()})
     if as_json:
         typer.echo(json.dumps(run_tables.summary_dict(result), indent=2))
     else:
