@@ -2,6 +2,7 @@
 # Everything fdoverlap measures on a GPU host, in phases, for one command per phase:
 #   bash benchmarks/gpu_session.sh check      doctor, op build, GPU tests, a short compare
 #   bash benchmarks/gpu_session.sh bench      the compare matrix of docs/BENCHMARKS.md (8B-class preset)
+#   bash benchmarks/gpu_session.sh overhead   the same replay with and without the GPU timestamps
 #   bash benchmarks/gpu_session.sh nsys       nsys profiles of both paths, analyze --against, fixtures
 #   bash benchmarks/gpu_session.sh sanitizer  compute-sanitizer memcheck/racecheck on the op tests and a replay
 # On an offline host, first send the paddlepaddle-gpu bundle and `source /tmp/fdo/tools/env.sh`
@@ -45,9 +46,12 @@ bench() {
     bench_one mixed traces/mixed-chunked.json
     bench_one b64-copystream traces/decode-b64.json --copy-stream separate
     bench_one b64-hostsync traces/decode-b64.json --token-count sync
-    banner "instrumentation overhead: default trace, overlap path, with and without GPU timestamps (twice each)"
-    for ts in --timestamps --no-timestamps --timestamps --no-timestamps; do
-        timeout 300 $FDO replay traces/default.json --path overlap --preset 8b --layers "$LAYERS" $ts --json \
+}
+
+overhead() {  # the same replay with and without GPU timestamps, alternating, decode-heavy and long steps
+    banner "instrumentation overhead: decode-b64, overlap path"
+    for ts in --no-timestamps --timestamps --no-timestamps --timestamps; do
+        timeout 300 $FDO replay traces/decode-b64.json --path overlap --preset 8b --layers "$LAYERS" $ts --json \
             | python -c "import json,sys; d=json.load(sys.stdin)['paths']['overlap']; s=d['metrics']['step_time_ns']; print('$ts', 'wall_ns', d['stats']['wall_ns'], 'step p50', s['p50'], 'mean', s['mean'])"
     done
 }
@@ -83,6 +87,7 @@ for phase in "${@:-check}"; do
     case $phase in
         check) check ;;
         bench) bench ;;
+        overhead) overhead ;;
         nsys) nsys_profiles ;;
         sanitizer) sanitizer ;;
         *) echo "unknown phase $phase" >&2; exit 2 ;;
