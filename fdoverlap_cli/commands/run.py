@@ -78,6 +78,7 @@ def _run(
     with stop_signals.held():  # the threads numpy and paddle start must never take SIGINT/SIGTERM
         from fdoverlap_cli.engine.device import probe, require_paddle
         from fdoverlap_cli.engine.runner import RunnerOptions
+        from fdoverlap_cli.fileio import check_writable
         from fdoverlap_cli.report import run_tables
         from fdoverlap_cli.resources import traces_dir
         from fdoverlap_cli.session import ReplaySession, RunRequest
@@ -100,6 +101,9 @@ def _run(
         cuda_profiler_range=cuda_profiler_range,
         command=["fdoverlap", *sys.argv[1:]],
     )
+    for path in (out, timeline):  # fail now, not after the run
+        if path is not None:
+            check_writable(path)
     session = ReplaySession(request)
     steps = len(session.trace.steps)
     if request.window is not None and request.window[0] >= steps:

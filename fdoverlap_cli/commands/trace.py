@@ -229,10 +229,7 @@ def _write(trace: Any, out: str) -> None:
     if out == "-":
         sys.stdout.write(dumps(trace))
         return
-    try:
-        save_trace(trace, out)
-    except OSError as e:
-        raise InputError(out, f"cannot write: {e.strerror or e}") from None
+    save_trace(trace, out)
 
 
 def _report(out: str, as_json: bool, counts: dict[str, int], line: str) -> None:
