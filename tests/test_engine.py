@@ -255,3 +255,25 @@ def test_fused_layers_emit_the_tokens_of_the_op_by_op_model():
     fused = Engine(trace, device, model, RunnerOptions(), fused_layers=True).replay("overlap")
     separate = Engine(trace, device, model, RunnerOptions(), fused_layers=False).replay("overlap")
     assert compare_streams(trace, fused.reader.tokens, separate.reader.tokens, ("fused", "separate")).identical
+
+
+def test_an_op_failing_mid_run_names_the_step_and_the_op(monkeypatch):
+    """A CUDA error surfaces from an op as an exception; the run reports it with the step, on one line."""
+    trace = engine_traces.drain_then_arrival()
+    engine = _engine(trace)
+    real = engine.ops.update_inputs
+    calls = {"n": 0}
+
+    def failing(*args):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(
+                "update_inputs: CUDA error 700 (an illegal memory access was encountered)\n  [token_update.cc:88]"
+            )
+        return real(*args)
+
+    monkeypatch.setattr(engine.ops, "update_inputs", failing)
+    with pytest.raises(FdoError, match=r"^step 2: OSError: update_inputs: CUDA error 700") as info:
+        engine.replay("sync")
+    assert "\n" not in str(info.value)
+    assert not _reader_pids()

@@ -25,7 +25,7 @@ from fdoverlap_cli.engine.bookkeeping import Bookkeeping, StepPlan
 from fdoverlap_cli.engine.buffers import ShareInputs
 from fdoverlap_cli.engine.model import SyntheticDecoder
 from fdoverlap_cli.engine.recorder import StepRecorder
-from fdoverlap_cli.errors import CheckFailed, FdoError
+from fdoverlap_cli.errors import CheckFailed, ExitCode, FdoError
 from fdoverlap_cli.trace import Step
 
 PRE_START, FWD_END, POST_START, POST_END, COPY_START, COPY_END = range(6)
@@ -274,8 +274,11 @@ class ModelRunner:
         self._iteration_step = k
         t0 = time.monotonic_ns()
         self.nvtx.push(annotate.STEP, k)
-        self.insert_tasks(k, step)
-        ran = self.execute_model_overlap(k) if overlap else self.execute_model(k)
+        try:
+            self.insert_tasks(k, step)
+            ran = self.execute_model_overlap(k) if overlap else self.execute_model(k)
+        except (OSError, RuntimeError, ValueError) as e:  # an op failed (a CUDA error, a failed check): say where
+            raise FdoError(f"step {k}: {_first_line(e)}", exit_code=ExitCode.INTERNAL) from e
         self.nvtx.pop()
         if ran:
             row = self.rec.rows - 1
@@ -307,3 +310,9 @@ class ModelRunner:
         if self.pending is not None:
             self.save_model_output(self.pending)
             self.pending = None
+
+
+def _first_line(e: BaseException) -> str:
+    """An op's error, as one line: paddle's messages carry a C++ trace and the source location after it."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return f"{type(e).__name__}: {lines[0] if lines else ''}"
