@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from fdoverlap_cli.cli import main
-from tests.test_trace_validate import BASE
+from tests.test_trace_validate import BASE, _set
 
 BAD = Path(__file__).parent / "fixtures" / "bad"
 NSYS_EXPORT = Path(__file__).parent / "fixtures" / "nsys" / "paddle-h100-nvtx-dtoh.sqlite"
@@ -57,19 +57,6 @@ def _trace(tmp_path: Path, change: Callable[[dict[str, Any]], Any]) -> Path:
     path = tmp_path / "trace.json"
     path.write_text(json.dumps(doc))
     return path
-
-
-def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
-    """A change that sets doc[path] (path like 'steps.1.insert.0.slot')."""
-
-    def change(doc: dict[str, Any]) -> None:
-        *parents, last = path.split(".")
-        node: Any = doc
-        for key in parents:
-            node = node[int(key)] if key.isdigit() else node[key]
-        node[int(last) if last.isdigit() else last] = value
-
-    return change
 
 
 def _drop(path: str) -> Callable[[dict[str, Any]], None]:

@@ -193,26 +193,28 @@ COMPARE_POINTS = _points(23, ["start", "reader", "sending", "second reader", "se
 PROFILE_POINTS = _points(37, ["start", "reader", "sending"], 3)
 
 
-@pytest.mark.parametrize(("event", "offset", "signum"), REPLAY_POINTS, ids=_ids(REPLAY_POINTS))
-def test_replay_interrupted(tmp_path, ops, event, offset, signum):
-    out = tmp_path / "run.json"
-    run = Watched(["replay", "--device", "cpu", "--path", "overlap", "-o", str(out)], out)
+def _interrupt(out: Path, args: list[str], event: str, offset: float, signum: int, env: dict | None = None) -> int:
+    """Run `fdoverlap ARGS`, signal it at the point, check what it left; returns its exit code."""
+    run = Watched(args, out, env or {})
     run.start()
     run.wait_for(event, offset)
     code, stderr = run.interrupt(signum)
     _check(run, signum, code, stderr, grace=0.5)
+    return code
+
+
+@pytest.mark.parametrize(("event", "offset", "signum"), REPLAY_POINTS, ids=_ids(REPLAY_POINTS))
+def test_replay_interrupted(tmp_path, ops, event, offset, signum):
+    out = tmp_path / "run.json"
+    _interrupt(out, ["replay", "--device", "cpu", "--path", "overlap", "-o", str(out)], event, offset, signum)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("event", "offset", "signum"), COMPARE_POINTS, ids=_ids(COMPARE_POINTS))
 def test_compare_interrupted(tmp_path, ops, event, offset, signum):
     out = tmp_path / "run.json"
-    run = Watched(["compare", "--device", "cpu", "--window", "100:140", "-o", str(out)], out)
-    run.start()
-    run.wait_for(event, offset)
-    code, stderr = run.interrupt(signum)
-    _check(run, signum, code, stderr, grace=0.5)
-    if event.startswith("second") and code != 0:
+    args = ["compare", "--device", "cpu", "--window", "100:140", "-o", str(out)]
+    if _interrupt(out, args, event, offset, signum) != 0 and event.startswith("second"):
         doc = json.loads(out.read_text())
         assert doc["paths"]["sync"]["complete"] is True and doc["paths"]["overlap"]["complete"] is False
 
@@ -239,8 +241,4 @@ def test_profile_interrupted(tmp_path, ops, event, offset, signum):
     env = {"FAKE_NSYS_LOG": str(tmp_path / "nsys.log"), "FAKE_NSYS_EXPORT": str(NSYS_EXPORT)}
     nsys = str(_nsys_that_waits(tmp_path))
     args = ["profile", "--nsys", nsys, "-o", str(tmp_path / "prof"), "--", "replay", "--device", "cpu", "-o", str(out)]
-    run = Watched(args, out, env)
-    run.start()
-    run.wait_for(event, offset)
-    code, stderr = run.interrupt(signum)
-    _check(run, signum, code, stderr, grace=0.5)
+    _interrupt(out, args, event, offset, signum, env)
