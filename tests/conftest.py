@@ -13,9 +13,12 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _gpu_available() -> bool:
+    from fdoverlap_cli.engine.device import require_paddle
+    from fdoverlap_cli.errors import FdoError
+
     try:
-        import paddle
-    except ImportError:
+        paddle = require_paddle()  # the way the tool imports it (the C++ runtime first)
+    except FdoError:
         return False
     # Only ask for a device count on a CUDA build: CUDA calls on a CPU build can kill the process.
     return bool(paddle.is_compiled_with_cuda()) and paddle.device.cuda.device_count() > 0

@@ -7,8 +7,12 @@ the CPU "device" runs everything synchronously, so a replay there proves correct
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import os
 import shutil
 import subprocess
+import sys
 import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -24,10 +28,21 @@ from fdoverlap_cli.errors import FdoError
 INSTALL_HINT = "install it with: pip install -e '.[cpu]' (or '.[gpu]' on a CUDA machine)"
 
 
+def _load_libstdcxx_first() -> None:
+    # paddlepaddle-gpu 2.6.2 exports thousands of weak std:: template instantiations; loaded before the C++
+    # runtime they win symbol lookup for the op library too, and formatting a number into an ostream there
+    # (every failed op check) then crashed the process on an H100 host. With libstdc++ in the global scope
+    # first, as LD_PRELOAD would put it, the checks raise as they should.
+    if sys.platform.startswith("linux") and "paddle" not in sys.modules:
+        with contextlib.suppress(OSError):
+            ctypes.CDLL(ctypes.util.find_library("stdc++") or "libstdc++.so.6", mode=os.RTLD_GLOBAL)
+
+
 def require_paddle() -> ModuleType:
     """Import paddle, or fail with one line that says how to install it."""
     # paddle warns at import that ccache is missing; fdoverlap caches its own builds and never uses it.
     warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
+    _load_libstdcxx_first()
     with stop_signals.held():  # paddle's import installs a C handler for SIGTERM: keep the signal Python's
         try:
             import paddle

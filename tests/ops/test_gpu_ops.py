@@ -178,7 +178,7 @@ def test_pinned_flag_stays_on_the_host(ops):
 def test_flag_in_device_memory_is_rejected():
     """In a subprocess: a GPU flag read through a host pointer must be an error, not a crash of the caller."""
     code = (
-        "import paddle; from fdoverlap_cli import ops; m = ops.load(); flag = paddle.empty([1], dtype='bool')\n"
+        "from fdoverlap_cli import ops; m = ops.load(); import paddle; flag = paddle.empty([1], dtype='bool')\n"
         "try:\n    m.get_stop(flag)\nexcept Exception as e:\n    print(type(e).__name__, e)"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
