@@ -35,6 +35,11 @@ _STEP_SPANS = (
     (Kind.COPY, "gpu_copy_start", "gpu_copy_end", None),  # the copy stream's track, or the compute stream's
 )
 _TIME_COLUMNS = (*(c for _, s, e, _ in _STEP_SPANS for c in (s, e)), "wait_start", "wait_end")
+# run.json stores a row's times relative to its pre_start (set when the row is made, so always there),
+# a wait's end relative to its start, and those two relative to the file's time base: a few digits a
+# value instead of twelve. Missing values are null. Per-step metrics are recomputed, not stored.
+_REFERENCE = {c: "pre_start" for c in _TIME_COLUMNS if c not in ("pre_start", "wait_start", "wait_end")}
+_REFERENCE["wait_end"] = "wait_start"
 
 
 def step_spans(columns: dict[str, np.ndarray], copy_track: str) -> SpanTable:
@@ -83,8 +88,12 @@ class PathResult:
         for name, values in self.columns.items():
             v = values.astype(np.int64)
             if name in _TIME_COLUMNS:
-                v = np.where(v >= 0, v - base, -1)
-            cols[name] = v.tolist()
+                ref = self.columns[_REFERENCE[name]] if name in _REFERENCE else base
+                offsets = (v - ref).tolist()
+                cols[name] = [None if m else x for x, m in zip(offsets, (v < 0).tolist(), strict=True)]
+            else:
+                cols[name] = v.tolist()
+        metrics = {k: v for k, v in self.metrics.items() if k != "per_step"} if self.metrics else None
         return {
             "path": self.path,
             "complete": self.complete,
@@ -95,18 +104,24 @@ class PathResult:
             "reader": self.reader,
             "stats": self.stats,
             "clock": self.clock,
-            "metrics": self.metrics,
+            "metrics": metrics,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PathResult:
         base = int(d.get("time_base_ns", 0))
-        columns = {}
-        for name, values in d["columns"].items():
-            v = np.asarray(values, dtype=np.int64)
+        raw = d["columns"]
+        columns: dict[str, np.ndarray] = {}
+        # References first (pre_start and wait_start are relative to the base), then what refers to them.
+        for name in sorted(raw, key=lambda c: c in _REFERENCE):
+            values = raw[name]
             if name in _TIME_COLUMNS:
-                v = np.where(v >= 0, v + base, -1)
-            columns[name] = v
+                ref = columns[_REFERENCE[name]] if name in _REFERENCE else base
+                missing = np.array([x is None for x in values], dtype=bool)
+                offsets = np.array([0 if x is None else x for x in values], dtype=np.int64)
+                columns[name] = np.where(missing, -1, offsets + ref)
+            else:
+                columns[name] = np.asarray(values, dtype=np.int64)
         return cls(
             path=d["path"],
             complete=bool(d["complete"]),

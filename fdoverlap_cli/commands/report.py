@@ -49,8 +49,9 @@ def report(
         drawable = {name: p for name, p in result.paths.items() if p.metrics}
         if not drawable:
             raise FdoError(f"{run}: no path with measured steps to draw")
+        # run.json keeps the step table, not the per-step metrics: recompute them for the figure
         plot_run(
-            {name: (metrics.PathMetrics.from_dict(p.metrics), p.spans()) for name, p in drawable.items()},
+            {name: (metrics.path_metrics(p.spans(), window=steps), p.spans()) for name, p in drawable.items()},
             png,
             gantt_steps=parse_window(gantt),
         )

@@ -155,6 +155,8 @@ class Bookkeeping:
             if len(done) == self.requests[r].output_len:
                 self.finished[r] = digest(done)
                 self.generated[r] = []
+                self._prompts.pop(r, None)
+                self._prefill.pop(r, None)
 
     def digests(self) -> dict[str, str]:
         """Digest of each finished request's tokens, by request id."""

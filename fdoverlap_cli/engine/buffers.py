@@ -47,6 +47,7 @@ class ShareInputs:
         self.not_need_stop = device.host_tensor(np.zeros([1], dtype=bool))
         self.preempted_idx = np.zeros(bsz, dtype=np.int32)
         self.last_preempted_idx = np.zeros(bsz, dtype=np.int32)
+        self.preempted_for_save = device.host_tensor(self.preempted_idx)  # what save_output reads
         self.reset()
 
     def reset(self) -> None:

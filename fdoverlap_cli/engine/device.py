@@ -196,6 +196,13 @@ class Device:
         """A CPU tensor holding a copy of `array` (for ops that read on the host)."""
         return self.paddle.to_tensor(np.ascontiguousarray(array), place=self.paddle.CPUPlace())
 
+    def write_host(self, tensor: Any, array: np.ndarray) -> None:
+        """Copy `array` into the existing CPU tensor `tensor` (same shape and dtype).
+
+        For per-step host data: every tensor made from a numpy array leaks a little in paddle 3.3.
+        """
+        tensor.set_value(np.ascontiguousarray(array))
+
     # ------------------------------------------------------------------ streams and events
 
     @property

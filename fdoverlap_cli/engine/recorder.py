@@ -3,12 +3,11 @@
 Host times are CLOCK_MONOTONIC ns taken by the host thread. GPU times come from the
 `record_timestamp` op at six points of each step's device work, written into one device buffer
 and read back once at the end (or when a run is interrupted). Storage is columnar (one int64 array
-per column) so a 100k-step replay stays compact.
+per column, allocated for the whole trace up front) so a 100k-step replay stays compact and flat.
 """
 
 from __future__ import annotations
 
-from array import array
 from typing import Any
 
 import numpy as np
@@ -35,6 +34,7 @@ HOST_COLUMNS = (
     "save_end",
 )
 WAIT_COLUMNS = ("wait_step", "wait_start", "wait_end")  # host waits on the GPU; wait_step: the iteration's step
+WAITS_PER_STEP = 3  # the token-count read-back, the save's event wait, back-pressure from a full queue
 
 
 class StepRecorder:
@@ -43,8 +43,10 @@ class StepRecorder:
     def __init__(self, device: Any, capacity: int, timestamps: bool) -> None:
         self.device = device
         self.capacity = capacity
-        self.columns = {name: array("q") for name in HOST_COLUMNS}
-        self.waits = {name: array("q") for name in WAIT_COLUMNS}
+        # Preallocated: memory is taken once, at the start, not a little every step of a long run.
+        self.columns = {name: np.full(capacity, -1, dtype=np.int64) for name in HOST_COLUMNS}
+        self.waits = {name: np.full(WAITS_PER_STEP * capacity, -1, dtype=np.int64) for name in WAIT_COLUMNS}
+        self.wait_rows = 0
         self.timestamps = timestamps
         self._gpu = device.empty([capacity * len(GPU_POINTS)], "int64") if timestamps else None
         if self._gpu is not None:
@@ -55,8 +57,7 @@ class StepRecorder:
         """Start the record of an executed step; returns its row."""
         if self.rows >= self.capacity:
             raise RuntimeError(f"step recorder is full ({self.capacity} rows)")
-        for name, col in self.columns.items():
-            col.append(step if name == "step" else -1)
+        self.columns["step"][self.rows] = step
         self.rows += 1
         return self.rows - 1
 
@@ -64,7 +65,7 @@ class StepRecorder:
         self.columns[column][row] = value
 
     def add(self, row: int, column: str, value: int) -> None:
-        self.columns[column][row] = max(self.columns[column][row], 0) + value
+        self.columns[column][row] = max(int(self.columns[column][row]), 0) + value
 
     def mark(self, row: int, point: int, stream: Any = None) -> None:
         """GPU timestamp `GPU_POINTS[point]` of `row`, taken when `stream` reaches this point."""
@@ -72,8 +73,11 @@ class StepRecorder:
             self.device.timestamp(self._gpu, row * len(GPU_POINTS) + point, stream)
 
     def wait(self, iteration_step: int, start: int, end: int) -> None:
+        if self.wait_rows == len(self.waits["wait_step"]):  # more waits than foreseen: grow (rare)
+            self.waits = {name: np.concatenate([col, np.full_like(col, -1)]) for name, col in self.waits.items()}
         for name, value in zip(WAIT_COLUMNS, (iteration_step, start, end), strict=True):
-            self.waits[name].append(value)
+            self.waits[name][self.wait_rows] = value
+        self.wait_rows += 1
 
     def gpu_times(self) -> np.ndarray | None:
         """[rows, 6] device-clock times (-1 where not reached); synchronizes the device first."""
@@ -83,6 +87,6 @@ class StepRecorder:
         return self._gpu.numpy().reshape(self.capacity, len(GPU_POINTS))[: self.rows].copy()
 
     def host_table(self) -> dict[str, np.ndarray]:
-        table = {name: np.frombuffer(col, dtype=np.int64).copy() for name, col in self.columns.items()}
-        table.update({name: np.frombuffer(col, dtype=np.int64).copy() for name, col in self.waits.items()})
+        table = {name: col[: self.rows].copy() for name, col in self.columns.items()}
+        table.update({name: col[: self.wait_rows].copy() for name, col in self.waits.items()})
         return table

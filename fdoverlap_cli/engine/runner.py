@@ -256,7 +256,8 @@ class ModelRunner:
         p.event.synchronize()
         self.rec.wait(self._iteration_step, t0, time.monotonic_ns())
         preempted = s.last_preempted_idx if self.options.snapshot_preempted else s.preempted_idx
-        blocked = self.sender.send(s.sampled_token_ids, s.not_need_stop_staged, self.device.host_tensor(preempted))
+        self.device.write_host(s.preempted_for_save, preempted)
+        blocked = self.sender.send(s.sampled_token_ids, s.not_need_stop_staged, s.preempted_for_save)
         if blocked is not None:  # back-pressure from a full queue: the host waits, it does not work
             self.rec.wait(self._iteration_step, *blocked)
         preempted[:] = 0

@@ -162,14 +162,14 @@ class PathMetrics:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PathMetrics:
-        """The inverse of `to_dict` (for results loaded from run.json)."""
+        """The inverse of `to_dict` (for results loaded from run.json, which may leave out the per-step arrays)."""
         kwargs = dict(d)
         for name in ("hidden_per_step", "hidden_work_per_step", "bubble_ns", "step_time_ns", "tpot_ns"):
             kwargs[name] = Summary(**d[name])
         kwargs["host_stages"] = {
             k: StageTime(count=s["count"], total_ns=s["total_ns"]) for k, s in d["host_stages"].items()
         }
-        kwargs["per_step"] = PerStep.from_dict(d["per_step"])
+        kwargs["per_step"] = PerStep.from_dict(d["per_step"]) if "per_step" in d else PerStep.empty()
         return cls(**kwargs)
 
 
