@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from fdoverlap_cli.errors import FdoError
-from fdoverlap_cli.fileio import write_json
+from fdoverlap_cli.fileio import atomic_open, write_json
 from fdoverlap_cli.trace import Trace
 
 PREEMPTED = -9
@@ -68,15 +68,26 @@ class ReaderResult:
     anomaly_count: int = 0
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ReaderResult:
+    def load(cls, summary_path: Path) -> ReaderResult:
+        """Read what the reader process wrote: its summary and, beside it, the token streams."""
+        d = json.loads(summary_path.read_text())
+        flat = array("i", _tokens_path(summary_path).read_bytes())
+        tokens, at = {}, 0
+        for rid, count in zip(d["ids"], d["counts"], strict=True):
+            tokens[rid] = flat[at : at + count].tolist()
+            at += count
         return cls(
-            tokens=d["tokens"],
+            tokens=tokens,
             messages=d["messages"],
             stop_messages=d["stop_messages"],
             markers=[tuple(m) for m in d["markers"]],
             anomalies=d["anomalies"],
             anomaly_count=d["anomaly_count"],
         )
+
+
+def _tokens_path(summary_path: Path) -> Path:
+    return summary_path.with_suffix(".tokens")
 
 
 class TokenStreams:
@@ -87,7 +98,7 @@ class TokenStreams:
         self.output_len = plan["output_len"]
         self.occupants = plan["occupants"]
         self.position = [0] * plan["bsz"]  # index of the current occupant of each slot
-        self.tokens = [array("q") for _ in self.ids]  # 8 bytes a token: a long run stays small
+        self.tokens = [array("i") for _ in self.ids]  # 4 bytes a token, as in the message: a long run stays small
         self.messages = 0
         self.stop_messages = 0
         self.markers: list[tuple[int, int, str]] = []
@@ -130,9 +141,17 @@ class TokenStreams:
             if len(self.tokens[r]) >= self.output_len[r]:
                 self.position[slot] += 1
 
-    def result(self) -> dict[str, Any]:
+    def write(self, summary_path: Path) -> None:
+        """Write the token streams as one flat int32 file (no Python int per token), then the summary."""
+        with atomic_open(_tokens_path(summary_path), "wb") as f:
+            for toks in self.tokens:
+                toks.tofile(f)
+        write_json(summary_path, self._summary())
+
+    def _summary(self) -> dict[str, Any]:
         return {
-            "tokens": {rid: toks.tolist() for rid, toks in zip(self.ids, self.tokens, strict=True)},
+            "ids": self.ids,
+            "counts": [len(toks) for toks in self.tokens],
             "messages": self.messages,
             "stop_messages": self.stop_messages,
             "markers": self.markers,
@@ -213,7 +232,7 @@ class OutputReader:
             raise FdoError(f"the output reader did not finish within {timeout:.0f} s of the end of the run") from None
         if code != 0:
             raise FdoError(f"the output reader failed with code {code}{self._why()}")
-        return ReaderResult.from_dict(json.loads(self._out_path.read_text()))
+        return ReaderResult.load(self._out_path)
 
     def stop(self) -> None:
         """Terminate the reader if it still runs (idempotent), and remove its working files."""
@@ -323,7 +342,7 @@ def _read(args: argparse.Namespace) -> int:
         if tuple(message[:2]) == END_OF_RUN:
             break
         streams.add(message)
-    write_json(args.out, streams.result())
+    streams.write(args.out)
     return 0
 
 
