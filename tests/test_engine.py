@@ -6,6 +6,7 @@ import json
 import os
 import signal
 
+import numpy as np
 import pytest
 
 from fdoverlap_cli.engine.bookkeeping import digest
@@ -277,3 +278,14 @@ def test_an_op_failing_mid_run_names_the_step_and_the_op(monkeypatch):
         engine.replay("sync")
     assert "\n" not in str(info.value)
     assert not _reader_pids()
+
+
+def test_write_host_fills_the_tensor_in_place():
+    device = Device.open("cpu")
+    tensor = device.host_tensor(np.zeros(4, dtype=np.int32))
+    ptr = tensor.data_ptr()
+    device.write_host(tensor, np.array([3, 0, 1, 9]))
+    assert tensor.data_ptr() == ptr and tensor.place.is_cpu_place()
+    assert tensor.numpy().tolist() == [3, 0, 1, 9]
+    with pytest.raises(ValueError, match=r"shape \[3\]"):
+        device.write_host(tensor, np.zeros(3, dtype=np.int32))

@@ -197,11 +197,15 @@ class Device:
         return self.paddle.to_tensor(np.ascontiguousarray(array), place=self.paddle.CPUPlace())
 
     def write_host(self, tensor: Any, array: np.ndarray) -> None:
-        """Copy `array` into the existing CPU tensor `tensor` (same shape and dtype).
+        """Copy `array` into the memory of the CPU tensor `tensor` (same shape and dtype).
 
-        For per-step host data: every tensor made from a numpy array leaks a little in paddle 3.3.
+        For per-step host data: every tensor made from a numpy array leaks a little in paddle 3.3, and
+        `set_value` on a GPU build of paddle 2.6 moves the tensor to the GPU; a memory copy does neither.
         """
-        tensor.set_value(np.ascontiguousarray(array))
+        src = np.ascontiguousarray(array, dtype=tensor.numpy().dtype)
+        if list(src.shape) != list(tensor.shape):
+            raise ValueError(f"write_host: shape {list(src.shape)} into a tensor of shape {list(tensor.shape)}")
+        ctypes.memmove(tensor.data_ptr(), src.ctypes.data, src.nbytes)
 
     # ------------------------------------------------------------------ streams and events
 
