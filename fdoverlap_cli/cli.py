@@ -163,6 +163,15 @@ def _report(e: Exception) -> int:
     if isinstance(e, FdoError):
         print(f"fdoverlap: error: {_one_line(e)}", file=sys.stderr)
         return e.exit_code
+    if isinstance(e, ModuleNotFoundError) and e.name and not e.name.startswith("fdoverlap_cli"):
+        module = e.name.split(".")[0]
+        extra = "[plot]" if module == "matplotlib" else ""
+        print(
+            f"fdoverlap: error: the Python module '{module}' is not installed; "
+            f"install fdoverlap with its dependencies: pip install -e '.{extra}'",
+            file=sys.stderr,
+        )
+        return ExitCode.BAD_INPUT
     if isinstance(e, MemoryError):
         print(f"fdoverlap: error: out of memory: {_one_line(e) or 'an allocation failed'}", file=sys.stderr)
         return ExitCode.BAD_INPUT

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -47,3 +48,15 @@ def test_report_of_a_file_that_is_not_a_run_is_one_line_and_exit_2(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0
     assert "not an fdoverlap results file" in proc.stderr
+
+
+def test_report_png_without_matplotlib_says_how_to_install_it(run_json, tmp_path, monkeypatch, capsys):
+    from fdoverlap_cli.cli import main
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now fails as if it were missing
+    png = tmp_path / "run.png"
+    assert main(["report", str(run_json), "--png", str(png)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fdoverlap: error: the Python module 'matplotlib' is not installed")
+    assert err.endswith("pip install -e '.[plot]'") and "\n" not in err
+    assert not png.exists()
