@@ -30,12 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fdoverlap_cli.engine.msg_queue import END_OF_RUN, remove_queue
 from fdoverlap_cli.errors import FdoError
 from fdoverlap_cli.fileio import atomic_open, write_json
 from fdoverlap_cli.trace import Trace
 
 PREEMPTED = -9
-END_OF_RUN = (0, 0)
 READY = "READY"
 _MAX_ANOMALIES = 20
 
@@ -301,8 +301,6 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(args.parent)
-
-    from fdoverlap_cli.engine.msg_queue import remove_queue
 
     try:
         return _read(args)
