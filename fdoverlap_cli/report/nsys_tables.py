@@ -6,23 +6,9 @@ from rich.console import Console
 from rich.table import Table
 
 from fdoverlap_cli.measure.nsys_analysis import Agreement, NsysAnalysis, PathReport
+from fdoverlap_cli.report.cells import change, value
 
 TOP_RANGES = 20
-
-
-def _value(x: float | None, unit: str) -> str:
-    """A number for a table cell: unit ms, us, pct, bytes or num; a dash when missing."""
-    if x is None:
-        return "–"
-    if unit == "ms":
-        return f"{x / 1e6:,.3f} ms"
-    if unit == "us":
-        return f"{x / 1e3:,.1f} µs"
-    if unit == "pct":
-        return f"{100 * x:.1f}%"
-    if unit == "bytes":
-        return f"{x / 2**20:,.1f} MiB" if x >= 2**20 else f"{x:,.0f} B"
-    return f"{x:,.0f}" if float(x).is_integer() else f"{x:,.3f}"
 
 
 def _header(a: NsysAnalysis, console: Console) -> None:
@@ -42,7 +28,7 @@ def _ranges(a: NsysAnalysis, console: Console) -> None:
         table.add_column(column, justify="right")
     for r in a.ranges[:TOP_RANGES]:
         table.add_row(
-            r.domain, r.name, _value(r.count, "num"), _value(r.total_ns, "ms"), _value(r.total_ns / r.count, "us")
+            r.domain, r.name, value(r.count, "num"), value(r.total_ns, "ms"), value(r.total_ns / r.count, "us")
         )
     console.print(table)
     if len(a.ranges) > TOP_RANGES:
@@ -52,10 +38,10 @@ def _ranges(a: NsysAnalysis, console: Console) -> None:
 def _gpu(a: NsysAnalysis, console: Console) -> None:
     k, g, c = a.kernels, a.gpu, a.copies
     console.print(
-        f"[b]GPU[/b]: {k.count:,} kernels ({_value(k.total_ns, 'ms')}"
+        f"[b]GPU[/b]: {k.count:,} kernels ({value(k.total_ns, 'ms')}"
         + (f", {k.instrumentation:,} of them the engine's timing kernels" if k.instrumentation else "")
-        + f") · busy {_value(g.busy, 'pct')} of the {g.window} ({_value(g.window_ns, 'ms')}), "
-        f"{_value(g.busy_while_active, 'pct')} from its first to its last record"
+        + f") · busy {value(g.busy, 'pct')} of the {g.window} ({value(g.window_ns, 'ms')}), "
+        f"{value(g.busy_while_active, 'pct')} from its first to its last record"
     )
     if k.top:
         table = Table(title="top kernels", title_justify="left", show_edge=False, header_style="bold")
@@ -63,7 +49,7 @@ def _gpu(a: NsysAnalysis, console: Console) -> None:
         for column in ("count", "total", "mean"):
             table.add_column(column, justify="right")
         for name, count, total in k.top:
-            table.add_row(name, _value(count, "num"), _value(total, "ms"), _value(total / count, "us"))
+            table.add_row(name, value(count, "num"), value(total, "ms"), value(total / count, "us"))
         console.print(table)
     by_kind = " · ".join(f"{kind} {n:,}" for kind, n in c.by_kind().items())
     by_dst = " · ".join(f"{dst} {n:,}" for dst, n in c.by_destination().items())
@@ -72,7 +58,7 @@ def _gpu(a: NsysAnalysis, console: Console) -> None:
     if pageable["count"]:
         console.print(
             f"[yellow]{pageable['count']:,} device-to-host copies into pageable memory[/yellow] "
-            f"({_value(pageable['bytes'], 'bytes')}, {_value(pageable['total_ns'], 'ms')}): CUDA completes them "
+            f"({value(pageable['bytes'], 'bytes')}, {value(pageable['total_ns'], 'ms')}): CUDA completes them "
             "before returning, so they block the host and cannot overlap; copy into pinned buffers"
         )
 
@@ -98,14 +84,6 @@ _PATH_ROWS = (  # label, how to read it from a PathReport, unit
 )
 
 
-def _change(sync: float | None, overlap: float | None, unit: str) -> str:
-    if sync is None or overlap is None or unit == "num":
-        return ""
-    if unit == "pct":
-        return f"{100 * (overlap - sync):+.1f} pt"
-    return f"{100 * (overlap - sync) / sync:+.1f}%" if sync else ""
-
-
 def _paths(a: NsysAnalysis, console: Console) -> None:
     if a.unavailable is not None:
         console.print(f"[b]per-step metrics[/b]: not available: {a.unavailable}")
@@ -120,16 +98,16 @@ def _paths(a: NsysAnalysis, console: Console) -> None:
         table.add_column("change", justify="right")
     for label, read, unit in _PATH_ROWS:
         values = [read(a.paths[n]) for n in names]
-        cells = [_value(v, unit) for v in values]
+        cells = [value(v, unit) for v in values]
         if both:
-            cells.append(_change(read(a.paths["sync"]), read(a.paths["overlap"]), unit))
+            cells.append("" if unit == "num" else change(read(a.paths["sync"]), read(a.paths["overlap"]), unit))
         table.add_row(label, *cells)
     console.print(table)
     if a.comparison:
         c = a.comparison
         console.print(
-            f"speedup {_value(c.speedup, 'num')}× · overlap efficiency {_value(c.overlap_efficiency, 'pct')} "
-            f"of the limit ({_value(c.limit_ns, 'ms')})"
+            f"speedup {value(c.speedup, 'num')}× · overlap efficiency {value(c.overlap_efficiency, 'pct')} "
+            f"of the limit ({value(c.limit_ns, 'ms')})"
         )
     for name, p in a.paths.items():
         _path_work(name, p, console)
@@ -191,8 +169,8 @@ def _against(a: NsysAnalysis, console: Console) -> None:
         table.add_row(
             r.path,
             _AGREEMENT_LABELS[r.quantity],
-            _value(r.tool, unit),
-            _value(r.nsys, unit),
+            value(r.tool, unit),
+            value(r.nsys, unit),
             diff,
             target,
             _verdict(r),

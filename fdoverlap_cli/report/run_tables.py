@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from fdoverlap_cli.report.cells import change, value
 from fdoverlap_cli.results import PathResult, RunResult
 
 STAGES = ("insert", "preprocess", "postprocess", "save")
@@ -37,30 +38,6 @@ def progress(enabled: bool = True) -> Iterator[Any]:
 
 
 # --------------------------------------------------------------------------- formatting helpers
-
-
-def _ms(ns: float | None) -> str:
-    return "–" if ns is None else f"{ns / 1e6:,.3f} ms"
-
-
-def _us(ns: float | None) -> str:
-    return "–" if ns is None else f"{ns / 1e3:,.1f} µs"
-
-
-def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.1f}%"
-
-
-def _num(x: float | None, digits: int = 0) -> str:
-    return "–" if x is None else f"{x:,.{digits}f}"
-
-
-def _change(sync: float | None, overlap: float | None, fmt: str) -> str:
-    if sync is None or overlap is None:
-        return ""
-    if fmt == "pct":
-        return f"{100 * (overlap - sync):+.1f} pt"
-    return f"{100 * (overlap - sync) / sync:+.1f}%" if sync else ""
 
 
 def _rows(p: PathResult, on_gpu: bool) -> dict[str, tuple[float | None, str]]:
@@ -96,10 +73,6 @@ def _rows(p: PathResult, on_gpu: bool) -> dict[str, tuple[float | None, str]]:
     return rows
 
 
-def _fmt(value: float | None, kind: str) -> str:
-    return {"ms": _ms, "us": _us, "pct": _pct}.get(kind, _num)(value)
-
-
 # --------------------------------------------------------------------------- console
 
 
@@ -125,22 +98,23 @@ def print_run(result: RunResult, console: Console | None = None) -> None:
     rows = {name: _rows(p, on_gpu) for name, p in result.paths.items()}
     for label in rows[names[0]] if names else ():
         kind = rows[names[0]][label][1]
-        cells = [_fmt(rows[n].get(label, (None, kind))[0], kind) for n in names]
+        cells = [value(rows[n].get(label, (None, kind))[0], kind, digits=0) for n in names]
         if both:
-            cells.append(_change(rows["sync"][label][0], rows["overlap"].get(label, (None, kind))[0], kind))
+            cells.append(change(rows["sync"][label][0], rows["overlap"].get(label, (None, kind))[0], kind))
         table.add_row(label, *cells)
     console.print(table)
     cmp = result.comparison
     if cmp and on_gpu:
         console.print(
-            f"speedup {_num(cmp.get('speedup'), 3)}× · overlap efficiency {_pct(cmp.get('overlap_efficiency'))} "
-            f"of the limit ({_ms(cmp.get('limit_ns'))})"
+            f"speedup {value(cmp.get('speedup'), 'num', 3)}× · "
+            f"overlap efficiency {value(cmp.get('overlap_efficiency'), 'pct')} "
+            f"of the limit ({value(cmp.get('limit_ns'), 'ms')})"
         )
     for name, p in result.paths.items():
         if on_gpu and p.clock:
             console.print(
-                f"[dim]{name}: GPU clock aligned to the host within ±{_us(p.clock.get('error_ns'))}, "
-                f"drift {_us(p.clock.get('drift_ns'))}[/dim]"
+                f"[dim]{name}: GPU clock aligned to the host within ±{value(p.clock.get('error_ns'), 'us')}, "
+                f"drift {value(p.clock.get('drift_ns'), 'us')}[/dim]"
             )
     for line in _check_lines(result):
         console.print(line)

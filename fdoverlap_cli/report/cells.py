@@ -1,0 +1,34 @@
+"""Table cells shared by the renderers: a number in its unit, and the change from sync to overlap."""
+
+from __future__ import annotations
+
+MISSING = "–"
+
+
+def value(x: float | None, unit: str, digits: int | None = None) -> str:
+    """`x` in `unit` (ms, us, pct, bytes or num; times in ns, fractions as 0..1); a dash when missing.
+
+    A num shows `digits` decimals; by default none for a whole number and three otherwise.
+    """
+    if x is None:
+        return MISSING
+    if unit == "ms":
+        return f"{x / 1e6:,.3f} ms"
+    if unit == "us":
+        return f"{x / 1e3:,.1f} µs"
+    if unit == "pct":
+        return f"{100 * x:.1f}%"
+    if unit == "bytes":
+        return f"{x / 2**20:,.1f} MiB" if x >= 2**20 else f"{x:,.0f} B"
+    if digits is None:
+        digits = 0 if float(x).is_integer() else 3
+    return f"{x:,.{digits}f}"
+
+
+def change(sync: float | None, overlap: float | None, unit: str) -> str:
+    """Overlap against sync: percentage points for a fraction, else relative; empty when it cannot be said."""
+    if sync is None or overlap is None:
+        return ""
+    if unit == "pct":
+        return f"{100 * (overlap - sync):+.1f} pt"
+    return f"{100 * (overlap - sync) / sync:+.1f}%" if sync else ""
