@@ -9,23 +9,23 @@ import threading
 from typing import Annotated, Any
 
 
-def _interrupted_while_loading(signum: int, _frame: object) -> None:
-    print(f"fdoverlap: interrupted by signal {signum}", file=sys.stderr)
-    raise SystemExit(128 + signum)
+def _exit_at_once(signum: int, _frame: object) -> None:
+    print(f"fdoverlap: interrupted by signal {signum}", file=sys.stderr, flush=True)
+    os._exit(128 + signum)  # not SystemExit: raised inside an atexit callback it becomes a traceback
 
 
-def _handle_signals_while_loading() -> None:
-    """Until main() takes over, SIGINT/SIGTERM exit at once with 130/143 and one line (no traceback):
-    importing Typer and the commands takes a while, and nothing needs cleaning up yet. Handlers that
-    someone else installed are left alone."""
+def _exit_at_once_outside_main() -> None:
+    """Before main() takes over and after it is done, SIGINT/SIGTERM exit at once with 130/143 and one
+    line: importing Typer and the commands takes a while, and nothing needs cleaning up yet; at
+    shutdown everything is cleaned up and written already. Handlers someone else installed stay."""
     defaults = signal.getsignal(signal.SIGINT) is signal.default_int_handler
     defaults = defaults and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
     if defaults and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, _interrupted_while_loading)
-        signal.signal(signal.SIGTERM, _interrupted_while_loading)
+        signal.signal(signal.SIGINT, _exit_at_once)
+        signal.signal(signal.SIGTERM, _exit_at_once)
 
 
-_handle_signals_while_loading()
+_exit_at_once_outside_main()
 
 import typer  # noqa: E402
 

@@ -242,3 +242,21 @@ def test_profile_interrupted(tmp_path, ops, event, offset, signum):
     nsys = str(_nsys_that_waits(tmp_path))
     args = ["profile", "--nsys", nsys, "-o", str(tmp_path / "prof"), "--", "replay", "--device", "cpu", "-o", str(out)]
     _interrupt(out, args, event, offset, signum, env)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+def test_signal_while_exiting_is_one_line(signum):
+    """A signal that lands in an atexit callback, after the command is done: the exit code says so, one
+    line, no traceback (SystemExit raised there would print one and be lost)."""
+    script = (
+        "import atexit, os, sys, time\n"
+        "from fdoverlap_cli import cli\n"
+        f"atexit.register(lambda: os.kill(os.getpid(), {int(signum)}) or time.sleep(5))\n"
+        "sys.argv = ['fdoverlap', '--version']\n"
+        "cli.entry_point()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.stdout.startswith("fdoverlap "), done.stdout
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines() == [f"fdoverlap: interrupted by signal {int(signum)}"]
+    assert done.returncode == 128 + signum
