@@ -244,6 +244,31 @@ def test_profile_interrupted(tmp_path, ops, event, offset, signum):
     _interrupt(out, args, event, offset, signum, env)
 
 
+NSYS_POINTS = _points(41, ["start", "reader", "sending", "sending"], 4)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("event", "offset", "signum"), NSYS_POINTS, ids=_ids(NSYS_POINTS))
+def test_profile_interrupted_under_real_nsys(tmp_path, ops, event, offset, signum):
+    """The same checks as with the stand-in, under Nsight Systems itself (which handles signals its own way)."""
+    from fdoverlap_cli.errors import FdoError
+    from fdoverlap_cli.profile import find_nsys
+
+    try:
+        nsys = find_nsys()
+    except FdoError:
+        pytest.skip("nsys is not installed")
+    out = tmp_path / "run.json"
+    replay = ["replay", "--device", "gpu", "--preset", "8b", "--layers", "2", "-o", str(out)]
+    _interrupt(
+        out,
+        ["profile", "--nsys", nsys, "--capture", "all", "-o", str(tmp_path / "prof"), "--", *replay],
+        event,
+        offset,
+        signum,
+    )
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
 def test_signal_while_exiting_is_one_line(signum):
     """A signal that lands in an atexit callback, after the command is done: the exit code says so, one
