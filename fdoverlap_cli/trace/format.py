@@ -20,6 +20,13 @@ FORMAT_NAME = "fdoverlap-trace"
 FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
 MAX_INT = 2**62  # the largest count, length, step or token id a trace may hold (int64 with room to add)
+MAX_SIZE = 2**31 - 1  # the largest config size: the step buffers and ops hold lengths and counts as int32
+SIZE_FIELDS = ("max_num_seqs", "max_model_len", "block_size", "num_kv_blocks", "max_num_batched_tokens")
+
+
+def too_large(value: int, maximum: int) -> str:
+    """Why `value` is out of range, for an error message."""
+    return f"{value} is too large (at most " + ("2^62)" if maximum == MAX_INT else f"{maximum}: int32 buffers)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +110,9 @@ def _describe(value: Any) -> str:
     return f"{name.get(type(value), type(value).__name__)} {text}".strip()
 
 
-def _int(obj: dict, key: str, where: str, *, minimum: int = 0, default: int | None = None) -> int:
+def _int(
+    obj: dict, key: str, where: str, *, minimum: int = 0, maximum: int = MAX_INT, default: int | None = None
+) -> int:
     if key not in obj:
         if default is not None:
             return default
@@ -111,8 +120,8 @@ def _int(obj: dict, key: str, where: str, *, minimum: int = 0, default: int | No
     value = _expect(obj[key], int, f"{where}.{key}", "an integer")
     if value < minimum:
         raise InputError(f"{where}.{key}", f"must be at least {minimum}, got {value}")
-    if value > MAX_INT:
-        raise InputError(f"{where}.{key}", f"{value} is too large (at most 2^62)")
+    if value > maximum:
+        raise InputError(f"{where}.{key}", too_large(value, maximum))
     return value
 
 
@@ -134,11 +143,11 @@ def config_from_dict(obj: Any, where: str = "config") -> TraceConfig:
     obj = _object(obj, where)
     _no_unknown(obj, TraceConfig.__slots__, where)
     return TraceConfig(
-        max_num_seqs=_int(obj, "max_num_seqs", where, minimum=1),
-        max_model_len=_int(obj, "max_model_len", where, minimum=2),
-        block_size=_int(obj, "block_size", where, minimum=1),
-        num_kv_blocks=_int(obj, "num_kv_blocks", where, minimum=1),
-        max_num_batched_tokens=_int(obj, "max_num_batched_tokens", where, minimum=1),
+        max_num_seqs=_int(obj, "max_num_seqs", where, minimum=1, maximum=MAX_SIZE),
+        max_model_len=_int(obj, "max_model_len", where, minimum=2, maximum=MAX_SIZE),
+        block_size=_int(obj, "block_size", where, minimum=1, maximum=MAX_SIZE),
+        num_kv_blocks=_int(obj, "num_kv_blocks", where, minimum=1, maximum=MAX_SIZE),
+        max_num_batched_tokens=_int(obj, "max_num_batched_tokens", where, minimum=1, maximum=MAX_SIZE),
         eos_token_id=_int(obj, "eos_token_id", where, default=0),
         seed=_int(obj, "seed", where, default=0),
     )

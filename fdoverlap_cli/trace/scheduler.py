@@ -30,7 +30,17 @@ from typing import Any
 
 from fdoverlap_cli.errors import FdoError
 from fdoverlap_cli.trace.batch_state import PREFILLING, BatchState, blocks_for
-from fdoverlap_cli.trace.format import MAX_INT, Insert, Request, Step, Trace, TraceConfig
+from fdoverlap_cli.trace.format import (
+    MAX_INT,
+    MAX_SIZE,
+    SIZE_FIELDS,
+    Insert,
+    Request,
+    Step,
+    Trace,
+    TraceConfig,
+    too_large,
+)
 
 _NO_WORK = Step()
 MAX_STEPS = 10_000_000  # hours of replay even for a tiny model: more is a mistake in the options
@@ -114,8 +124,9 @@ def check_schedulable(requests: Sequence[Request], config: TraceConfig) -> None:
             f"{config.max_num_seqs}: a step must fit one decode token per slot"
         )
     for name in TraceConfig.__slots__:
-        if getattr(config, name) > MAX_INT:
-            raise FdoError(f"{name} {getattr(config, name)} is too large (a trace holds numbers up to 2^62)")
+        maximum = MAX_SIZE if name in SIZE_FIELDS else MAX_INT
+        if getattr(config, name) > maximum:
+            raise FdoError(f"{name}: {too_large(getattr(config, name), maximum)}")
     if not requests:
         raise FdoError("no requests to schedule")
     seen: set[str] = set()
