@@ -24,6 +24,11 @@ MAX_SIZE = 2**31 - 1  # the largest config size: the step buffers and ops hold l
 SIZE_FIELDS = ("max_num_seqs", "max_model_len", "block_size", "num_kv_blocks", "max_num_batched_tokens")
 
 
+def config_maximum(name: str) -> int:
+    """The largest value config field `name` may hold."""
+    return MAX_SIZE if name in SIZE_FIELDS else MAX_INT
+
+
 def too_large(value: int, maximum: int) -> str:
     """Why `value` is out of range, for an error message."""
     return f"{value} is too large (at most " + ("2^62)" if maximum == MAX_INT else f"{maximum}: int32 buffers)")
@@ -142,14 +147,18 @@ def _no_unknown(obj: dict, known: tuple[str, ...], where: str) -> None:
 def config_from_dict(obj: Any, where: str = "config") -> TraceConfig:
     obj = _object(obj, where)
     _no_unknown(obj, TraceConfig.__slots__, where)
+
+    def field(key: str, minimum: int = 0, default: int | None = None) -> int:
+        return _int(obj, key, where, minimum=minimum, maximum=config_maximum(key), default=default)
+
     return TraceConfig(
-        max_num_seqs=_int(obj, "max_num_seqs", where, minimum=1, maximum=MAX_SIZE),
-        max_model_len=_int(obj, "max_model_len", where, minimum=2, maximum=MAX_SIZE),
-        block_size=_int(obj, "block_size", where, minimum=1, maximum=MAX_SIZE),
-        num_kv_blocks=_int(obj, "num_kv_blocks", where, minimum=1, maximum=MAX_SIZE),
-        max_num_batched_tokens=_int(obj, "max_num_batched_tokens", where, minimum=1, maximum=MAX_SIZE),
-        eos_token_id=_int(obj, "eos_token_id", where, default=0),
-        seed=_int(obj, "seed", where, default=0),
+        max_num_seqs=field("max_num_seqs", minimum=1),
+        max_model_len=field("max_model_len", minimum=2),
+        block_size=field("block_size", minimum=1),
+        num_kv_blocks=field("num_kv_blocks", minimum=1),
+        max_num_batched_tokens=field("max_num_batched_tokens", minimum=1),
+        eos_token_id=field("eos_token_id", default=0),
+        seed=field("seed", default=0),
     )
 
 

@@ -30,17 +30,7 @@ from typing import Any
 
 from fdoverlap_cli.errors import FdoError
 from fdoverlap_cli.trace.batch_state import PREFILLING, BatchState, blocks_for
-from fdoverlap_cli.trace.format import (
-    MAX_INT,
-    MAX_SIZE,
-    SIZE_FIELDS,
-    Insert,
-    Request,
-    Step,
-    Trace,
-    TraceConfig,
-    too_large,
-)
+from fdoverlap_cli.trace.format import Insert, Request, Step, Trace, TraceConfig, config_maximum, too_large
 
 _NO_WORK = Step()
 MAX_STEPS = 10_000_000  # hours of replay even for a tiny model: more is a mistake in the options
@@ -124,9 +114,8 @@ def check_schedulable(requests: Sequence[Request], config: TraceConfig) -> None:
             f"{config.max_num_seqs}: a step must fit one decode token per slot"
         )
     for name in TraceConfig.__slots__:
-        maximum = MAX_SIZE if name in SIZE_FIELDS else MAX_INT
-        if getattr(config, name) > maximum:
-            raise FdoError(f"{name}: {too_large(getattr(config, name), maximum)}")
+        if getattr(config, name) > config_maximum(name):
+            raise FdoError(f"{name}: {too_large(getattr(config, name), config_maximum(name))}")
     if not requests:
         raise FdoError("no requests to schedule")
     seen: set[str] = set()
