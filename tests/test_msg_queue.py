@@ -85,8 +85,8 @@ def test_round_trip_between_two_processes(ops):
 def test_message_contents(ops, seed, bsz, not_need_stop):
     rng = np.random.default_rng(seed)
     tokens = rng.integers(-1, 150000, bsz)
-    preempted = (rng.random(bsz) < 0.2).astype(np.int32)
-    msg_id = int(rng.integers(1, 2**31 - 1))
+    preempted = rng.choice([0, 1, 2], bsz, p=[0.7, 0.2, 0.1]).astype(np.int32)  # only 1 marks a slot
+    msg_id = int(rng.choice([1, int(rng.integers(3, 2**31 - 1))]))  # 2 is refused
     with MessageQueue() as queue:
         assert save(ops, queue.msqid, tokens, not_need_stop, preempted, msg_id) == 0
         assert queue.pending() == 1
@@ -97,8 +97,8 @@ def test_message_contents(ops, seed, bsz, not_need_stop):
 
 def test_preempted_slots_are_minus_nine(ops):
     with MessageQueue() as queue:
-        save(ops, queue.msqid, [11, 12, 13], True, [0, 1, 0], msg_id=3)
-        assert receive(ops, queue.msqid)[1] == [3, 3, 11, -9, 13]
+        save(ops, queue.msqid, [11, 12, 13, 14], True, [0, 1, 0, 2], msg_id=3)
+        assert receive(ops, queue.msqid)[1] == [3, 4, 11, -9, 13, 14]  # a flag other than 1 is no marker
 
 
 def test_back_pressure_loses_no_message(ops):
@@ -107,11 +107,11 @@ def test_back_pressure_loses_no_message(ops):
         sent = []
         for k in range(10_000):
             tokens = np.full(bsz, k)
-            status = save(ops, queue.msqid, tokens, True, np.zeros(bsz), msg_id=k + 1)
+            status = save(ops, queue.msqid, tokens, True, np.zeros(bsz), msg_id=k + 3)  # 2 is refused
             if status == 1:  # full: the caller keeps the message and retries later
                 break
             assert status == 0
-            sent.append(ref.output_message(tokens, True, np.zeros(bsz), k + 1).tolist())
+            sent.append(ref.output_message(tokens, True, np.zeros(bsz), k + 3).tolist())
         assert status == 1
         assert len(sent) == queue.pending() == queue.capacity_bytes() // ((bsz + 2) * 4)
         received = [receive(ops, queue.msqid)[1] for _ in sent]

@@ -2,7 +2,9 @@
 // save_output does (CPU only; the queue's life cycle belongs to fdoverlap_cli/engine/msg_queue.py).
 //
 // Message (mtype 1, int32): [+msg_id if not_need_stop else -msg_id, bsz, token_0 .. token_{bsz-1}],
-// a token being -9 for a slot preempted at this step. [0, 0] marks the end of a run.
+// a token being -9 for a slot whose preempted_idx is 1 (preempted at this step; any other value is not
+// a marker, as in FastDeploy). [0, 0] marks the end of a run. msg_id must be positive (its sign carries
+// not_need_stop) and not 2: FastDeploy's reader takes a leading -2 for "no message" and refuses it.
 //   save_output status: 0 sent, 1 queue full (the caller retries: back-pressure, never a lost message),
 //                       -errno otherwise.
 //   get_output status:  > 0 the message length in int32 (copied to out), 0 none waiting (block=false),
@@ -22,6 +24,8 @@ constexpr const char* kSaveOutput = "save_output";
 constexpr const char* kGetOutput = "get_output";
 constexpr long kMessageType = 1;
 constexpr int32_t kPreemptedToken = -9;
+constexpr int32_t kPreemptedFlag = 1;  // the preempted_idx value that marks a slot
+constexpr int kReservedMsgId = 2;  // -2 leads FastDeploy's "no message" answer of get_output
 
 // A SysV message buffer: the mtype, then `words` int32 of text, long-aligned.
 class MessageBuffer {
@@ -55,6 +59,8 @@ std::vector<paddle::Tensor> SaveOutput(const paddle::Tensor& sampled_token_ids, 
   CheckShape(op, "preempted_idx", preempted_idx, {bsz});
   CheckHostAccessible(op, "preempted_idx", preempted_idx);
   PD_CHECK(msg_id > 0, op, ": attribute 'msg_id' must be positive (its sign carries not_need_stop), got ", msg_id);
+  PD_CHECK(msg_id != kReservedMsgId, op, ": attribute 'msg_id' must not be ", kReservedMsgId, " (a leading -",
+           kReservedMsgId, " means 'no message' to FastDeploy's output reader)");
 
   MessageBuffer message(2 + bsz);
   message.type() = kMessageType;
@@ -64,7 +70,7 @@ std::vector<paddle::Tensor> SaveOutput(const paddle::Tensor& sampled_token_ids, 
   const int64_t* tokens = sampled_token_ids.data<int64_t>();
   const int32_t* preempted = preempted_idx.data<int32_t>();
   for (int64_t b = 0; b < bsz; ++b) {
-    text[2 + b] = preempted[b] != 0 ? kPreemptedToken : static_cast<int32_t>(tokens[b]);
+    text[2 + b] = preempted[b] == kPreemptedFlag ? kPreemptedToken : static_cast<int32_t>(tokens[b]);
   }
   const size_t bytes = static_cast<size_t>(2 + bsz) * sizeof(int32_t);
   if (msgsnd(msqid, message.raw(), bytes, IPC_NOWAIT) == 0) return {Status(0)};

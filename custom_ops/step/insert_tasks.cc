@@ -3,8 +3,9 @@
 //
 // Preemptions first: each slot in preempt_slots is stopped with zero lengths. Then each task row
 // (slot, start, len, prefill_len, step_idx, max_dec_len), its tokens taken in row order from task_tokens:
-//   input_ids[slot][:len] = tokens; this_time = enc = len; dec = start; prompt_lens = prefill_len;
-//   step_idx, max_dec_len as given; stop = false.
+//   input_ids[slot][:len] = tokens; pre_ids[slot][:] = -1; this_time = enc = len; dec = start;
+//   prompt_lens = prefill_len; step_idx, max_dec_len as given; stop = false.
+// (FastDeploy's insert resets the pre_ids row of every prefill task it inserts, chunk or resume alike.)
 // Task tensors on the CPU are checked row by row (slot range, lengths, no slot twice) and, when the
 // buffers are on the GPU, uploaded on the buffers' stream. Task tensors already on the GPU cannot be
 // checked on the host; the kernel skips rows that are out of range.
@@ -54,6 +55,8 @@ void InsertOnCpu(const SlotBuffers& slots, const paddle::Tensor& task_meta, cons
   for (int64_t i = 0; i < task_meta.shape()[0]; ++i) {
     const int64_t* row = meta + i * kTaskFields;
     std::copy(tokens + offset, tokens + offset + row[2], slots.input_ids + row[0] * slots.input_len);
+    int64_t* pre_ids = slots.pre_ids + row[0] * slots.max_model_len;
+    std::fill(pre_ids, pre_ids + slots.max_model_len, kNoPreId);
     offset += row[2];
     WriteTaskFields(slots, row);
   }
@@ -70,16 +73,18 @@ paddle::Tensor OnDevice(const paddle::Tensor& t, const paddle::Tensor& buffers, 
 }
 #endif
 
-void InsertTasks(paddle::Tensor& input_ids, paddle::Tensor& seq_lens_this_time, paddle::Tensor& seq_lens_encoder,
-                 paddle::Tensor& seq_lens_decoder, paddle::Tensor& prompt_lens, paddle::Tensor& step_idx,
-                 paddle::Tensor& max_dec_len, paddle::Tensor& stop_flags, const paddle::Tensor& task_meta,
-                 const paddle::Tensor& task_tokens, const paddle::Tensor& preempt_slots) {
+void InsertTasks(paddle::Tensor& input_ids, paddle::Tensor& pre_ids, paddle::Tensor& seq_lens_this_time,
+                 paddle::Tensor& seq_lens_encoder, paddle::Tensor& seq_lens_decoder, paddle::Tensor& prompt_lens,
+                 paddle::Tensor& step_idx, paddle::Tensor& max_dec_len, paddle::Tensor& stop_flags,
+                 const paddle::Tensor& task_meta, const paddle::Tensor& task_tokens,
+                 const paddle::Tensor& preempt_slots) {
   const char* op = kInsertTasks;
   const paddle::Tensor& ref = input_ids;
   CheckDtype(op, "input_ids", input_ids, paddle::DataType::INT64);
   CheckShape(op, "input_ids", input_ids, {-1, -1});
   const int64_t bsz = input_ids.shape()[0];
   const int64_t input_len = input_ids.shape()[1];
+  CheckInput(op, "pre_ids", pre_ids, paddle::DataType::INT64, {bsz, -1}, "input_ids", ref);
   const struct {
     const char* name;
     const paddle::Tensor& tensor;
@@ -114,6 +119,7 @@ void InsertTasks(paddle::Tensor& input_ids, paddle::Tensor& seq_lens_this_time, 
   if (tasks_on_host) CheckTasksOnHost(task_meta, task_tokens, preempt_slots, bsz, input_len);
 
   const SlotBuffers slots{input_ids.data<int64_t>(),
+                          pre_ids.data<int64_t>(),
                           seq_lens_this_time.data<int32_t>(),
                           seq_lens_encoder.data<int32_t>(),
                           seq_lens_decoder.data<int32_t>(),
@@ -122,7 +128,8 @@ void InsertTasks(paddle::Tensor& input_ids, paddle::Tensor& seq_lens_this_time, 
                           max_dec_len.data<int64_t>(),
                           stop_flags.data<bool>(),
                           bsz,
-                          input_len};
+                          input_len,
+                          pre_ids.shape()[1]};
   if (!on_gpu) {
     InsertOnCpu(slots, task_meta, task_tokens, preempt_slots);
     return;
@@ -141,11 +148,12 @@ void InsertTasks(paddle::Tensor& input_ids, paddle::Tensor& seq_lens_this_time, 
 }  // namespace fdo::insert_tasks
 
 PD_BUILD_OP(insert_tasks)
-    .Inputs({"input_ids", "seq_lens_this_time", "seq_lens_encoder", "seq_lens_decoder", "prompt_lens", "step_idx",
-             "max_dec_len", "stop_flags", "task_meta", "task_tokens", "preempt_slots"})
-    .Outputs({"input_ids_out", "seq_lens_this_time_out", "seq_lens_encoder_out", "seq_lens_decoder_out",
-              "prompt_lens_out", "step_idx_out", "max_dec_len_out", "stop_flags_out"})
+    .Inputs({"input_ids", "pre_ids", "seq_lens_this_time", "seq_lens_encoder", "seq_lens_decoder", "prompt_lens",
+             "step_idx", "max_dec_len", "stop_flags", "task_meta", "task_tokens", "preempt_slots"})
+    .Outputs({"input_ids_out", "pre_ids_out", "seq_lens_this_time_out", "seq_lens_encoder_out",
+              "seq_lens_decoder_out", "prompt_lens_out", "step_idx_out", "max_dec_len_out", "stop_flags_out"})
     .SetInplaceMap({{"input_ids", "input_ids_out"},
+                    {"pre_ids", "pre_ids_out"},
                     {"seq_lens_this_time", "seq_lens_this_time_out"},
                     {"seq_lens_encoder", "seq_lens_encoder_out"},
                     {"seq_lens_decoder", "seq_lens_decoder_out"},

@@ -30,6 +30,8 @@ __global__ void InsertTaskKernel(SlotBuffers slots, const int64_t* task_meta, co
   if (!TaskFits(slots, row, offset, num_tokens)) return;
   int64_t* ids = slots.input_ids + row[0] * slots.input_len;
   for (int64_t t = threadIdx.x; t < row[2]; t += blockDim.x) ids[t] = task_tokens[offset + t];
+  int64_t* pre_ids = slots.pre_ids + row[0] * slots.max_model_len;
+  for (int64_t t = threadIdx.x; t < slots.max_model_len; t += blockDim.x) pre_ids[t] = kNoPreId;
   if (threadIdx.x == 0) WriteTaskFields(slots, row);
 }
 

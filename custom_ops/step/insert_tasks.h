@@ -10,10 +10,12 @@
 namespace fdo::insert_tasks {
 
 constexpr int kTaskFields = 6;  // a task_meta row: slot, start, len, prefill_len, step_idx, max_dec_len
+constexpr int64_t kNoPreId = -1;  // what an inserted slot's pre_ids row holds until set_value_by_flags_and_idx writes
 
 // The slot buffers insert_tasks writes.
 struct SlotBuffers {
   int64_t* input_ids;  // [bsz, input_len]
+  int64_t* pre_ids;  // [bsz, max_model_len]
   int32_t* seq_lens_this_time;
   int32_t* seq_lens_encoder;
   int32_t* seq_lens_decoder;
@@ -21,7 +23,7 @@ struct SlotBuffers {
   int64_t* step_idx;
   int64_t* max_dec_len;
   bool* stop_flags;
-  int64_t bsz, input_len;
+  int64_t bsz, input_len, max_model_len;
 };
 
 FDO_HOST_DEVICE void PreemptSlot(const SlotBuffers& s, int64_t slot) {

@@ -3,8 +3,8 @@
 //
 // Slot b's tokens occupy rows cu_seqlens_q[b] .. cu_seqlens_q[b+1]-1, with
 //   cu_seqlens_q[0] = 0, cu_seqlens_q[b+1] = cu_seqlens_q[b] + len(b), len(b) = clamp(seq_lens_this_time[b], 0, L).
-// Rows past the real total are padding (id -1, batch -1); a token_num below the real total drops the
-// tokens that do not fit (the engine checks its predicted token count, the op does not).
+// Rows past the real total are padding (id 2, batch -1, as FastDeploy's); a token_num below the real
+// total drops the tokens that do not fit (the engine checks its predicted token count, the op does not).
 #include <algorithm>
 
 #include "../include/dispatch.h"
@@ -46,8 +46,8 @@ std::vector<paddle::Tensor> GetPaddingOffset(const paddle::Tensor& input_ids, co
   int32_t* batch_out = batch.data<int32_t>();
   int32_t* cu_q_out = cu_q.data<int32_t>();
   int32_t* cu_k_out = cu_k.data<int32_t>();
-  std::fill(ids_out, ids_out + token_num, int64_t{-1});
-  std::fill(batch_out, batch_out + token_num, int32_t{-1});
+  std::fill(ids_out, ids_out + token_num, kPaddingTokenId);
+  std::fill(batch_out, batch_out + token_num, kPaddingBatchId);
   int32_t total = 0;
   cu_q_out[0] = cu_k_out[0] = 0;
   for (int64_t b = 0; b < bsz; ++b) {

@@ -21,8 +21,8 @@ __global__ void GetPaddingOffsetKernel(const int64_t* input_ids, const int32_t* 
   const int32_t total = cu_seqlens_q[bsz];
   for (int64_t row = threadIdx.x; row < token_num; row += blockDim.x) {
     if (row >= total) {
-      ids_remove_padding[row] = -1;
-      batch_id_per_token[row] = -1;
+      ids_remove_padding[row] = kPaddingTokenId;
+      batch_id_per_token[row] = kPaddingBatchId;
       continue;
     }
     // The slot of this row: the largest b with cu_seqlens_q[b] <= row.

@@ -8,6 +8,10 @@
 
 namespace fdo::padding {
 
+// The token id and batch id of a padding row (FastDeploy's get_padding_offset fills padding ids with 2).
+constexpr int64_t kPaddingTokenId = 2;
+constexpr int32_t kPaddingBatchId = -1;
+
 // Slot b's token count as packed: seq_lens_this_time[b] clamped to [0, max_len].
 FDO_HOST_DEVICE int64_t PackedLength(int32_t seq_len_this_time, int64_t max_len) {
   const int64_t len = seq_len_this_time < 0 ? 0 : seq_len_this_time;

@@ -1,5 +1,5 @@
 // The per-slot updates of postprocess, with FastDeploy's semantics:
-//   set_value_by_flags_and_idx  write the token fed this step into pre_ids_all[b][step_idx[b]]
+//   set_value_by_flags_and_idx  write the token fed this step into pre_ids_all[b][step_idx[b]] (step_idx > 0)
 //   set_stop_value_multi_ends   advance step_idx, apply max_dec_len and the end ids
 //   update_inputs               FastDeploy's update_inputs_v1 without block tables
 // Each slot's rule is a function of that slot's values only (update_inputs adds one reduction), written
@@ -15,10 +15,10 @@ constexpr const char* kUpdateInputs = "update_inputs";
 
 // ------------------------------------------------------------------ set_value_by_flags_and_idx
 
-// For a running slot that was fed tokens this step: pre_ids_all[b][step_idx[b]] = the last prompt
-// token of the chunk (prefill, seq_lens_encoder[b] > 0: input_ids[b][enc - 1]) or input_ids[b][0]
-// (decode). Slots that are stopped, fed nothing, or have enc == dec == 0 are left alone, as is a
-// step_idx outside [0, max_model_len).
+// For a running slot with step_idx[b] > 0: pre_ids_all[b][step_idx[b]] = the last prompt token of the
+// chunk (prefill, seq_lens_encoder[b] > 0: input_ids[b][enc - 1]) or input_ids[b][0] (decode), as
+// FastDeploy's kernel (seq_lens_this_time is not read). Slots that are stopped or have enc == dec == 0
+// are left alone, as is a step_idx outside (0, max_model_len); enc is clamped to the width of input_ids.
 void SetValueByFlagsAndIdx(paddle::Tensor& pre_ids_all, const paddle::Tensor& input_ids,
                            const paddle::Tensor& seq_lens_this_time, const paddle::Tensor& seq_lens_encoder,
                            const paddle::Tensor& seq_lens_decoder, const paddle::Tensor& step_idx,

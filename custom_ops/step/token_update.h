@@ -21,9 +21,9 @@ struct SetValueArgs {
 
 FDO_HOST_DEVICE void SetValueForSlot(const SetValueArgs& a, int64_t b) {
   const int32_t enc = a.seq_lens_encoder[b];
-  if (a.stop_flags[b] || a.seq_lens_this_time[b] <= 0 || (enc == 0 && a.seq_lens_decoder[b] == 0)) return;
+  if (a.stop_flags[b] || (enc == 0 && a.seq_lens_decoder[b] == 0)) return;
   const int64_t step = a.step_idx[b];
-  if (step < 0 || step >= a.max_model_len || a.input_len == 0) return;
+  if (step <= 0 || step >= a.max_model_len || a.input_len == 0) return;
   const int64_t col = enc <= 0 ? 0 : (enc < a.input_len ? enc : a.input_len) - 1;
   a.pre_ids_all[b * a.max_model_len + step] = a.input_ids[b * a.input_len + col];
 }

@@ -118,6 +118,7 @@ class ModelRunner:
             meta, tokens, preempt = self.book.apply_step(step)
             self.ops.insert_tasks(
                 s.input_ids,
+                s.pre_ids,
                 s.seq_lens_this_time,
                 s.seq_lens_encoder,
                 s.seq_lens_decoder,

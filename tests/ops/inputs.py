@@ -19,6 +19,7 @@ def random_step_state(rng: np.random.Generator, bsz: int, width: int) -> dict[st
         # A small vocabulary so that sampled tokens hit the end ids often.
         "sampled_token_ids": rng.integers(0, 6, (bsz, 1)).astype(np.int64),
         "next_tokens": rng.integers(0, 50, (bsz, 1)).astype(np.int64),
+        "pre_ids": rng.integers(-1, 50, (bsz, 2 * width + 2)).astype(np.int64),
     }
 
 

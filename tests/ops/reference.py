@@ -10,6 +10,7 @@ import numpy as np
 
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 PREEMPTED_TOKEN = -9
+PADDING_TOKEN_ID = 2
 
 
 def get_padding_offset(input_ids: np.ndarray, seq_lens_this_time: np.ndarray, token_num: int):
@@ -18,7 +19,7 @@ def get_padding_offset(input_ids: np.ndarray, seq_lens_this_time: np.ndarray, to
     lens = np.clip(seq_lens_this_time.astype(np.int64), 0, width)
     cu = np.zeros(bsz + 1, np.int32)
     cu[1:] = np.cumsum(lens)
-    ids = np.full(token_num, -1, np.int64)
+    ids = np.full(token_num, PADDING_TOKEN_ID, np.int64)
     batch = np.full(token_num, -1, np.int32)
     packed_ids = np.concatenate([input_ids[b, : lens[b]] for b in range(bsz)] + [np.zeros(0, np.int64)])
     packed_batch = np.repeat(np.arange(bsz, dtype=np.int32), lens)
@@ -39,12 +40,13 @@ def rebuild_padding(hidden: np.ndarray, cu_seqlens_q: np.ndarray, seq_lens_this_
 
 
 def set_value_by_flags_and_idx(pre_ids_all, input_ids, this_time, enc, dec, step_idx, stop_flags) -> np.ndarray:
+    """`this_time` is not read (FastDeploy's kernel takes it and ignores it)."""
     pre_ids_all = pre_ids_all.copy()
     width = input_ids.shape[1]
     for b in range(pre_ids_all.shape[0]):
-        if stop_flags[b] or this_time[b] <= 0 or (enc[b] == 0 and dec[b] == 0):
+        if stop_flags[b] or (enc[b] == 0 and dec[b] == 0):
             continue
-        if not 0 <= step_idx[b] < pre_ids_all.shape[1] or width == 0:
+        if not 0 < step_idx[b] < pre_ids_all.shape[1] or width == 0:
             continue
         col = min(int(enc[b]), width) - 1 if enc[b] > 0 else 0
         pre_ids_all[b, step_idx[b]] = input_ids[b, col]
@@ -98,7 +100,7 @@ def update_inputs(stop, this_time, enc, dec, prompt_lens, tokens, input_ids, nex
 
 
 def insert_tasks(buffers: dict[str, np.ndarray], task_meta, task_tokens, preempt_slots) -> dict[str, np.ndarray]:
-    """`buffers`: input_ids, seq_lens_this_time, seq_lens_encoder, seq_lens_decoder, prompt_lens, step_idx,
+    """`buffers`: input_ids, pre_ids, seq_lens_this_time, seq_lens_encoder, seq_lens_decoder, prompt_lens, step_idx,
     max_dec_len, stop_flags. Returns updated copies."""
     out = {name: value.copy() for name, value in buffers.items()}
     for slot in preempt_slots:
@@ -107,6 +109,7 @@ def insert_tasks(buffers: dict[str, np.ndarray], task_meta, task_tokens, preempt
     offset = 0
     for slot, start, length, prefill_len, step, max_dec in task_meta:
         out["input_ids"][slot, :length] = task_tokens[offset : offset + length]
+        out["pre_ids"][slot] = -1
         offset += length
         out["seq_lens_this_time"][slot] = out["seq_lens_encoder"][slot] = length
         out["seq_lens_decoder"][slot] = start
@@ -217,7 +220,7 @@ def fill_random(shape, dtype, seed: int, scale: float) -> np.ndarray:
 
 
 def output_message(tokens: np.ndarray, not_need_stop: bool, preempted: np.ndarray, msg_id: int) -> np.ndarray:
-    """save_output's int32 message: [±msg_id, bsz, token_0 .. token_{bsz-1}], -9 for preempted slots."""
-    body = np.where(preempted != 0, PREEMPTED_TOKEN, tokens.reshape(-1)).astype(np.int32)
+    """save_output's int32 message: [±msg_id, bsz, token_0 .. token_{bsz-1}], -9 where preempted is exactly 1."""
+    body = np.where(preempted == 1, PREEMPTED_TOKEN, tokens.reshape(-1)).astype(np.int32)
     head = np.array([msg_id if not_need_stop else -msg_id, len(body)], np.int32)
     return np.concatenate([head, body])

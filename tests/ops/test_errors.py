@@ -141,6 +141,11 @@ CASES = [
         lambda o: o.save_output(z((2, 1), I64), z(1, BOOL), z(2, I32), 0, 0),
         "save_output: attribute 'msg_id' must be positive",
     ),
+    (
+        "save_output",
+        lambda o: o.save_output(z((2, 1), I64), z(1, BOOL), z(2, I32), 0, 2),
+        "save_output: attribute 'msg_id' must not be 2 .a leading -2 means 'no message'",
+    ),
     ("get_output", lambda o: o.get_output(z(8, I64), 0, False), "get_output: input 'out' must be int32, got int64"),
 ]
 

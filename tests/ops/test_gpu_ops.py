@@ -85,9 +85,9 @@ def test_token_update_ops(ops, seed):
 @pytest.mark.parametrize("tasks_on", ["cpu", "gpu"])
 def test_insert_tasks(ops, seed, tasks_on):
     rng = np.random.default_rng(seed)
-    names = ("input_ids", "seq_lens_this_time", "seq_lens_encoder", "seq_lens_decoder", "prompt_lens")
+    names = ("input_ids", "pre_ids", "seq_lens_this_time", "seq_lens_encoder", "seq_lens_decoder", "prompt_lens")
     names += ("step_idx", "max_dec_len", "stop_flags")
-    s = random_step_state(rng, 64, 300)
+    s = random_step_state(rng, 64, 300)  # pre_ids rows of 602: more than one block of threads
     meta, tokens, preempt = random_tasks(rng, 64, 300)
     results = []
     for place in (cpu, gpu):
@@ -100,10 +100,12 @@ def test_insert_tasks(ops, seed, tasks_on):
 
 def test_insert_nothing_on_the_gpu(ops):
     s = random_step_state(np.random.default_rng(5), 8, 4)
-    buffers = [gpu(s[k]) for k in ("input_ids", "seq_lens_this_time", "seq_lens_encoder", "seq_lens_decoder")]
+    buffers = [gpu(s[k]) for k in ("input_ids", "pre_ids", "seq_lens_this_time", "seq_lens_encoder")]
+    buffers += [gpu(s["seq_lens_decoder"])]
     buffers += [gpu(s[k]) for k in ("prompt_lens", "step_idx", "max_dec_len", "stop_flags")]
     ops.insert_tasks(*buffers, cpu(np.zeros((0, 6), np.int64)), cpu(np.zeros(0, np.int64)), cpu(np.zeros(0, np.int32)))
     np.testing.assert_array_equal(host(buffers[0]), s["input_ids"])
+    np.testing.assert_array_equal(host(buffers[1]), s["pre_ids"])
 
 
 # ------------------------------------------------------------------------------------------- model kernels

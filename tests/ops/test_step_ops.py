@@ -25,8 +25,8 @@ STOP_CHANGES = ("sampled_token_ids", "stop_flags", "step_idx", "next_tokens")
 UPDATE_ARGS = ("stop_flags", "not_need_stop", "seq_lens_this_time", "seq_lens_encoder", "seq_lens_decoder")
 UPDATE_ARGS += ("prompt_lens", "sampled_token_ids", "input_ids", "next_tokens")
 UPDATE_CHANGES = tuple(name for name in UPDATE_ARGS if name not in ("prompt_lens", "next_tokens"))
-INSERT_CHANGES = ("input_ids", "seq_lens_this_time", "seq_lens_encoder", "seq_lens_decoder", "prompt_lens")
-INSERT_CHANGES += ("step_idx", "max_dec_len", "stop_flags")
+INSERT_CHANGES = ("input_ids", "pre_ids", "seq_lens_this_time", "seq_lens_encoder", "seq_lens_decoder")
+INSERT_CHANGES += ("prompt_lens", "step_idx", "max_dec_len", "stop_flags")
 INSERT_ARGS = (*INSERT_CHANGES, "task_meta", "task_tokens", "preempt_slots")
 
 
@@ -86,7 +86,7 @@ def test_get_padding_offset_padding_rows_and_empty_batch(ops):
     ids, batch, cu_q, cu_k = ops.get_padding_offset(
         cpu(np.array([[7, 8, 9], [4, 5, 6]], np.int64)), cpu(np.array([2, 0], np.int32)), 4
     )
-    assert host(ids).tolist() == [7, 8, -1, -1]
+    assert host(ids).tolist() == [7, 8, 2, 2]  # padding rows: id 2 (FastDeploy's), batch -1
     assert host(batch).tolist() == [0, 0, -1, -1]
     assert host(cu_q).tolist() == host(cu_k).tolist() == [0, 2, 2]
     ids, batch, cu_q, _ = ops.get_padding_offset(cpu(np.zeros((0, 5), np.int64)), cpu(np.zeros(0, np.int32)), 0)
@@ -116,10 +116,38 @@ def test_set_value_by_flags_and_idx_matches_reference(ops, seed, bsz):
     rng = np.random.default_rng(seed)
     s = random_step_state(rng, bsz, width=4)
     pre_ids = rng.integers(-1, 50, (bsz, 6)).astype(np.int64)
-    s["step_idx"] = rng.integers(-1, 8, bsz).astype(np.int64)  # some outside [0, 6): left alone
+    s["step_idx"] = rng.integers(-1, 8, bsz).astype(np.int64)  # some outside (0, 6): left alone
     s["pre_ids_all"] = pre_ids
     got = run_in_place(ops.set_value_by_flags_and_idx, s, SET_VALUE_ARGS, ("pre_ids_all",))
     np.testing.assert_array_equal(got["pre_ids_all"], ref.set_value_by_flags_and_idx(*[s[k] for k in SET_VALUE_ARGS]))
+
+
+def set_value(ops, **values) -> list[int]:
+    """set_value_by_flags_and_idx on one slot (input_ids [10, 11, 12], pre_ids all -1); its pre_ids row."""
+    s = {k: v for k, v in one_slot(**values).items() if k in SET_VALUE_ARGS}
+    s["input_ids"] = np.array([[10, 11, 12]], np.int64)
+    s["pre_ids_all"] = np.full((1, 5), -1, np.int64)
+    return run_in_place(ops.set_value_by_flags_and_idx, s, SET_VALUE_ARGS, ("pre_ids_all",))["pre_ids_all"][0].tolist()
+
+
+def test_set_value_writes_only_where_step_idx_is_positive(ops):
+    # A prompt's first step (step_idx 0) writes nothing; a resumed prompt (step_idx 2) its last chunk token.
+    assert set_value(ops, seq_lens_this_time=3, seq_lens_encoder=3, seq_lens_decoder=0, step_idx=0) == [-1] * 5
+    assert set_value(ops, seq_lens_this_time=3, seq_lens_encoder=3, seq_lens_decoder=0, step_idx=2) == [
+        -1,
+        -1,
+        12,
+        -1,
+        -1,
+    ]
+    assert set_value(ops, seq_lens_encoder=0, seq_lens_decoder=7, step_idx=3) == [-1, -1, -1, 10, -1]  # decode
+    assert set_value(ops, seq_lens_encoder=0, seq_lens_decoder=7, step_idx=5) == [-1] * 5  # past the row
+
+
+def test_set_value_ignores_seq_lens_this_time_and_skips_stopped_or_empty_slots(ops):
+    assert set_value(ops, seq_lens_this_time=0, seq_lens_encoder=0, seq_lens_decoder=7, step_idx=1)[1] == 10
+    assert set_value(ops, stop_flags=True, seq_lens_decoder=7, step_idx=1) == [-1] * 5
+    assert set_value(ops, seq_lens_encoder=0, seq_lens_decoder=0, step_idx=1) == [-1] * 5
 
 
 def run_set_stop_value_multi_ends(ops, s: dict[str, np.ndarray], end_ids: np.ndarray) -> dict[str, np.ndarray]:
@@ -274,6 +302,15 @@ def test_insert_into_a_preempted_slot_wins(ops):
     assert got["seq_lens_this_time"][2] == 0
 
 
+def test_insert_resets_the_pre_ids_row_of_each_inserted_slot_only(ops):
+    state = random_step_state(np.random.default_rng(4), 3, 4)
+    state["pre_ids"] = np.arange(3 * 6, dtype=np.int64).reshape(3, 6)
+    meta = np.array([[0, 0, 2, 5, 0, 9], [2, 4, 1, 5, 3, 9]], np.int64)  # a first chunk and a later one
+    got = run_insert_tasks(ops, state, meta, np.array([5, 6, 7], np.int64), np.array([1], np.int32))
+    assert got["pre_ids"][0].tolist() == got["pre_ids"][2].tolist() == [-1] * 6
+    assert got["pre_ids"][1].tolist() == state["pre_ids"][1].tolist()  # preempted, not inserted: kept
+
+
 def test_insert_nothing_changes_nothing(ops):
     state = random_step_state(np.random.default_rng(2), 4, 3)
     got = run_insert_tasks(ops, state, np.zeros((0, 6), np.int64), np.zeros(0, np.int64), np.zeros(0, np.int32))
@@ -293,3 +330,11 @@ def test_insert_tasks_rejects_bad_task_rows(ops, meta, tokens, match):
     state = random_step_state(np.random.default_rng(3), 2, 4)
     with pytest.raises(OSError, match=f"insert_tasks: .*{match}"):
         run_insert_tasks(ops, state, np.array(meta, np.int64), np.array(tokens, np.int64), np.zeros(0, np.int32))
+
+
+def test_insert_tasks_rejects_a_pre_ids_buffer_of_other_slots(ops):
+    state = random_step_state(np.random.default_rng(5), 2, 4)
+    state["pre_ids"] = np.zeros((3, 8), np.int64)
+    none = (np.zeros((0, 6), np.int64), np.zeros(0, np.int64), np.zeros(0, np.int32))
+    with pytest.raises(OSError, match=r"insert_tasks: input 'pre_ids' must have shape \[2, -1\]"):
+        run_insert_tasks(ops, state, *none)
