@@ -16,9 +16,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from fdoverlap_cli.measure.metrics import compare, path_metrics
+from fdoverlap_cli.measure.derive import compare
+from fdoverlap_cli.measure.metrics import StepFacts, path_metrics
 from fdoverlap_cli.measure.records import SpanTable
-from fdoverlap_cli.measure.synthetic import StepCosts, simulate
+from tests.loop_model import StepCosts
+from tests.loop_model import spans as simulate
 
 
 def best_of(repeat: int, fn):
@@ -44,13 +46,13 @@ def main() -> None:
         preprocess=rng.integers(40_000, 120_000, n).tolist(),
         save=rng.integers(20_000, 90_000, n).tolist(),
     )
-    tokens = {k: 64 for k in range(n)}
+    facts = StepFacts.of(np.arange(n), np.full(n, 64))
     print(f"python {platform.python_version()}, numpy {np.__version__}, {platform.machine()}")
     results = {}
     for path in ("sync", "overlap"):
         spans = simulate(path, n, costs, start_ns=10**12)
         t_table, table = best_of(args.repeat, lambda spans=spans: SpanTable.from_spans(spans))
-        t_metrics, results[path] = best_of(args.repeat, lambda table=table: path_metrics(table, tokens))
+        t_metrics, results[path] = best_of(args.repeat, lambda table=table: path_metrics(table, facts))
         print(
             f"{path:8s} {n:,} steps, {len(spans):,} spans: from_spans {t_table:.3f} s, "
             f"path_metrics {t_metrics:.3f} s, total {t_table + t_metrics:.3f} s"

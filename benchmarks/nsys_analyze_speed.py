@@ -1,7 +1,7 @@
 """How fast `fdoverlap analyze` reads a large Nsight Systems export, and how much memory it takes.
 
 Synthesises an export of a simulated engine run (sync and overlap paths, N steps each, the real
-export's table definitions copied from tests/fixtures/nsys) and times `measure.nsys_analysis.analyze`
+export's table definitions copied from tests/fixtures/nsys) and times `nsys.analysis.analyze`
 on it: every summary, the attribution to steps and the metrics of both paths. The analysis runs in a
 fresh process so its peak RSS is its own. Target: 1M NVTX+CUPTI rows in 10 s on a 2-core machine.
 Usage: python benchmarks/nsys_analyze_speed.py [--steps 5000] [--forward-kernels 40] [--kernel-ns 40000] [--repeat 3]
@@ -40,7 +40,7 @@ def _peak_rss_mib() -> float:
 
 def measure(path: str) -> None:
     """In the child: analyze `path` once; print the wall time and peak RSS as JSON."""
-    from fdoverlap_cli.measure.nsys_analysis import analyze
+    from fdoverlap_cli.nsys.analysis import analyze
 
     before = _peak_rss_mib()
     t = time.perf_counter()
@@ -62,13 +62,16 @@ def main() -> None:
         measure(args.measure)
         return
 
-    from fdoverlap_cli.measure.nsys_synthetic import EngineShape, simulate_export
+    import dataclasses
+
+    from tests.loop_model import ENGINE, write_export
 
     with tempfile.TemporaryDirectory(prefix="nsys-bench-") as tmp:
         export = Path(tmp) / "large.sqlite"
         t = time.perf_counter()
-        shape = EngineShape(forward_kernels=args.forward_kernels, forward_kernel_ns=args.kernel_ns)
-        simulate_export(export, args.steps, shape=shape, schema_from=FIXTURE)
+        k = args.forward_kernels
+        costs = dataclasses.replace(ENGINE, forward=k * args.kernel_ns, forward_kernels=k)
+        write_export(export, args.steps, costs, schema_from=FIXTURE)
         made = time.perf_counter() - t
         with sqlite3.connect(export) as db:
             counts = {table: db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in ROW_TABLES}

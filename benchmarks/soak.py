@@ -98,7 +98,7 @@ def soak(trace: Path, run_json: Path, interval: float) -> dict[str, Any]:
         "wall_s": time.monotonic() - t0,
         "reader_started_s": reader_seen,
         "samples": samples,
-        "replay": summary["paths"]["overlap"]["stats"],
+        "replay": summary["paths"]["overlap"]["metrics"],
     }
 
 
@@ -131,7 +131,7 @@ def markdown(result: dict[str, Any], summary: dict[str, Any], trace_cmd: list[st
     stats = result["replay"]
     during = [s for s in result["samples"] if s[2] is not None]
     lines = [
-        f"Trace: `{' '.join(trace_cmd)}` ({stats['executed_steps']:,} steps).",
+        f"Trace: `{' '.join(trace_cmd)}` ({stats['steps']:,} steps).",
         f"Replay: `{' '.join(result['command'])}`.",
         "",
         "| process | RSS warm | RSS at the end | growth |",
@@ -144,8 +144,8 @@ def markdown(result: dict[str, Any], summary: dict[str, Any], trace_cmd: list[st
         f"Warm: {summary['warm_at_s']:.0f} s after the start; end: {summary['end_at_s']:.0f} s (last sample while the "
         f"reader lives). Peak while the results are assembled and written: {summary['post_replay_peak_mib']:.1f} MiB.",
         f"Wall time {result['wall_s']:.0f} s (replay {stats['wall_ns'] / 1e9:.0f} s, "
-        f"{stats['wall_ns'] / stats['executed_steps'] / 1e6:.2f} ms per step); "
-        f"run.json {run_json.stat().st_size / 2**20:.1f} MiB ({run_json.stat().st_size / stats['executed_steps']:.0f} "
+        f"{stats['wall_ns'] / stats['steps'] / 1e6:.2f} ms per step); "
+        f"run.json {run_json.stat().st_size / 2**20:.1f} MiB ({run_json.stat().st_size / stats['steps']:.0f} "
         "bytes per step).",
         "",
         "RSS over the replay (one sample in every "
@@ -164,11 +164,10 @@ def tracemalloc_growth(steps: int, out: Path, top: int = 15) -> None:
     """Replay the first `steps` steps in-process under tracemalloc; print the lines that grew most."""
     import tracemalloc
 
-    from fdoverlap_cli.engine.runner import RunnerOptions
-    from fdoverlap_cli.session import ReplaySession, RunRequest
+    from fdoverlap_cli.session import ReplayConfig, ReplaySession
 
     trace_cmd, made = synth(steps, out / "tracemalloc-trace.json")
-    session = ReplaySession(RunRequest(out / "tracemalloc-trace.json", ("overlap",), "cpu", options=RunnerOptions()))
+    session = ReplaySession(ReplayConfig(out / "tracemalloc-trace.json", ("overlap",), "cpu", "tiny"))
     snapshots: dict[str, Any] = {}
 
     def progress(phase: str, done: int, total: int) -> None:

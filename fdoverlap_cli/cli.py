@@ -155,10 +155,10 @@ def _run(argv: list[str] | None) -> int:
     except Exception as e:
         if _signals.received:  # e.g. paddle's import turns the exception into ImportError("initialization failed")
             return _interrupted(_signals.received[0])
-        return _report(e)
+        return _error_line(e)
 
 
-def _report(e: Exception) -> int:
+def _error_line(e: Exception) -> int:
     """One line for an error: the user's (FdoError, usage, memory) or, with its type, a bug of ours."""
     if isinstance(e, FdoError):
         print(f"fdoverlap: error: {_one_line(e)}", file=sys.stderr)

@@ -25,7 +25,7 @@ SMOKE_TEST_TIMEOUT_S = 180
 
 @dataclass(frozen=True)
 class Check:
-    """One row of the report. ok: True fine, False the tool cannot run, None for information."""
+    """One row of the diagnosis. ok: True fine, False the tool cannot run, None for information."""
 
     name: str
     value: str
@@ -33,7 +33,7 @@ class Check:
 
 
 @dataclass(frozen=True)
-class DoctorReport:
+class Diagnosis:
     checks: list[Check]
 
     @property
@@ -128,16 +128,16 @@ def check_op_library() -> Check:
     return Check("op library", f"{how}, {target} ({info.path})", ok=True)
 
 
-def diagnose() -> DoctorReport:
+def diagnose() -> Diagnosis:
     """Gather every check (building the op library if it is not cached yet)."""
     checks = [Check("fdoverlap", __version__), Check("python", sys.version.split()[0] + f" ({sys.executable})")]
     try:
-        from fdoverlap_cli.engine.device import probe
+        from fdoverlap_cli.platform import probe
 
         info = probe()
     except FdoError as e:
         checks += [Check("paddle", str(e), ok=False), check_nvcc(), check_nsys(), check_nvtx()]
-        return DoctorReport(checks)
+        return Diagnosis(checks)
     build = f"CUDA {info.paddle_cuda_version} build" if info.compiled_with_cuda else "CPU build"
     checks.append(Check("paddle", f"{info.paddle_version} ({build}, commit {info.paddle_commit[:10]})", ok=True))
     if info.has_gpu:
@@ -151,4 +151,4 @@ def diagnose() -> DoctorReport:
         checks.append(Check("driver", "none"))
         checks.append(Check("paddle kernels on GPU", "n/a (no GPU)"))
     checks += [check_nvcc(), check_nsys(), check_op_library(), check_nvtx()]
-    return DoctorReport(checks)
+    return Diagnosis(checks)

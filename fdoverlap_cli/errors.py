@@ -34,6 +34,18 @@ class InputError(FdoError):
         self.reason = reason
 
 
+class OptionError(FdoError):
+    """A setting the engine cannot run with, named as the engine names it (`token_count`, `device`).
+
+    The CLI maps `option` to its flag; elsewhere the message reads "option: reason".
+    """
+
+    def __init__(self, option: str, reason: str) -> None:
+        super().__init__(f"{option}: {reason}")
+        self.option = option
+        self.reason = reason
+
+
 class CheckFailed(FdoError):
     """The run completed and found what it checks for to be wrong."""
 

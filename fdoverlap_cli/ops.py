@@ -32,6 +32,7 @@ from typing import Any
 
 from fdoverlap_cli import resources
 from fdoverlap_cli.errors import FdoError
+from fdoverlap_cli.platform import probe, require_paddle
 
 LIBRARY_NAME = "fdoverlap_ops"
 CPU_SOURCE = "fdoverlap_ops.cc"  # includes every op family
@@ -128,8 +129,6 @@ def _hash_sources(root: Path, suffixes: tuple[str, ...]) -> tuple[list[str], str
 
 
 def _plan() -> _Plan:
-    from fdoverlap_cli.engine.device import probe
-
     info = probe()
     root = source_dir()
     cuda = info.has_gpu
@@ -368,8 +367,6 @@ def load(*, verbose: bool = False) -> ModuleType:
     global _module
     with _module_lock:
         if _module is None:
-            from fdoverlap_cli.engine.device import require_paddle
-
             require_paddle()
             _module = _import_library(build(verbose=verbose), verbose)
         return _module

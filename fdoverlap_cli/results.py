@@ -1,49 +1,44 @@
-"""A run as one results object, saved and loaded as it is (`run.json`); renderers only present it.
+"""A run as one record, saved and loaded as it is (`run.json`); `view()` derives what is shown of it.
 
-`RunResult` holds the environment, the trace and model, the options, and per path the step table
-(host times and GPU times aligned to the host clock, int64 ns), the reader's summary, per-request
-token digests, and the metrics computed from the table's spans.
+`RunResult` holds what the run measured and nothing derived: the environment, the trace and model,
+the options, the token identity between the paths, and per path (`PathRecord`) the step table (host
+times and GPU times aligned to the host clock, int64 ns), the output reader's summary, and
+per-request token digests. Every number shown comes from `view(window)`, which hands the step
+tables to `measure.derive`: the same for the run just measured and for a run.json loaded again.
+JSON exists only in `save` and `load`; a file of another format or version is refused in one line.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import platform
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from fdoverlap_cli import __version__
+from fdoverlap_cli.engine.token_check import IdentityCheck, StreamCheck
 from fdoverlap_cli.errors import InputError
 from fdoverlap_cli.fileio import write_json
-from fdoverlap_cli.measure.records import KIND_CODE, Kind, SpanTable, Track
+from fdoverlap_cli.measure import schema
+from fdoverlap_cli.measure.derive import Derived, PathTiming, Window, derive
+from fdoverlap_cli.measure.metrics import StepFacts
+from fdoverlap_cli.measure.records import KIND_CODE, SpanTable, Track
 
 RESULTS_FORMAT = "fdoverlap-run"
-RESULTS_VERSION = 1
-
-# (kind, start column, end column, track) of each span a step row holds.
-_STEP_SPANS = (
-    (Kind.ITERATION, "iter_start", "iter_end", Track.HOST),
-    (Kind.INSERT, "insert_start", "insert_end", Track.HOST),
-    (Kind.PREPROCESS, "pre_start", "pre_end", Track.HOST),
-    (Kind.POSTPROCESS, "post_start", "post_end", Track.HOST),
-    (Kind.SAVE, "save_start", "save_end", Track.HOST),
-    (Kind.COMPUTE, "gpu_pre_start", "gpu_fwd_end", Track.COMPUTE_STREAM),
-    (Kind.COMPUTE, "gpu_post_start", "gpu_post_end", Track.COMPUTE_STREAM),
-    (Kind.COPY, "gpu_copy_start", "gpu_copy_end", None),  # the copy stream's track, or the compute stream's
-)
-_TIME_COLUMNS = (*(c for _, s, e, _ in _STEP_SPANS for c in (s, e)), "wait_start", "wait_end")
+RESULTS_VERSION = 2
 # run.json stores a row's times relative to its pre_start (set when the row is made, so always there),
 # a wait's end relative to its start, and those two relative to the file's time base: a few digits a
-# value instead of twelve. Missing values are null. Per-step metrics are recomputed, not stored.
-_REFERENCE = {c: "pre_start" for c in _TIME_COLUMNS if c not in ("pre_start", "wait_start", "wait_end")}
+# value instead of twelve. Missing values are null.
+_REFERENCE = {c: "pre_start" for c in schema.TIME_COLUMNS if c not in ("pre_start", "wait_start", "wait_end")}
 _REFERENCE["wait_end"] = "wait_start"
 
 
 def step_spans(columns: dict[str, np.ndarray], copy_track: str) -> SpanTable:
-    """The spans of a step table (rows with a missing end point are left out)."""
+    """The spans of a step table (schema.STEP_SPANS; rows with a missing end point are left out)."""
     tracks = (Track.HOST, Track.COMPUTE_STREAM, copy_track)
     kind, step, start, end, track = [], [], [], [], []
 
@@ -55,67 +50,112 @@ def step_spans(columns: dict[str, np.ndarray], copy_track: str) -> SpanTable:
         end.append(e[ok])
         track.append(np.full(int(ok.sum()), tracks.index(t), np.int16))
 
-    for k, s_col, e_col, t in _STEP_SPANS:
+    for k, s_col, e_col, t in schema.STEP_SPANS:
         if s_col in columns:
             add(k, columns["step"], columns[s_col], columns[e_col], t or copy_track)
-    if "wait_start" in columns:
-        add(Kind.WAIT, columns["wait_step"], columns["wait_start"], columns["wait_end"], Track.HOST)
+    k, s_col, e_col, t = schema.WAIT_SPAN
+    if s_col in columns:
+        add(k, columns["wait_step"], columns[s_col], columns[e_col], t)
     cat = np.concatenate
     return SpanTable(cat(kind), cat(step), cat(start), cat(end), cat(track), tracks)
 
 
-@dataclass
-class PathResult:
-    """One path's replay: step table, tokens, checks and metrics."""
+@dataclass(frozen=True)
+class ReaderSummary:
+    """What the output reader received on one path, and its streams checked against the trace."""
 
-    path: str
+    messages: int
+    stop_messages: int  # messages whose msg_id was negative (not_need_stop false)
+    markers: list[list[Any]]  # (message index, slot, request) of each preemption marker
+    anomalies: list[str]
+    anomaly_count: int
+    output_check: StreamCheck
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "output_check": self.output_check.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ReaderSummary:
+        return cls(**{**d, "output_check": StreamCheck(**d["output_check"])})
+
+
+@dataclass(frozen=True)
+class ClockInfo:
+    """How the GPU timestamps were put on the host clock (measure.clock.Alignment, as saved)."""
+
+    offset_ns: int
+    error_ns: int
+    drift_ns: int
+    samples: int
+    resolution_ns: int | None
+
+
+@dataclass
+class PathRecord:
+    """One path's replay as recorded: step table, tokens, the reader's summary."""
+
+    name: str  # sync or overlap
     complete: bool
     columns: dict[str, np.ndarray]  # step table; times int64 ns on the host clock, -1 where absent
-    copy_track: str
-    tokens: dict[str, dict[str, Any]]  # request -> {"count", "sha256"}
-    reader: dict[str, Any]  # messages, stop messages, markers, anomalies, check against the trace
-    stats: dict[str, Any]  # wall time, queue back-pressure, executed steps
-    clock: dict[str, Any] | None = None  # alignment of GPU timestamps to the host clock
-    metrics: dict[str, Any] | None = None
+    copy_track: str = Track.COMPUTE_STREAM
+    tokens: dict[str, dict[str, Any]] = field(default_factory=dict)  # request -> {"count", "sha256"}
+    reader: ReaderSummary | None = None
+    queue_full_waits: int = 0  # sends that found the output queue full (back-pressure)
+    clock: ClockInfo | None = None  # None: no GPU timestamps
 
     def spans(self) -> SpanTable:
         return step_spans(self.columns, self.copy_track)
 
+    def timing(self) -> PathTiming:
+        """What the derivation reads of this path."""
+        c = self.columns
+        facts = None
+        if "generated" in c:
+            extra = {
+                name: c[col]
+                for name, col in (
+                    ("batch_tokens", "tokens"),
+                    ("prefill_tokens", "prefill_tokens"),
+                    ("model_ns", "model_ns"),
+                )
+                if col in c
+            }
+            facts = StepFacts.of(c["step"], c["generated"], **extra)
+        return PathTiming(self.spans(), self.complete, facts)
+
     def to_dict(self) -> dict[str, Any]:
-        times = [v[v >= 0] for c, v in self.columns.items() if c in _TIME_COLUMNS]
+        times = [v[v >= 0] for c, v in self.columns.items() if c in schema.TIME_COLUMNS]
         base = min((int(t.min()) for t in times if len(t)), default=0)
         cols = {}
         for name, values in self.columns.items():
             v = values.astype(np.int64)
-            if name in _TIME_COLUMNS:
+            if name in schema.TIME_COLUMNS:
                 ref = self.columns[_REFERENCE[name]] if name in _REFERENCE else base
                 offsets = (v - ref).tolist()
                 cols[name] = [None if m else x for x, m in zip(offsets, (v < 0).tolist(), strict=True)]
             else:
                 cols[name] = v.tolist()
-        metrics = {k: v for k, v in self.metrics.items() if k != "per_step"} if self.metrics else None
         return {
-            "path": self.path,
+            "name": self.name,
             "complete": self.complete,
             "copy_track": self.copy_track,
             "time_base_ns": base,
             "columns": cols,
             "tokens": self.tokens,
-            "reader": self.reader,
-            "stats": self.stats,
-            "clock": self.clock,
-            "metrics": metrics,
+            "reader": self.reader.to_dict() if self.reader else None,
+            "queue_full_waits": self.queue_full_waits,
+            "clock": asdict(self.clock) if self.clock else None,
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> PathResult:
-        base = int(d.get("time_base_ns", 0))
+    def from_dict(cls, d: dict[str, Any]) -> PathRecord:
+        base = int(d["time_base_ns"])
         raw = d["columns"]
         columns: dict[str, np.ndarray] = {}
         # References first (pre_start and wait_start are relative to the base), then what refers to them.
         for name in sorted(raw, key=lambda c: c in _REFERENCE):
             values = raw[name]
-            if name in _TIME_COLUMNS:
+            if name in schema.TIME_COLUMNS:
                 ref = columns[_REFERENCE[name]] if name in _REFERENCE else base
                 missing = np.array([x is None for x in values], dtype=bool)
                 offsets = np.array([0 if x is None else x for x in values], dtype=np.int64)
@@ -123,15 +163,14 @@ class PathResult:
             else:
                 columns[name] = np.asarray(values, dtype=np.int64)
         return cls(
-            path=d["path"],
+            name=d["name"],
             complete=bool(d["complete"]),
             columns=columns,
-            copy_track=d.get("copy_track", Track.COMPUTE_STREAM),
+            copy_track=d["copy_track"],
             tokens=d["tokens"],
-            reader=d["reader"],
-            stats=d["stats"],
-            clock=d.get("clock"),
-            metrics=d.get("metrics"),
+            reader=ReaderSummary.from_dict(d["reader"]) if d["reader"] else None,
+            queue_full_waits=int(d["queue_full_waits"]),
+            clock=ClockInfo(**d["clock"]) if d["clock"] else None,
         )
 
 
@@ -148,22 +187,31 @@ def environment(device_info: dict[str, Any] | None, device_kind: str) -> dict[st
 
 @dataclass
 class RunResult:
-    """A whole run (replay or compare)."""
+    """A whole run (replay or compare) as it was measured."""
 
     command: list[str]
-    environment: dict[str, Any]
-    trace: dict[str, Any]  # path, sha256, requests, steps, config
-    model: dict[str, Any]
-    options: dict[str, Any]
-    paths: dict[str, PathResult] = field(default_factory=dict)
-    check: dict[str, Any] | None = None  # token identity between the paths
-    comparison: dict[str, Any] | None = None  # metrics side by side
+    environment: dict[str, Any]  # fdoverlap, python, platform, device, paddle (DeviceInfo)
+    trace: dict[str, Any]  # file, sha256, requests, steps, config, meta
+    model: dict[str, Any]  # ModelConfig
+    options: dict[str, Any]  # the replay's options (ReplayConfig)
+    paths: dict[str, PathRecord] = field(default_factory=dict)
+    identity: IdentityCheck | None = None  # the two paths' tokens, compared
+    window: Window | None = None  # the steps the run's own output covered
     notes: list[str] = field(default_factory=list)
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
 
     @property
     def complete(self) -> bool:
         return bool(self.paths) and all(p.complete for p in self.paths.values())
+
+    @property
+    def on_gpu(self) -> bool:
+        """Whether the run timed a GPU: only then do the overlap's metrics mean anything."""
+        return self.environment.get("device") == "gpu"
+
+    def view(self, window: Window | None) -> Derived:
+        """Every number shown of this run, over `window` (None: every step it measured)."""
+        return derive({name: p.timing() for name, p in self.paths.items()}, window)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -176,40 +224,51 @@ class RunResult:
             "trace": self.trace,
             "model": self.model,
             "options": self.options,
-            "check": self.check,
-            "comparison": self.comparison,
+            "window": list(self.window) if self.window else None,
+            "identity": self.identity.to_dict() if self.identity else None,
             "notes": self.notes,
             "paths": {name: p.to_dict() for name, p in self.paths.items()},
+            "derived": self._derived_for_readers(),
         }
 
-    def save(self, path: str) -> None:
-        write_json(path, self.to_dict())
+    def _derived_for_readers(self) -> dict[str, Any] | None:
+        """The view of the run's own window, for readers of the file (fdoverlap derives it again on load);
+        a view that cannot be had must not cost the measurement its file."""
+        try:
+            return self.view(self.window).to_dict() if self.paths else None
+        except InputError as e:
+            return {"unavailable": str(e)}
+
+    def save(self, file: str | os.PathLike[str]) -> None:
+        write_json(file, self.to_dict())
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "run.json") -> RunResult:
         if not isinstance(d, dict) or d.get("format") != RESULTS_FORMAT:
             raise InputError(where, f"not an fdoverlap results file (expected format '{RESULTS_FORMAT}')")
         if d.get("version") != RESULTS_VERSION:
-            raise InputError(f"{where}: version", f"unknown results version {d.get('version')!r}")
+            raise InputError(
+                f"{where}: version",
+                f"unknown results version {d.get('version')!r} (this fdoverlap reads version {RESULTS_VERSION})",
+            )
         try:
-            paths = {name: PathResult.from_dict(p) for name, p in d["paths"].items()}
             return cls(
                 command=d["command"],
                 environment=d["environment"],
                 trace=d["trace"],
                 model=d["model"],
                 options=d["options"],
-                paths=paths,
-                check=d.get("check"),
-                comparison=d.get("comparison"),
-                notes=d.get("notes", []),
-                created=d.get("created", ""),
+                paths={name: PathRecord.from_dict(p) for name, p in d["paths"].items()},
+                identity=IdentityCheck(**d["identity"]) if d["identity"] else None,
+                window=tuple(d["window"]) if d["window"] else None,
+                notes=d["notes"],
+                created=d["created"],
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise InputError(where, f"malformed results file ({type(e).__name__}: {e})") from None
 
     @classmethod
-    def load(cls, path: str) -> RunResult:
+    def load(cls, file: str | os.PathLike[str]) -> RunResult:
         from fdoverlap_cli.trace.format import read_json_file
 
-        return cls.from_dict(read_json_file(path, "results file"), str(path))
+        return cls.from_dict(read_json_file(file, "results file"), str(file))

@@ -1,7 +1,8 @@
-"""A replay or a comparison end to end: trace -> engine -> timings -> metrics -> one RunResult.
+"""A replay or a comparison end to end: one typed configuration -> trace -> engine -> one RunResult.
 
-The session keeps whatever was measured: `result()` after an interrupted `run()` holds the
-completed paths and the partial one, marked incomplete.
+`ReplayConfig` is the one set of options `replay` and `compare` share. The session keeps whatever
+was measured: `result()` after an interrupted `run()` holds the completed paths and the partial one,
+marked incomplete. It records; `RunResult.view(window)` derives.
 """
 
 from __future__ import annotations
@@ -17,14 +18,16 @@ import numpy as np
 from fdoverlap_cli.engine.bookkeeping import digest
 from fdoverlap_cli.engine.device import Device
 from fdoverlap_cli.engine.model import model_config
-from fdoverlap_cli.engine.recorder import GPU_POINTS
 from fdoverlap_cli.engine.replay import Engine, PathRun
 from fdoverlap_cli.engine.runner import RunnerOptions
 from fdoverlap_cli.engine.token_check import check_against_trace, compare_streams
-from fdoverlap_cli.errors import InputError
-from fdoverlap_cli.measure import clock, metrics
+from fdoverlap_cli.errors import InputError, OptionError
+from fdoverlap_cli.measure import clock
+from fdoverlap_cli.measure.derive import Window
 from fdoverlap_cli.measure.records import Track
-from fdoverlap_cli.results import PathResult, RunResult, environment
+from fdoverlap_cli.measure.schema import GPU_POINTS, MEASURE, PATHS, trace_payload
+from fdoverlap_cli.platform import probe
+from fdoverlap_cli.results import ClockInfo, PathRecord, ReaderSummary, RunResult, environment
 from fdoverlap_cli.trace import load_trace
 
 CPU_NOTE = (
@@ -35,95 +38,111 @@ CPU_NOTE = (
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
 
-@dataclass
-class RunRequest:
-    """Everything a replay or comparison needs, as the CLI collected it."""
+@dataclass(frozen=True)
+class ReplayConfig:
+    """Everything a replay or comparison does, as one typed set (the CLI's flags map onto its fields)."""
 
-    trace_path: Path
-    paths: tuple[str, ...] = ("sync", "overlap")
-    device: str = "auto"
-    preset: str = "tiny"
+    trace_file: Path
+    paths: tuple[str, ...] = PATHS
+    device: str = "auto"  # auto, cpu or gpu
+    preset: str = "auto"  # a model preset; auto: tiny on a CPU, 8b on a GPU
     layers: int | None = None
-    dims: str | None = None
+    dims: str | None = None  # explicit model dimensions, 'hidden_size=1024,ffn_size=4096'
     fused_layers: bool = True  # one op per decoder layer (else one per kernel)
-    options: RunnerOptions = field(default_factory=RunnerOptions)
+    runner: RunnerOptions = field(default_factory=RunnerOptions)
     warmup_steps: int = 8
-    window: tuple[int, int] | None = None  # the steps the metrics cover
+    window: Window | None = None  # the steps the output covers
     cuda_profiler_range: bool = False  # cudaProfilerStart/Stop around the measured paths
-    command: list[str] = field(default_factory=list)
+    command: tuple[str, ...] = ()  # the command line, for the record
+
+    def __post_init__(self) -> None:
+        for p in self.paths:
+            if p not in PATHS:
+                raise OptionError("path", f"expected sync or overlap, got '{p}'")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(trace_file=str(self.trace_file), paths=list(self.paths), command=list(self.command))
+        d["window"] = list(self.window) if self.window else None
+        return d
+
+
+def resolve_preset(preset: str, device: str) -> str:
+    """`auto` is the 8B-class model where a GPU will run it, the tiny one on a CPU."""
+    if preset != "auto":
+        return preset
+    return "8b" if device != "cpu" and probe().has_gpu else "tiny"
 
 
 class ReplaySession:
-    """Loads the trace, builds the engine, replays the requested paths, and assembles the RunResult."""
+    """Loads the trace, builds the engine, replays the configured paths, and records the RunResult."""
 
-    def __init__(self, request: RunRequest) -> None:
-        self.request = request
-        self.trace = load_trace(request.trace_path)
-        self.model_cfg = model_config(request.preset, request.layers, request.dims)
+    def __init__(self, config: ReplayConfig) -> None:
+        self.config = config
+        self.trace = load_trace(config.trace_file)
+        self.trace_sha256 = hashlib.sha256(Path(config.trace_file).read_bytes()).hexdigest()
+        self.model_cfg = model_config(resolve_preset(config.preset, config.device), config.layers, config.dims)
         eos, vocab = self.trace.config.eos_token_id, self.model_cfg.vocab_size
         if eos >= vocab:  # the model could never emit it, and the replay writes it as each request's last token
-            raise InputError(f"{request.trace_path}: config.eos_token_id", f"{eos} is not below vocab_size {vocab}")
+            raise InputError(f"{config.trace_file}: config.eos_token_id", f"{eos} is not below vocab_size {vocab}")
+        steps = len(self.trace.steps)
+        if config.window is not None and config.window[0] >= steps:
+            raise OptionError("window", f"starts at step {config.window[0]}, past the trace's last step {steps - 1}")
         self.device: Device | None = None
         self.engine: Engine | None = None
 
     def run(self, progress: Progress | None = None) -> None:
-        req = self.request
-        self.device = Device.open(req.device)
+        cfg = self.config
         if progress:
             progress("build", 0, 1)
-        self.engine = Engine(self.trace, self.device, self.model_cfg, req.options, req.fused_layers)
+        self.device = Device.open(cfg.device)
+        self.engine = Engine(
+            self.trace, self.device, self.model_cfg, cfg.runner, cfg.fused_layers, trace_payload(self.trace_sha256)
+        )
         if progress:
             progress("warm-up", 0, 1)
-        self.engine.warm_up(req.warmup_steps)
+        self.engine.warm_up(cfg.warmup_steps)
         n = len(self.trace.steps)
-        with self.engine.annotator.range("measure"):
-            if req.cuda_profiler_range:
+        with self.engine.annotator.range(MEASURE):
+            if cfg.cuda_profiler_range:
                 self.device.profiler_start()
             try:
-                for path in req.paths:
+                for path in cfg.paths:
                     step_done = (lambda k, p=path: progress(p, k + 1, n)) if progress else None
                     self.engine.replay(path, step_done)
             finally:
-                if req.cuda_profiler_range:
+                if cfg.cuda_profiler_range:
                     self.device.profiler_stop()
 
     def result(self) -> RunResult:
         """What was measured: complete paths, and a partial one after an interruption."""
-        req = self.request
-        dev = self.device
-        info = dev.info.to_dict() if dev else None
+        cfg, dev = self.config, self.device
         result = RunResult(
-            command=req.command,
-            environment=environment(info, dev.kind if dev else "none"),
-            trace=self._trace_info(),
-            model=self.model_cfg.to_dict(),
-            options={
-                **asdict(req.options),
-                "paths": list(req.paths),
-                "fused_layers": req.fused_layers,
-                "warmup_steps": req.warmup_steps,
-                "window": list(req.window) if req.window else None,
+            command=list(cfg.command),
+            environment=environment(dev.info.to_dict() if dev else None, dev.kind if dev else "none"),
+            trace={
+                "file": str(cfg.trace_file),
+                "sha256": self.trace_sha256,
+                "requests": len(self.trace.requests),
+                "steps": len(self.trace.steps),
+                "config": asdict(self.trace.config),
+                "meta": self.trace.meta,
             },
+            model=self.model_cfg.to_dict(),
+            options=cfg.to_dict(),
+            window=cfg.window,
         )
         if dev is not None and not dev.is_gpu:
             result.notes.append(CPU_NOTE)
-        for run in self.engine.runs if self.engine else []:
-            result.paths[run.path] = self._path_result(run)
-        self._compare(result)
+        runs = {run.path: run for run in (self.engine.runs if self.engine else [])}
+        for name, run in runs.items():
+            result.paths[name] = self._record(run)
+        if {"sync", "overlap"} <= runs.keys() and runs["sync"].reader and runs["overlap"].reader:
+            a, b = runs["sync"].reader.tokens, runs["overlap"].reader.tokens
+            result.identity = compare_streams(self.trace, a, b, ("sync", "overlap"))
         return result
 
-    def _trace_info(self) -> dict[str, Any]:
-        p = self.request.trace_path
-        return {
-            "path": str(p),
-            "sha256": hashlib.sha256(p.read_bytes()).hexdigest(),
-            "requests": len(self.trace.requests),
-            "steps": len(self.trace.steps),
-            "config": asdict(self.trace.config),
-            "meta": self.trace.meta,
-        }
-
-    def _path_result(self, run: PathRun) -> PathResult:
+    def _record(self, run: PathRun) -> PathRecord:
         columns = dict(run.host)
         alignment = None
         if run.gpu is not None and len(run.gpu) and run.clock_start is not None:
@@ -131,75 +150,25 @@ class ReplaySession:
             for j, name in enumerate(GPU_POINTS):
                 col = run.gpu[:, j]
                 columns[name] = np.where(col >= 0, alignment.to_host(col), -1).astype(np.int64)
-        copy_track = Track.COPY_STREAM if self.request.options.copy_stream == "separate" else Track.COMPUTE_STREAM
-        reader: dict[str, Any] = {}
-        tokens: dict[str, dict[str, Any]] = {}
+        reader, tokens = None, {}
         if run.reader is not None:
             r = run.reader
-            check = check_against_trace(self.trace, r.tokens, r.markers)
-            reader = {
-                "messages": r.messages,
-                "stop_messages": r.stop_messages,
-                "markers": [list(m) for m in r.markers],
-                "anomalies": r.anomalies,
-                "anomaly_count": r.anomaly_count,
-                "check": check.to_dict(),
-            }
+            reader = ReaderSummary(
+                messages=r.messages,
+                stop_messages=r.stop_messages,
+                markers=[list(m) for m in r.markers],
+                anomalies=r.anomalies,
+                anomaly_count=r.anomaly_count,
+                output_check=check_against_trace(self.trace, r.tokens, r.markers),
+            )
             tokens = {rid: {"count": len(t), "sha256": digest(t)} for rid, t in r.tokens.items()}
-        path = PathResult(
-            path=run.path,
+        return PathRecord(
+            name=run.path,
             complete=run.complete,
             columns=columns,
-            copy_track=copy_track,
+            copy_track=Track.COPY_STREAM if self.config.runner.copy_stream == "separate" else Track.COMPUTE_STREAM,
             tokens=tokens,
             reader=reader,
-            stats={
-                "wall_ns": run.wall_ns,
-                "executed_steps": len(columns.get("step", ())),
-                "batch_tokens": int(columns["tokens"].sum()) if "tokens" in columns else 0,
-                "queue_full_waits": run.full_queue_waits,
-            },
-            clock=alignment.to_dict() if alignment else None,
+            queue_full_waits=run.full_queue_waits,
+            clock=ClockInfo(**alignment.to_dict()) if alignment else None,
         )
-        m = self._metrics(path)
-        if m is not None:
-            path.metrics = m.to_dict()
-            path.stats["harness_ns_per_decode_step"] = _harness_per_decode_step(m, columns)
-        return path
-
-    def _metrics(self, path: PathResult) -> metrics.PathMetrics | None:
-        cols = path.columns
-        if not len(cols.get("step", ())):
-            return None
-        first, last = self.request.window or (0, len(self.trace.steps))
-        if not path.complete and not ((cols["step"] >= first) & (cols["step"] <= last)).any():
-            return None  # interrupted before the window: nothing to measure, and the rest must still be saved
-        tokens = dict(zip(cols["step"].tolist(), cols["generated"].tolist(), strict=True))
-        return metrics.path_metrics(path.spans(), tokens=tokens, window=self.request.window)
-
-    def _compare(self, result: RunResult) -> None:
-        runs = {r.path: r for r in (self.engine.runs if self.engine else [])}
-        if not {"sync", "overlap"} <= runs.keys():
-            return
-        a, b = runs["sync"].reader, runs["overlap"].reader
-        if a is not None and b is not None:
-            result.check = compare_streams(self.trace, a.tokens, b.tokens, ("sync", "overlap")).to_dict()
-        ms, mo = result.paths["sync"].metrics, result.paths["overlap"].metrics
-        if ms and mo and runs["sync"].complete and runs["overlap"].complete:  # an interrupted path covers fewer steps
-            pm = metrics.PathMetrics.from_dict
-            result.comparison = metrics.compare(pm(ms), pm(mo)).to_dict()
-
-
-def _harness_per_decode_step(m: metrics.PathMetrics, columns: dict[str, np.ndarray]) -> float | None:
-    """Mean over decode-only steps of B_k minus the host time spent launching the model's own work.
-
-    What the harness costs the host per step: the engine's insert, the stage bookkeeping, the step
-    ops, the copies, the timestamps and the save, but not the forward, logits and sampling launches.
-    """
-    rows = {int(k): i for i, k in enumerate(columns["step"].tolist())}
-    values = [
-        busy - columns["model_ns"][rows[k]]
-        for k, busy in zip(m.per_step.step.tolist(), m.per_step.host_busy_ns.tolist(), strict=True)
-        if k in rows and columns["prefill_tokens"][rows[k]] == 0 and columns["model_ns"][rows[k]] >= 0
-    ]
-    return float(np.mean(values)) if values else None

@@ -13,8 +13,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _gpu_available() -> bool:
-    from fdoverlap_cli.engine.device import require_paddle
     from fdoverlap_cli.errors import FdoError
+    from fdoverlap_cli.platform import require_paddle
 
     try:
         paddle = require_paddle()  # the way the tool imports it (the C++ runtime first)

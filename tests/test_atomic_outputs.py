@@ -20,7 +20,7 @@ import pytest
 from fdoverlap_cli import fileio
 from fdoverlap_cli.cli import main
 from fdoverlap_cli.errors import InputError, Interrupted
-from fdoverlap_cli.measure.nsys_synthetic import simulate_export
+from tests.loop_model import write_export
 
 OLD = b"the previous content\n"
 AZURE_CSV = "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,12,4\n2023-11-16 18:15:46.7,9,3\n"
@@ -84,7 +84,7 @@ def tiny_trace(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def export(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("nsys") / "sim.sqlite"
-    simulate_export(path, 6)
+    write_export(path, 6)
     return path
 
 
@@ -133,8 +133,8 @@ def test_a_signal_mid_write_leaves_the_old_file(capsys, tmp_path, tiny_trace, ex
 def test_the_run_figure_is_written_whole_or_not_at_all(tmp_path, cut_short):
     pytest.importorskip("matplotlib")
     from fdoverlap_cli.measure.metrics import path_metrics
-    from fdoverlap_cli.measure.synthetic import simulate
-    from fdoverlap_cli.report.figures import plot_run
+    from fdoverlap_cli.render.figures import plot_run
+    from tests.loop_model import spans as simulate
 
     spans = simulate("overlap", 12, start_ns=10**12)
     target = tmp_path / "run.png"

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from fdoverlap_cli.cli import main
+from fdoverlap_cli.results import RESULTS_VERSION
 from tests.test_trace_validate import BASE, _set
 
 BAD = Path(__file__).parent / "fixtures" / "bad"
@@ -285,7 +286,7 @@ def test_analyze_against_bad_results(capsys, tmp_path):
     fails(capsys, [*args, BAD / "run-wrong-format.json"], "run-wrong-format.json: not an fdoverlap results file")
     (tmp_path / "v9.json").write_text('{"format": "fdoverlap-run", "version": 9}')
     fails(capsys, [*args, tmp_path / "v9.json"], "v9.json: version: unknown results version 9")
-    (tmp_path / "partial.json").write_text('{"format": "fdoverlap-run", "version": 1}')
+    (tmp_path / "partial.json").write_text(json.dumps({"format": "fdoverlap-run", "version": RESULTS_VERSION}))
     fails(capsys, [*args, tmp_path / "partial.json"], "partial.json: malformed results file")
     fails(capsys, [*args, tmp_path / "none.json"], "none.json: no such results file")
 

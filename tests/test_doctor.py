@@ -8,14 +8,14 @@ import shutil
 import pytest
 
 from fdoverlap_cli import doctor
-from fdoverlap_cli.doctor import Check, DoctorReport
+from fdoverlap_cli.doctor import Check, Diagnosis
 from tests.conftest import REPO, run_cli
 
 ROWS = ["fdoverlap", "python", "paddle", "GPU", "driver", "paddle kernels on GPU", "nvcc", "nsys", "op library", "NVTX"]
 
 
 def test_doctor_json_on_this_machine(ops):
-    from fdoverlap_cli.engine.device import probe
+    from fdoverlap_cli.platform import probe
 
     done = run_cli("doctor", "--json")
     assert done.returncode == 0, done.stderr
@@ -52,8 +52,8 @@ def test_doctor_exits_1_when_the_op_library_does_not_build(tmp_path):
 
 
 def test_can_run_is_false_only_for_a_failed_check():
-    assert DoctorReport([Check("a", "x"), Check("b", "y", ok=True)]).can_run
-    assert not DoctorReport([Check("a", "x"), Check("b", "y", ok=False)]).can_run
+    assert Diagnosis([Check("a", "x"), Check("b", "y", ok=True)]).can_run
+    assert not Diagnosis([Check("a", "x"), Check("b", "y", ok=False)]).can_run
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,9 @@ pytest.importorskip("matplotlib")
 
 from fdoverlap_cli.measure.metrics import PathMetrics, path_metrics
 from fdoverlap_cli.measure.records import SpanTable
-from fdoverlap_cli.measure.synthetic import simulate
-from fdoverlap_cli.report.figures import default_gantt_steps, plot_run
+from fdoverlap_cli.render.figures import default_gantt_steps, plot_run
+from tests.loop_model import StepCosts
+from tests.loop_model import spans as simulate
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -25,7 +26,7 @@ def run(steps: int, **kwargs):
     """Both paths of a simulated run; the overlap path's spans as a table (both forms are accepted)."""
     paths = {}
     for path in ("sync", "overlap"):
-        spans = simulate(path, steps, start_ns=10**12, **kwargs)
+        spans = simulate(path, steps, StepCosts(**kwargs), start_ns=10**12)
         paths[path] = (path_metrics(spans), spans if path == "sync" else SpanTable.from_spans(spans))
     return paths
 

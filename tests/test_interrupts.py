@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from fdoverlap_cli.profile import _alive, _descendants
+from fdoverlap_cli.nsys.profile import _alive, _descendants
 from tests.conftest import REPO
 from tests.test_nsys_profile import FAKE_NSYS
 
@@ -252,7 +252,7 @@ NSYS_POINTS = _points(41, ["start", "reader", "sending", "sending"], 4)
 def test_profile_interrupted_under_real_nsys(tmp_path, ops, event, offset, signum):
     """The same checks as with the stand-in, under Nsight Systems itself (which handles signals its own way)."""
     from fdoverlap_cli.errors import FdoError
-    from fdoverlap_cli.profile import find_nsys
+    from fdoverlap_cli.nsys.profile import find_nsys
 
     try:
         nsys = find_nsys()

@@ -10,15 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from fdoverlap_cli.measure.metrics import compare, path_metrics
-from fdoverlap_cli.measure.nsys_analysis import analyze
-from fdoverlap_cli.measure.nsys_synthetic import simulate_export
+from fdoverlap_cli.measure.derive import compare
+from fdoverlap_cli.measure.metrics import path_metrics
+from fdoverlap_cli.nsys.analysis import analyze
+from fdoverlap_cli.nsys.crosscheck import cross_check
+from fdoverlap_cli.results import RunResult
 from tests.conftest import run_cli
-from tests.nsys_runs import tool_results
+from tests.loop_model import write_export, write_results
 
 FIXTURES = Path(__file__).parent / "fixtures" / "nsys"
 REAL = FIXTURES / "paddle-h100-nvtx-dtoh.sqlite"
 FAKE_NSYS = FIXTURES / "fake_nsys.py"
+TRACE_SHA = "5" * 64
 
 
 def _json(*args: str, env: dict[str, str] | None = None) -> dict:
@@ -30,7 +33,7 @@ def _json(*args: str, env: dict[str, str] | None = None) -> dict:
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory):
     folder = tmp_path_factory.mktemp("analyze")
-    expected = simulate_export(folder / "sim.sqlite", 8)
+    expected = write_export(folder / "sim.sqlite", 8, trace_sha256=TRACE_SHA)
     return folder, expected
 
 
@@ -134,11 +137,11 @@ def test_window_outside_the_steps(simulated):
 
 def test_against_matching_results_agrees(simulated, tmp_path):
     folder, expected = simulated
-    run_json = tool_results(expected, tmp_path / "run.json")
+    run_json = write_results(expected, tmp_path / "run.json", trace_sha256=TRACE_SHA)
     out = _json(str(folder / "sim.sqlite"), "--against", str(run_json))
     rows = out["against"]["rows"]
     assert {(r["path"], r["quantity"]) for r in rows} == {
-        (p, q) for p in ("sync", "overlap") for q in ("hidden", "compute_mean_ns", "bubble_mean_ns", "gpu_busy")
+        (p, q) for p in ("sync", "overlap") for q in ("hidden", "compute_mean_ns", "bubble_ns.mean", "gpu_busy")
     }
     targeted = [r for r in rows if r["target"] is not None]
     assert len(targeted) == 4 and all(r["agrees"] for r in targeted)
@@ -152,12 +155,12 @@ def test_against_matching_results_agrees(simulated, tmp_path):
 
 def test_against_shifted_saves_differs(simulated, tmp_path):
     folder, expected = simulated
-    run_json = tool_results(expected, tmp_path / "run.json", save_shift_ns=150_000)
-    a = analyze(folder / "sim.sqlite", against=run_json)
-    verdict = {(r.path, r.quantity): r.agrees for r in a.against}
+    run_json = write_results(expected, tmp_path / "run.json", save_shift_ns=150_000, trace_sha256=TRACE_SHA)
+    against = cross_check(analyze(folder / "sim.sqlite"), RunResult.load(run_json), str(run_json))
+    verdict = {(r.path, r.quantity): r.agrees for r in against.rows}
     assert verdict[("overlap", "hidden")] is False
     assert verdict[("overlap", "compute_mean_ns")] is True  # the GPU side is unchanged
-    assert verdict[("sync", "bubble_mean_ns")] is None  # shown, no target
+    assert verdict[("sync", "bubble_ns.mean")] is None  # shown, no target
 
 
 def test_against_a_file_that_is_not_results(simulated, tmp_path):
@@ -167,6 +170,33 @@ def test_against_a_file_that_is_not_results(simulated, tmp_path):
     result = run_cli("analyze", str(folder / "sim.sqlite"), "--against", str(bad))
     assert result.returncode == 2
     assert "not an fdoverlap results file" in result.stderr
+
+
+def _refused(folder: Path, run_json: Path, *fragments: str) -> None:
+    result = run_cli("analyze", str(folder / "sim.sqlite"), "--against", str(run_json))
+    assert result.returncode == 2, result.stdout
+    assert result.stdout == "" and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(f"fdoverlap: error: {run_json}: ")
+    for fragment in fragments:
+        assert fragment in result.stderr
+
+
+def test_against_a_run_of_another_trace_is_refused(simulated, tmp_path):
+    folder, expected = simulated
+    _refused(folder, write_results(expected, tmp_path / "run.json", trace_sha256="a" * 64), "a run of another trace")
+
+
+def test_against_a_run_of_another_step_count_is_refused(simulated, tmp_path):
+    folder, expected = simulated
+    fewer = {p: [s for s in spans if s.step < 6] for p, spans in expected.items()}
+    run_json = write_results(fewer, tmp_path / "run.json", trace_sha256=TRACE_SHA)
+    _refused(folder, run_json, "its sync path ran 6 steps, the export's 8")
+
+
+def test_against_a_run_on_another_device_is_refused(simulated, tmp_path):
+    folder, expected = simulated
+    run_json = write_results(expected, tmp_path / "run.json", trace_sha256=TRACE_SHA, device="cpu")
+    _refused(folder, run_json, "a run on the cpu")
 
 
 def test_timeline(simulated, tmp_path):

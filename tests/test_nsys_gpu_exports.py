@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fdoverlap_cli.measure.nsys_analysis import analyze
+from fdoverlap_cli.nsys.analysis import analyze
 
 EXPORTS = sorted((Path(__file__).parent / "fixtures" / "nsys").glob("fdoverlap-*.sqlite"))
 
@@ -22,9 +22,9 @@ def test_both_paths_have_per_step_metrics(export):
         assert m.steps > 1, name
         assert m.hidden is not None and 0 <= m.hidden <= 1, name
         assert m.gpu_busy is not None and 0 < m.gpu_busy <= 1, name
-        assert a.paths[name].compute_mean_ns > 0, name
+        assert a.paths[name].metrics.compute_mean_ns > 0, name
         assert a.paths[name].work["dtoh_copies"]["count"] > 0, name
-    assert a.comparison is not None and a.comparison.speedup > 0
+    assert a.derived.comparison is not None and a.derived.comparison.speedup > 0
 
 
 def test_the_small_h100_export_shows_what_the_overlap_does():
@@ -38,4 +38,4 @@ def test_the_small_h100_export_shows_what_the_overlap_does():
     assert sync.metrics.hidden == 0.0  # the sync path saves with nothing else queued on the GPU
     assert overlap.metrics.hidden_work > 0.5
     assert overlap.metrics.bubble_ns.mean < sync.metrics.bubble_ns.mean / 5
-    assert a.comparison.speedup > 1.2
+    assert a.derived.comparison.speedup > 1.2

@@ -13,10 +13,9 @@ from pathlib import Path
 import pytest
 
 from fdoverlap_cli.errors import FdoError
-from fdoverlap_cli.measure.nsys_synthetic import simulate_export
-from fdoverlap_cli.profile import fdoverlap_command, profile_argv, report_name, results_file
+from fdoverlap_cli.nsys.profile import fdoverlap_command, profile_argv, report_name, results_file
 from tests.conftest import REPO, run_cli
-from tests.nsys_runs import tool_results
+from tests.loop_model import write_export, write_results
 
 FAKE_NSYS = Path(__file__).parent / "fixtures" / "nsys" / "fake_nsys.py"
 
@@ -24,8 +23,8 @@ FAKE_NSYS = Path(__file__).parent / "fixtures" / "nsys" / "fake_nsys.py"
 @pytest.fixture(scope="module")
 def export(tmp_path_factory):
     folder = tmp_path_factory.mktemp("profile")
-    expected = simulate_export(folder / "sim.sqlite", 6)
-    return folder / "sim.sqlite", tool_results(expected, folder / "tool-run.json")
+    expected = write_export(folder / "sim.sqlite", 6)
+    return folder / "sim.sqlite", write_results(expected, folder / "tool-run.json")
 
 
 def _nsys(tmp_path: Path) -> Path:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from fdoverlap_cli.errors import InputError
-from fdoverlap_cli.measure import nsys
-from fdoverlap_cli.measure.nsys_synthetic import simulate_export
+from fdoverlap_cli.nsys import export as nsys
 from tests.conftest import run_cli
+from tests.loop_model import write_export
 
 FIXTURES = Path(__file__).parent / "fixtures" / "nsys"
 REAL = FIXTURES / "paddle-h100-nvtx-dtoh.sqlite"
@@ -135,13 +135,13 @@ def test_empty_sqlite_database(tmp_path):
 
 
 def test_unknown_major_schema_version(tmp_path):
-    simulate_export(tmp_path / "v4.sqlite", 2, version="4.0.0")
+    write_export(tmp_path / "v4.sqlite", 2, version="4.0.0")
     line = _one_line_exit_2(tmp_path / "v4.sqlite", "export schema 4.0.0 is not supported")
     assert nsys.WRITTEN_AGAINST in line
 
 
 def test_unknown_minor_schema_version_warns(tmp_path):
-    simulate_export(tmp_path / "v3_25.sqlite", 2, version="3.25.1")
+    write_export(tmp_path / "v3_25.sqlite", 2, version="3.25.1")
     result = run_cli("analyze", str(tmp_path / "v3_25.sqlite"), "--json")
     assert result.returncode == 0, result.stderr
     assert "warning: export schema 3.25.1" in result.stderr

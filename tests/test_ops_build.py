@@ -42,7 +42,7 @@ def test_cache_key_changes_when_a_source_changes(sources):
 
 
 def test_a_cuda_source_does_not_change_a_cpu_build_key(sources):
-    from fdoverlap_cli.engine.device import probe
+    from fdoverlap_cli.platform import probe
 
     if probe().has_gpu:
         pytest.skip("on a GPU the CUDA sources are part of the build")

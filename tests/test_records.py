@@ -6,11 +6,12 @@ import pytest
 
 from fdoverlap_cli.errors import InputError
 from fdoverlap_cli.measure.records import Kind, Span, SpanTable, Track
-from fdoverlap_cli.measure.synthetic import simulate
+from tests.loop_model import StepCosts
+from tests.loop_model import spans as simulate
 
 
 def test_from_spans_round_trips():
-    spans = simulate("overlap", 6, start_ns=10**15, copy_stream=True)
+    spans = simulate("overlap", 6, StepCosts(copy_stream=True), start_ns=10**15)
     table = SpanTable.from_spans(spans)
     assert len(table) == len(spans)
     assert table.to_spans() == spans

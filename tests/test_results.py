@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fdoverlap_cli.errors import InputError
-from fdoverlap_cli.results import PathResult, RunResult, step_spans
+from fdoverlap_cli.results import PathRecord, RunResult, step_spans
 
 
 def _columns(rows: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -32,22 +32,19 @@ def _columns(rows: int, seed: int = 0) -> dict[str, np.ndarray]:
     return {k: np.asarray(v, dtype=np.int64) for k, v in cols.items()}
 
 
-def _path(rows: int) -> PathResult:
-    return PathResult(
-        path="overlap",
+def _path(rows: int) -> PathRecord:
+    return PathRecord(
+        name="overlap",
         complete=False,
         columns=_columns(rows),
         copy_track="gpu:compute",
         tokens={"r0": {"count": 3, "sha256": "ab"}},
-        reader={"messages": rows},
-        stats={"wall_ns": 1},
-        metrics={"steps": rows, "hidden": 0.5, "per_step": {"step": list(range(rows))}},
     )
 
 
 def test_the_step_table_round_trips_exactly_through_json():
     path = _path(200)
-    loaded = PathResult.from_dict(json.loads(json.dumps(path.to_dict())))
+    loaded = PathRecord.from_dict(json.loads(json.dumps(path.to_dict())))
     assert loaded.columns.keys() == path.columns.keys()
     for name, values in path.columns.items():
         np.testing.assert_array_equal(loaded.columns[name], values, err_msg=name)
@@ -55,12 +52,20 @@ def test_the_step_table_round_trips_exactly_through_json():
     np.testing.assert_array_equal(spans.start_ns, again.start_ns)
 
 
+def _run(rows: int) -> RunResult:
+    return RunResult(
+        ["fdoverlap"], {"device": "gpu"}, {"file": "t.json"}, {"name": "tiny"}, {}, {"overlap": _path(rows)}
+    )
+
+
 def test_times_are_stored_as_short_offsets_and_per_step_metrics_are_left_out():
-    doc = _path(1000).to_dict()
+    run = _run(1000).to_dict()
+    doc = run["paths"]["overlap"]
     cols = doc["columns"]
     assert cols["insert_start"][0] is None and cols["save_end"][-1] is None
     assert max(abs(x) for x in cols["gpu_fwd_end"]) < 10_000_000  # an offset from the row's pre_start
-    assert "per_step" not in doc["metrics"]
+    assert "metrics" not in doc  # derived, not recorded
+    assert "per_step" not in run["derived"]["paths"]["overlap"]
     per_row = len(json.dumps(doc["columns"])) / 1000
     assert per_row < 260  # bytes of the step table per step
 
@@ -70,3 +75,19 @@ def test_a_file_that_is_not_a_run_is_input_error(tmp_path):
     bad.write_text(json.dumps({"format": "fdoverlap-run", "version": 99}))
     with pytest.raises(InputError, match="unknown results version"):
         RunResult.load(str(bad))
+
+
+def test_a_run_round_trips_and_derives_the_same_numbers(tmp_path):
+    run = _run(300)
+    run.save(tmp_path / "x.results.json")
+    loaded = RunResult.load(tmp_path / "x.results.json")
+    assert loaded.view(None).to_dict() == run.view(None).to_dict()
+    assert json.loads((tmp_path / "x.results.json").read_text())["derived"] == run.view(None).to_dict()
+
+
+def test_a_results_file_of_another_version_is_one_line(tmp_path):
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"format": "fdoverlap-run", "version": 1, "paths": {}}))
+    with pytest.raises(InputError) as e:
+        RunResult.load(old)
+    assert str(e.value) == f"{old}: version: unknown results version 1 (this fdoverlap reads version 2)"

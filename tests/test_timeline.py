@@ -7,8 +7,9 @@ import json
 import pytest
 
 from fdoverlap_cli.measure.records import Kind, Span, SpanTable, Track
-from fdoverlap_cli.measure.synthetic import simulate
-from fdoverlap_cli.measure.timeline import to_trace_events, write
+from fdoverlap_cli.render.timeline import to_trace_events, write
+from tests.loop_model import StepCosts
+from tests.loop_model import spans as simulate
 
 START = 7_000_000_123_457  # CLOCK_MONOTONIC-sized, with odd ns
 
@@ -17,7 +18,7 @@ START = 7_000_000_123_457  # CLOCK_MONOTONIC-sized, with odd ns
 def paths():
     return {
         "sync": simulate("sync", 5, start_ns=START),
-        "overlap": simulate("overlap", 5, start_ns=START + 10**9, copy_stream=True),
+        "overlap": simulate("overlap", 5, StepCosts(copy_stream=True), start_ns=START + 10**9),
     }
 
 

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from rich.console import Console
 
-from fdoverlap_cli.report.trace_summary import render_trace_summary, sparkline
+from fdoverlap_cli.render.trace_summary import render_trace_summary, sparkline
 from fdoverlap_cli.trace.format import trace_from_dict
 from fdoverlap_cli.trace.scheduler import SchedulerOptions
 from fdoverlap_cli.trace.summary import Distribution, bin_steps, summarize

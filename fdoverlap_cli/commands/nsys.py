@@ -12,7 +12,7 @@ from fdoverlap_cli.commands.options import JsonOpt, TimelineOpt, WindowOpt, pars
 from fdoverlap_cli.errors import CheckFailed, FdoError
 
 if TYPE_CHECKING:
-    from fdoverlap_cli.measure.nsys_analysis import NsysAnalysis
+    from fdoverlap_cli.nsys.analysis import NsysAnalysis
 
 NsysOpt = Annotated[str | None, typer.Option("--nsys", help="The nsys executable (default: $NSYS, then nsys on PATH).")]
 
@@ -21,12 +21,12 @@ def _present(
     analysis: NsysAnalysis, *, timeline: Path | None, as_json: bool, extra: dict[str, Any] | None = None
 ) -> None:
     """Write the timeline if asked, then print the report (Rich) or its JSON."""
-    from fdoverlap_cli.report import nsys_tables
+    from fdoverlap_cli.render import nsys_tables
 
     if timeline is not None:
         if not analysis.attribution.paths:
             raise FdoError(f"--timeline: no fdoverlap paths to draw ({analysis.unavailable})")
-        from fdoverlap_cli.measure import timeline as perfetto
+        from fdoverlap_cli.render import timeline as perfetto
 
         tracks, flows = analysis.timeline()
         perfetto.write(timeline, tracks, flows, metadata={"source": analysis.file})
@@ -37,9 +37,32 @@ def _present(
         nsys_tables.print_analysis(analysis)
 
 
+def _analyze(
+    export: Path, window: tuple[int, int] | None, against: Path | None, keep_flows: bool, nsys: str | None = None
+) -> NsysAnalysis:
+    """Read the export (an .nsys-rep is exported first), then cross-check it against `against` if given."""
+    from fdoverlap_cli.nsys.analysis import analyze as analyze_export
+    from fdoverlap_cli.nsys.crosscheck import cross_check
+    from fdoverlap_cli.nsys.profile import sqlite_export
+    from fdoverlap_cli.results import RunResult
+
+    run = RunResult.load(against) if against is not None else None  # a bad run.json fails before the export is read
+    with sqlite_export(export, nsys) as sqlite:
+        analysis = analyze_export(sqlite, window=window, keep_flows=keep_flows)
+    if run is not None:
+        if analysis.unavailable is None:
+            analysis.against = cross_check(analysis, run, str(against))
+        else:
+            analysis.notes.append(f"--against {against}: nothing to compare, the export has no per-step metrics")
+    return analysis
+
+
 def analyze(
-    report: Annotated[
-        Path, typer.Argument(help="An `nsys export --type sqlite` file, or an .nsys-rep report (needs nsys).")
+    export: Annotated[
+        Path,
+        typer.Argument(
+            help="An `nsys export --type sqlite` file, or an .nsys-rep report (needs nsys).", metavar="REPORT"
+        ),
     ],
     against: Annotated[
         Path | None,
@@ -58,12 +81,7 @@ def analyze(
 
     [b]Example[/b]: fdoverlap analyze report.sqlite --against run.json
     """
-    from fdoverlap_cli.measure.nsys_analysis import analyze as analyze_export
-    from fdoverlap_cli.profile import sqlite_export
-
-    steps = parse_window(window)
-    with sqlite_export(report, nsys) as sqlite:
-        analysis = analyze_export(sqlite, window=steps, against=against, keep_flows=timeline is not None)
+    analysis = _analyze(export, parse_window(window), against, timeline is not None, nsys)
     _present(analysis, timeline=timeline, as_json=as_json)
 
 
@@ -90,12 +108,11 @@ def profile(
 
     [b]Example[/b]: fdoverlap profile -o compare -- compare --sync --overlap --preset 8b -o run.json
     """
-    from fdoverlap_cli import profile as nsys_profile
-    from fdoverlap_cli.measure.nsys_analysis import analyze as analyze_export
+    from fdoverlap_cli.nsys import profile as nsys_profile
 
     steps = parse_window(window)
     run = nsys_profile.profile(command, name=out, capture=capture, nsys=nsys, quiet_stdout=as_json)
-    analysis = analyze_export(run.sqlite, window=steps, against=run.results, keep_flows=timeline is not None)
+    analysis = _analyze(run.sqlite, steps, run.results, timeline is not None)
     extra = {
         "profile": {
             "report": str(run.report),

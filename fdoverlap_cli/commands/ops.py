@@ -46,7 +46,7 @@ def build_command(
     if as_json:
         typer.echo(json.dumps(info.to_dict(), indent=2))
     else:
-        from fdoverlap_cli.report.doctor import render_build
+        from fdoverlap_cli.render.doctor import render_build
 
         render_build(info)
 
@@ -66,13 +66,13 @@ def doctor_command(as_json: Json = False) -> None:
 
         from fdoverlap_cli.doctor import diagnose
 
-    report = diagnose()
+    diagnosis = diagnose()
     if as_json:
-        typer.echo(json.dumps(report.to_dict(), indent=2))
+        typer.echo(json.dumps(diagnosis.to_dict(), indent=2))
     else:
-        from fdoverlap_cli.report.doctor import render_doctor
+        from fdoverlap_cli.render.doctor import render_doctor
 
-        render_doctor(report)
-    if not report.can_run:
-        failed = ", ".join(check.name for check in report.checks if check.ok is False)
+        render_doctor(diagnosis)
+    if not diagnosis.can_run:
+        failed = ", ".join(check.name for check in diagnosis.checks if check.ok is False)
         raise CheckFailed(f"fdoverlap cannot run here: {failed} failed")

@@ -1,4 +1,4 @@
-"""CLI command: `report` — present a saved run.json again (tables, JSON, figures)."""
+"""CLI command: `report` — present a saved run.json again (tables, JSON, figures), as compare showed it."""
 
 from __future__ import annotations
 
@@ -25,44 +25,30 @@ def report(
 ) -> None:
     """Show a saved run again: the side-by-side table, and optionally a figure or a Perfetto timeline.
 
-    With --window the metrics are recomputed over those steps.
+    The numbers cover the run's own --window unless another is given.
 
     [b]Example[/b]: fdoverlap report run.json --png run.png
     """
-    from fdoverlap_cli.measure import metrics
-    from fdoverlap_cli.report import run_tables
+    from fdoverlap_cli.render import run_tables
     from fdoverlap_cli.results import RunResult
 
-    result = RunResult.load(str(run))
-    steps = parse_window(window)
-    if steps is not None:
-        for path in result.paths.values():
-            path.metrics = metrics.path_metrics(path.spans(), window=steps).to_dict()
-        ms, mo = (result.paths.get(p) for p in ("sync", "overlap"))
-        if ms and mo and ms.metrics and mo.metrics:
-            result.comparison = metrics.compare(
-                metrics.PathMetrics.from_dict(ms.metrics), metrics.PathMetrics.from_dict(mo.metrics)
-            ).to_dict()
+    result = RunResult.load(run)
+    view = result.view(parse_window(window) or result.window)
     if png is not None:
-        from fdoverlap_cli.report.figures import plot_run
+        from fdoverlap_cli.render.figures import plot_run
 
-        drawable = {name: p for name, p in result.paths.items() if p.metrics}
+        drawable = {name: (m, result.paths[name].spans()) for name, m in view.paths.items() if m.steps}
         if not drawable:
             raise FdoError(f"{run}: no path with measured steps to draw")
-        # run.json keeps the step table, not the per-step metrics: recompute them for the figure
-        plot_run(
-            {name: (metrics.path_metrics(p.spans(), window=steps), p.spans()) for name, p in drawable.items()},
-            png,
-            gantt_steps=parse_window(gantt),
-        )
+        plot_run(drawable, png, gantt_steps=parse_window(gantt))
     if timeline is not None:
-        from fdoverlap_cli.measure import timeline as perfetto
+        from fdoverlap_cli.render import timeline as perfetto
 
         perfetto.write(timeline, {name: p.spans() for name, p in result.paths.items()})
     if as_json:
-        typer.echo(json.dumps(run_tables.summary_dict(result), indent=2))
+        typer.echo(json.dumps(run_tables.summary_dict(result, view), indent=2))
     else:
-        run_tables.print_run(result)
+        run_tables.print_run(result, view)
         if png is not None:
             typer.echo(f"wrote {png}")
 

@@ -1,197 +1,222 @@
-"""CLI commands: `replay` (one path) and `compare` (both paths, side by side)."""
+"""CLI commands: `replay` (one path) and `compare` (both paths, side by side), with one option set.
+
+`replay_options` gives a command the parameters both share (declared once, in `_replay_parameters`)
+and runs the `ReplayConfig` and `Outputs` their values make. An `OptionError` the engine raises in
+its own words (`token_count: ...`) leaves the command as the flag that set it (`--token-count: ...`).
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, get_type_hints
 
 import typer
 
 from fdoverlap_cli.commands.options import JsonOpt, TimelineOpt, WindowOpt, parse_window
-from fdoverlap_cli.errors import CheckFailed, FdoError, InputError
+from fdoverlap_cli.errors import CheckFailed, FdoError, OptionError
 
-TraceArg = Annotated[
-    Path | None,
-    typer.Argument(help="Trace file (default: the bundled traces/default.json).", show_default=False),
-]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or gpu.")]
-PresetOpt = Annotated[str, typer.Option("--preset", help="Model: tiny, 1b, 8b, or auto (tiny on a CPU, 8b on a GPU).")]
-LayersOpt = Annotated[int | None, typer.Option("--layers", min=1, help="Layer count (default: the preset's).")]
-DimsOpt = Annotated[
-    str | None, typer.Option("--dims", help="Explicit model dimensions, e.g. 'hidden_size=1024,ffn_size=4096'.")
-]
-FusedOpt = Annotated[
-    bool,
-    typer.Option("--fused-layers/--op-by-op", help="One op per decoder layer, or one per kernel (host-bound)."),
-]
-TokenCountOpt = Annotated[
-    str, typer.Option("--token-count", help="predict: count decode-only batches on the host; sync: read it back.")
-]
-CopyStreamOpt = Annotated[
-    str,
-    typer.Option("--copy-stream", help="compute: DtoH copies on the compute stream; separate: on their own stream."),
-]
-SnapshotOpt = Annotated[
-    bool, typer.Option("--snapshot-preempted/--no-snapshot-preempted", help="Snapshot preempted_idx at postprocess.")
-]
-VerifyOpt = Annotated[
-    bool, typer.Option("--verify-token-count", help="Read the token count back every step and check the prediction.")
-]
-TimestampsOpt = Annotated[
-    bool, typer.Option("--timestamps/--no-timestamps", help="GPU timestamps at stage boundaries.")
-]
-WarmupOpt = Annotated[int, typer.Option("--warmup", min=0, help="Steps replayed once before measuring.")]
-ProfilerOpt = Annotated[
-    bool,
-    typer.Option(
-        "--cuda-profiler-range", help="cudaProfilerStart/Stop around the measured paths (nsys -c cudaProfilerApi)."
-    ),
-]
-OutOpt = Annotated[Path | None, typer.Option("-o", "--out", help="Write the results (run.json) here.")]
+if TYPE_CHECKING:
+    from fdoverlap_cli.session import ReplayConfig
 
 
-def _run(
-    paths: tuple[str, ...],
-    *,
-    trace: Path | None,
-    device: str,
-    preset: str,
-    layers: int | None,
-    dims: str | None,
-    fused_layers: bool,
-    token_count: str,
-    copy_stream: str,
-    snapshot_preempted: bool,
-    verify_token_count: bool,
-    timestamps: bool,
-    warmup: int,
-    window: str | None,
-    cuda_profiler_range: bool,
-    out: Path | None,
-    timeline: Path | None,
-    as_json: bool,
+@dataclass(frozen=True)
+class Outputs:
+    """What a replay writes besides its table: run.json, a timeline, the summary as JSON."""
+
+    out: Path | None = None
+    timeline: Path | None = None
+    as_json: bool = False
+
+
+def _replay_parameters(
+    trace: Annotated[
+        Path | None,
+        typer.Argument(help="Trace file (default: the bundled traces/default.json).", show_default=False),
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or gpu.")] = "auto",
+    preset: Annotated[
+        str, typer.Option("--preset", help="Model: tiny, 1b, 8b, or auto (tiny on a CPU, 8b on a GPU).")
+    ] = "auto",
+    layers: Annotated[int | None, typer.Option("--layers", min=1, help="Layer count (default: the preset's).")] = None,
+    dims: Annotated[
+        str | None, typer.Option("--dims", help="Explicit model dimensions, e.g. 'hidden_size=1024,ffn_size=4096'.")
+    ] = None,
+    fused_layers: Annotated[
+        bool,
+        typer.Option("--fused-layers/--op-by-op", help="One op per decoder layer, or one per kernel (host-bound)."),
+    ] = True,
+    token_count: Annotated[
+        str, typer.Option("--token-count", help="predict: count decode-only batches on the host; sync: read it back.")
+    ] = "predict",
+    copy_stream: Annotated[
+        str,
+        typer.Option(
+            "--copy-stream", help="compute: DtoH copies on the compute stream; separate: on their own stream."
+        ),
+    ] = "compute",
+    snapshot_preempted: Annotated[
+        bool,
+        typer.Option("--snapshot-preempted/--no-snapshot-preempted", help="Snapshot preempted_idx at postprocess."),
+    ] = True,
+    verify_token_count: Annotated[
+        bool,
+        typer.Option("--verify-token-count", help="Read the token count back every step and check the prediction."),
+    ] = False,
+    timestamps: Annotated[
+        bool, typer.Option("--timestamps/--no-timestamps", help="GPU timestamps at stage boundaries.")
+    ] = True,
+    warmup: Annotated[int, typer.Option("--warmup", min=0, help="Steps replayed once before measuring.")] = 8,
+    window: WindowOpt = None,
+    cuda_profiler_range: Annotated[
+        bool,
+        typer.Option(
+            "--cuda-profiler-range",
+            help="cudaProfilerStart/Stop around the measured paths (nsys -c cudaProfilerApi).",
+        ),
+    ] = False,
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="Write the results (run.json) here.")] = None,
+    timeline: TimelineOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
+    """The parameters replay and compare share (their declarations; never called)."""
+
+
+_SHARED = inspect.signature(_replay_parameters).parameters
+_HINTS = get_type_hints(_replay_parameters, include_extras=True)
+# ReplayConfig's and RunnerOptions' field names -> the flag that sets them, for OptionError.
+FLAGS = {
+    "trace_file": "TRACE",
+    "paths": "--path",
+    "path": "--path",
+    "warmup_steps": "--warmup",
+    **{name: f"--{name.replace('_', '-')}" for name in ("device", "preset", "layers", "dims", "window")},
+    **{name: f"--{name.replace('_', '-')}" for name in ("token_count", "copy_stream")},
+}
+
+
+def _config(paths: tuple[str, ...], values: dict[str, Any]) -> tuple[ReplayConfig, Outputs]:
+    from fdoverlap_cli.engine.runner import RunnerOptions
+    from fdoverlap_cli.resources import traces_dir
+    from fdoverlap_cli.session import ReplayConfig
+
+    v = values
+    config = ReplayConfig(
+        trace_file=v["trace"] or traces_dir() / "default.json",
+        paths=paths,
+        device=v["device"],
+        preset=v["preset"],
+        layers=v["layers"],
+        dims=v["dims"],
+        fused_layers=v["fused_layers"],
+        runner=RunnerOptions(
+            v["token_count"], v["copy_stream"], v["snapshot_preempted"], v["verify_token_count"], v["timestamps"]
+        ),
+        warmup_steps=v["warmup"],
+        window=parse_window(v["window"]),
+        cuda_profiler_range=v["cuda_profiler_range"],
+        command=("fdoverlap", *sys.argv[1:]),
+    )
+    return config, Outputs(v["out"], v["timeline"], v["as_json"])
+
+
+def as_flag(e: OptionError) -> FdoError:
+    """The engine's OptionError in the CLI's words: the flag that set the option."""
+    return FdoError(f"{FLAGS.get(e.option, e.option)}: {e.reason}")
+
+
+def replay_options(command: Callable[..., tuple[str, ...]]) -> Callable[..., None]:
+    """Make `command(own parameters) -> paths` a Typer command with the shared replay parameters too.
+
+    The command picks the paths from its own parameters; the wrapper builds the ReplayConfig and runs it.
+    """
+    own = inspect.signature(command).parameters
+    own_hints = get_type_hints(command, include_extras=True)
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> None:
+        shared = {name: kwargs.pop(name) for name in _SHARED}
+        try:
+            run_replay(command(**kwargs), shared)
+        except OptionError as e:
+            raise as_flag(e) from None
+
+    parameters = [p.replace(annotation=own_hints[p.name]) for p in own.values()]
+    parameters += [p.replace(annotation=_HINTS[p.name]) for p in _SHARED.values()]
+    # The trace argument first, as the help shows it: `replay [TRACE] [OPTIONS]`.
+    parameters.sort(key=lambda p: p.name != "trace")
+    wrapper.__signature__ = inspect.Signature(parameters, return_annotation=None)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
+    return wrapper
+
+
+def run_replay(paths: tuple[str, ...], values: dict[str, Any]) -> None:
+    """Replay `paths` as the shared parameters' `values` say; save what was measured (also when
+    interrupted), print the view, fail on a failed check."""
     from fdoverlap_cli import stop_signals
 
     with stop_signals.held():  # the threads numpy and paddle start must never take SIGINT/SIGTERM
-        from fdoverlap_cli.engine.device import probe, require_paddle
-        from fdoverlap_cli.engine.runner import RunnerOptions
         from fdoverlap_cli.fileio import check_writable
-        from fdoverlap_cli.report import run_tables
-        from fdoverlap_cli.resources import traces_dir
-        from fdoverlap_cli.session import ReplaySession, RunRequest
+        from fdoverlap_cli.platform import require_paddle
+        from fdoverlap_cli.render import run_tables
+        from fdoverlap_cli.session import ReplaySession
 
         require_paddle()
 
-    if preset == "auto":
-        preset = "8b" if device != "cpu" and probe().has_gpu else "tiny"
-    request = RunRequest(
-        trace_path=trace or traces_dir() / "default.json",
-        paths=paths,
-        device=device,
-        preset=preset,
-        layers=layers,
-        dims=dims,
-        fused_layers=fused_layers,
-        options=RunnerOptions(token_count, copy_stream, snapshot_preempted, verify_token_count, timestamps),
-        warmup_steps=warmup,
-        window=parse_window(window),
-        cuda_profiler_range=cuda_profiler_range,
-        command=["fdoverlap", *sys.argv[1:]],
-    )
-    for path in (out, timeline):  # fail now, not after the run
-        if path is not None:
-            check_writable(path)
-    session = ReplaySession(request)
-    steps = len(session.trace.steps)
-    if request.window is not None and request.window[0] >= steps:
-        raise InputError("--window", f"starts at step {request.window[0]}, past the trace's last step {steps - 1}")
+    config, outputs = _config(paths, values)
+
+    for file in (outputs.out, outputs.timeline):  # fail now, not after the run
+        if file is not None:
+            check_writable(file)
+    session = ReplaySession(config)
     try:
-        with run_tables.progress(enabled=not as_json) as progress:
+        with run_tables.progress(enabled=not outputs.as_json) as progress:
             session.run(progress)
     finally:
         with stop_signals.held():  # a second signal (nsys passes one on as well) must not cut the saving short
             result = session.result()
-            if out is not None and result.paths:  # what was measured, also when interrupted (marked incomplete)
-                result.save(out)
-            if timeline is not None and result.paths:
-                from fdoverlap_cli.measure import timeline as perfetto
+            if outputs.out is not None and result.paths:  # what was measured, also when interrupted
+                result.save(outputs.out)
+            if outputs.timeline is not None and result.paths:
+                from fdoverlap_cli.render import timeline as perfetto
 
-                perfetto.write(timeline, {name: p.spans() for name, p in result.paths.items()})
-    if as_json:
-        typer.echo(json.dumps(run_tables.summary_dict(result), indent=2))
+                perfetto.write(outputs.timeline, {name: p.spans() for name, p in result.paths.items()})
+    view = result.view(config.window)
+    if outputs.as_json:
+        typer.echo(json.dumps(run_tables.summary_dict(result, view), indent=2))
     else:
-        run_tables.print_run(result)
+        run_tables.print_run(result, view)
     failures = run_tables.failed_checks(result)
     if failures:
         raise CheckFailed("; ".join(failures))
 
 
-def _options(command_locals: dict) -> dict:
-    """The shared options of replay and compare (their own path selectors left out)."""
-    return {k: v for k, v in command_locals.items() if k not in ("path", "paths", "sync", "overlap")}
-
-
-def replay(
-    trace: TraceArg = None,
-    path: Annotated[str, typer.Option("--path", help="sync or overlap.")] = "overlap",
-    device: DeviceOpt = "auto",
-    preset: PresetOpt = "auto",
-    layers: LayersOpt = None,
-    dims: DimsOpt = None,
-    fused_layers: FusedOpt = True,
-    token_count: TokenCountOpt = "predict",
-    copy_stream: CopyStreamOpt = "compute",
-    snapshot_preempted: SnapshotOpt = True,
-    verify_token_count: VerifyOpt = False,
-    timestamps: TimestampsOpt = True,
-    warmup: WarmupOpt = 8,
-    window: WindowOpt = None,
-    cuda_profiler_range: ProfilerOpt = False,
-    out: OutOpt = None,
-    timeline: TimelineOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
+@replay_options
+def replay(path: Annotated[str, typer.Option("--path", help="sync or overlap.")] = "overlap") -> tuple[str, ...]:
     """Replay a trace through one execute_model path and report its steps, tokens and timing.
 
     [b]Example[/b]: fdoverlap replay traces/default.json --path overlap -o run.json
     """
-    if path not in ("sync", "overlap"):
-        raise FdoError(f"--path: expected sync or overlap, got '{path}'")
-    _run((path,), **_options(locals()))
+    return (path,)
 
 
+@replay_options
 def compare(
-    trace: TraceArg = None,
     sync: Annotated[bool, typer.Option("--sync", help="Replay the sync path.")] = False,
     overlap: Annotated[bool, typer.Option("--overlap", help="Replay the overlap path.")] = False,
-    device: DeviceOpt = "auto",
-    preset: PresetOpt = "auto",
-    layers: LayersOpt = None,
-    dims: DimsOpt = None,
-    fused_layers: FusedOpt = True,
-    token_count: TokenCountOpt = "predict",
-    copy_stream: CopyStreamOpt = "compute",
-    snapshot_preempted: SnapshotOpt = True,
-    verify_token_count: VerifyOpt = False,
-    timestamps: TimestampsOpt = True,
-    warmup: WarmupOpt = 8,
-    window: WindowOpt = None,
-    cuda_profiler_range: ProfilerOpt = False,
-    out: OutOpt = None,
-    timeline: TimelineOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
+) -> tuple[str, ...]:
     """Replay a trace through both paths with the same weights, check the tokens are identical, compare timing.
 
     Exit code 1 when the paths emit different tokens (the first difference is named).
 
     [b]Example[/b]: fdoverlap compare --sync --overlap traces/decode-b64.json --preset 8b -o run.json
     """
-    paths = tuple(p for p, on in (("sync", sync), ("overlap", overlap)) if on) or ("sync", "overlap")
-    _run(paths, **_options(locals()))
+    return tuple(p for p, on in (("sync", sync), ("overlap", overlap)) if on) or ("sync", "overlap")
 
 
 def register(app: typer.Typer) -> None:

@@ -78,7 +78,7 @@ def show_command(path: TracePath, as_json: Json = False) -> None:
     if as_json:
         typer.echo(json.dumps(summary.to_dict(), indent=2))
     else:
-        from fdoverlap_cli.report.trace_summary import render_trace_summary
+        from fdoverlap_cli.render.trace_summary import render_trace_summary
 
         render_trace_summary(summary, title=path)
 

@@ -157,7 +157,3 @@ class Bookkeeping:
                 self.generated[r] = []
                 self._prompts.pop(r, None)
                 self._prefill.pop(r, None)
-
-    def digests(self) -> dict[str, str]:
-        """Digest of each finished request's tokens, by request id."""
-        return {self.requests[r].id: d for r, d in self.finished.items()}

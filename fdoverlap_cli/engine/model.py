@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from fdoverlap_cli.errors import FdoError
+from fdoverlap_cli.errors import FdoError, OptionError
 
 
 @dataclass(frozen=True)
@@ -87,19 +87,21 @@ _DIMENSION_KEYS = {f.name for f in dataclasses.fields(ModelConfig)} - {"name"}
 def model_config(preset: str, layers: int | None = None, dims: str | None = None) -> ModelConfig:
     """A preset, optionally with another layer count and explicit dimensions ('hidden_size=1024,ffn_size=4096')."""
     if preset not in PRESETS:
-        raise FdoError(f"--preset: unknown preset '{preset}' (choose from {', '.join(PRESETS)})")
+        raise OptionError("preset", f"unknown preset '{preset}' (choose from {', '.join(PRESETS)})")
     cfg = PRESETS[preset]
     changes: dict[str, Any] = {}
     for item in filter(None, (dims or "").split(",")):
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep or key not in _DIMENSION_KEYS:
-            raise FdoError(f"--dims: expected key=value with key in {', '.join(sorted(_DIMENSION_KEYS))}, got '{item}'")
+            raise OptionError(
+                "dims", f"expected key=value with key in {', '.join(sorted(_DIMENSION_KEYS))}, got '{item}'"
+            )
         kind = type(getattr(cfg, key))
         try:
             changes[key] = kind(value.strip())
         except ValueError:
-            raise FdoError(f"--dims: {key} expects {kind.__name__}, got '{value.strip()}'") from None
+            raise OptionError("dims", f"{key} expects {kind.__name__}, got '{value.strip()}'") from None
     if layers is not None:
         changes["num_layers"] = layers
     if changes:

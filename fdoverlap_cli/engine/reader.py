@@ -318,7 +318,7 @@ def _read(args: argparse.Namespace) -> int:
     with stop_signals.held():  # paddle's SIGTERM handler must not replace _terminate
         import numpy as np
 
-        from fdoverlap_cli.engine.device import require_paddle
+        from fdoverlap_cli.platform import require_paddle
 
         paddle = require_paddle()
     from fdoverlap_cli import ops as op_library

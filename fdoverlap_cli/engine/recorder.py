@@ -12,28 +12,8 @@ from typing import Any
 
 import numpy as np
 
-# GPU points of one step, in stream order.
-GPU_POINTS = ("gpu_pre_start", "gpu_fwd_end", "gpu_post_start", "gpu_post_end", "gpu_copy_start", "gpu_copy_end")
-# Host columns of one executed step (-1: did not happen).
-HOST_COLUMNS = (
-    "step",  # the trace step this executed step is
-    "tokens",  # packed tokens of the batch
-    "generated",  # slots that emit a token at this step
-    "running",  # slots that ran
-    "prefill_tokens",
-    "model_ns",  # host time launching the model's own work (forward, logits, sampling); the rest is harness
-    "iter_start",  # the loop iteration that launched the step (inserts included)
-    "iter_end",
-    "insert_start",
-    "insert_end",
-    "pre_start",
-    "pre_end",
-    "post_start",
-    "post_end",
-    "save_start",  # save_model_output of this step (in the next iteration on the overlap path)
-    "save_end",
-)
-WAIT_COLUMNS = ("wait_step", "wait_start", "wait_end")  # host waits on the GPU; wait_step: the iteration's step
+from fdoverlap_cli.measure.schema import GPU_POINTS, HOST_COLUMNS, WAIT_COLUMNS, GpuPoint
+
 WAITS_PER_STEP = 3  # the token-count read-back, the save's event wait, back-pressure from a full queue
 
 
@@ -67,8 +47,8 @@ class StepRecorder:
     def add(self, row: int, column: str, value: int) -> None:
         self.columns[column][row] = max(int(self.columns[column][row]), 0) + value
 
-    def mark(self, row: int, point: int, stream: Any = None) -> None:
-        """GPU timestamp `GPU_POINTS[point]` of `row`, taken when `stream` reaches this point."""
+    def mark(self, row: int, point: GpuPoint, stream: Any = None) -> None:
+        """GPU timestamp `point` of `row`, taken when `stream` reaches this point."""
         if self._gpu is not None:
             self.device.timestamp(self._gpu, row * len(GPU_POINTS) + point, stream)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,10 +23,10 @@ from fdoverlap_cli.engine.model import ModelConfig, SyntheticDecoder
 from fdoverlap_cli.engine.reader import OutputReader, OutputSender, ReaderResult
 from fdoverlap_cli.engine.recorder import StepRecorder
 from fdoverlap_cli.engine.runner import ModelRunner, RunnerOptions
-from fdoverlap_cli.errors import FdoError
+from fdoverlap_cli.errors import FdoError, OptionError
+from fdoverlap_cli.measure.schema import PATHS
 from fdoverlap_cli.trace import Trace
 
-PATHS = ("sync", "overlap")
 CLOCK_SAMPLES = 64
 
 
@@ -42,8 +41,6 @@ class PathRun:
     clock_start: np.ndarray | None = None  # clock_samples() rows before and after the replay
     clock_end: np.ndarray | None = None
     reader: ReaderResult | None = None
-    engine_digests: dict[str, str] = field(default_factory=dict)  # digest of the tokens the runner saved, per request
-    wall_ns: int = 0
     full_queue_waits: int = 0
 
 
@@ -58,17 +55,22 @@ class Engine:
     """The device, the op library, the model and the buffers for replaying one trace."""
 
     def __init__(
-        self, trace: Trace, device: Device, model_cfg: ModelConfig, options: RunnerOptions, fused_layers: bool = True
+        self,
+        trace: Trace,
+        device: Device,
+        model_cfg: ModelConfig,
+        options: RunnerOptions,
+        fused_layers: bool = True,
+        trace_id: int | None = None,
     ) -> None:
-        from fdoverlap_cli import ops as op_library
-
+        """`trace_id` goes into each path's NVTX range as its payload, so an nsys export names its trace."""
+        self.trace_id = trace_id
         self.trace = trace
         self.device = device
         self.options = options
         self.model_cfg = model_cfg
         self._check_memory()
-        self.ops = op_library.load()
-        device.ops = self.ops
+        self.ops = device.ops
         self.model = SyntheticDecoder(model_cfg, device, self.ops, fused_layers)
         cfg = trace.config
         self.share = ShareInputs(device, self.ops, cfg, self.model.new_kv_cache(cfg.max_num_seqs, cfg.max_model_len))
@@ -114,7 +116,7 @@ class Engine:
         from fdoverlap_cli.engine.msg_queue import MessageQueue
 
         if path not in PATHS:
-            raise FdoError(f"unknown path '{path}' (expected sync or overlap)")
+            raise OptionError("path", f"expected sync or overlap, got '{path}'")
         run = PathRun(path)
         self.runs.append(run)
         self.share.reset()
@@ -130,22 +132,19 @@ class Engine:
                 reader.start()  # in the try: an interrupt while it loads paddle must stop it too
                 reader.wait_ready()
                 run.clock_start = dev.clock_samples(CLOCK_SAMPLES)
-                t0 = time.monotonic_ns()
-                with self.annotator.range(path):
+                with self.annotator.range(path, self.trace_id):
                     for k, step in enumerate(self.trace.steps):
                         runner.iteration(k, step, overlap)
                         if on_step is not None:
                             on_step(k)
                     runner.flush()
                 dev.synchronize()
-                run.wall_ns = time.monotonic_ns() - t0
                 run.clock_end = dev.clock_samples(CLOCK_SAMPLES)
                 run.reader = reader.finish(queue.send_end)
                 run.complete = True
             finally:
                 run.host = recorder.host_table()
                 run.gpu = _safe(recorder.gpu_times)
-                run.engine_digests = self.book.digests()
                 run.full_queue_waits = sender.full_waits
                 reader.stop()
         return run

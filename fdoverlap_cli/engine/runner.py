@@ -20,15 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from fdoverlap_cli.engine import annotate
+from fdoverlap_cli.engine.annotate import Annotator
 from fdoverlap_cli.engine.bookkeeping import Bookkeeping, StepPlan
 from fdoverlap_cli.engine.buffers import ShareInputs
 from fdoverlap_cli.engine.model import SyntheticDecoder
 from fdoverlap_cli.engine.recorder import StepRecorder
-from fdoverlap_cli.errors import CheckFailed, ExitCode, FdoError
+from fdoverlap_cli.errors import CheckFailed, ExitCode, FdoError, OptionError
+from fdoverlap_cli.measure.schema import INSERT_TASKS, POSTPROCESS, PREPROCESS, SAVE, STEP, GpuPoint
 from fdoverlap_cli.trace import Step
-
-PRE_START, FWD_END, POST_START, POST_END, COPY_START, COPY_END = range(6)
 
 
 @dataclass(frozen=True)
@@ -51,9 +50,9 @@ class RunnerOptions:
 
     def __post_init__(self) -> None:
         if self.token_count not in ("sync", "predict"):
-            raise FdoError(f"--token-count: expected sync or predict, got '{self.token_count}'")
+            raise OptionError("token_count", f"expected sync or predict, got '{self.token_count}'")
         if self.copy_stream not in ("compute", "separate"):
-            raise FdoError(f"--copy-stream: expected compute or separate, got '{self.copy_stream}'")
+            raise OptionError("copy_stream", f"expected compute or separate, got '{self.copy_stream}'")
 
 
 @dataclass
@@ -90,7 +89,7 @@ class ModelRunner:
         options: RunnerOptions,
         sender: Any,
         recorder: StepRecorder,
-        annotator: annotate.Annotator,
+        annotator: Annotator,
     ) -> None:
         self.device = device
         self.ops = ops
@@ -113,7 +112,7 @@ class ModelRunner:
         """FastDeploy's insert for step k: preemptions and prefill chunks, through one op, then set_stop(True)."""
         t0 = time.monotonic_ns()
         if step.insert or step.preempt:
-            self.nvtx.push(annotate.INSERT_TASKS, k)
+            self.nvtx.push(INSERT_TASKS, k)
             s = self.share
             meta, tokens, preempt = self.book.apply_step(step)
             self.ops.insert_tasks(
@@ -144,7 +143,7 @@ class ModelRunner:
         if not bool(self.ops.get_stop(self.share.not_need_stop).numpy()[0]):
             return None
         t0 = time.monotonic_ns()
-        self.nvtx.push(annotate.PREPROCESS, k)
+        self.nvtx.push(PREPROCESS, k)
         s, ops = self.share, self.ops
         plan = self.book.launch(k)
         row = self.rec.new_row(k)
@@ -156,14 +155,14 @@ class ModelRunner:
         self.rec.set(row, "prefill_tokens", plan.prefill_tokens)
         token_num = self._token_count(k, plan)
         self.rec.set(row, "tokens", token_num)
-        self.rec.mark(row, PRE_START)
+        self.rec.mark(row, GpuPoint.PRE_START)
         ids, batch_id, cu_q, _cu_k = ops.get_padding_offset(s.input_ids, s.seq_lens_this_time, token_num)
         hidden = None
         if token_num:
             t_model = time.monotonic_ns()
             hidden = self.model.forward(ids, batch_id, cu_q, s.seq_lens_decoder, s.kv_cache)
             self.rec.set(row, "model_ns", time.monotonic_ns() - t_model)
-        self.rec.mark(row, FWD_END)
+        self.rec.mark(row, GpuPoint.FWD_END)
         self.nvtx.pop()
         self.rec.set(row, "pre_end", time.monotonic_ns())
         return ForwardOutput(row=row, plan=plan, hidden=hidden, cu_seqlens_q=cu_q)
@@ -187,9 +186,9 @@ class ModelRunner:
         """Stage 2 of the step: sample, update the step state on the device, start the DtoH copies."""
         k, row = fwd.plan.step, fwd.row
         self.rec.set(row, "post_start", time.monotonic_ns())
-        self.nvtx.push(annotate.POSTPROCESS, k)
+        self.nvtx.push(POSTPROCESS, k)
         s, ops = self.share, self.ops
-        self.rec.mark(row, POST_START)
+        self.rec.mark(row, GpuPoint.POST_START)
         if fwd.hidden is not None:
             t_model = time.monotonic_ns()
             last = ops.rebuild_padding(fwd.hidden, fwd.cu_seqlens_q, s.seq_lens_this_time)
@@ -221,7 +220,7 @@ class ModelRunner:
             s.input_ids,
             s.next_tokens,
         )
-        self.rec.mark(row, POST_END)
+        self.rec.mark(row, GpuPoint.POST_END)
         if self.options.snapshot_preempted:
             s.last_preempted_idx[:] = s.preempted_idx
             s.preempted_idx[:] = 0
@@ -237,10 +236,10 @@ class ModelRunner:
             done = dev.new_event()
             dev.record_event(done)
             dev.wait_event(stream, done)
-        self.rec.mark(row, COPY_START, stream)
+        self.rec.mark(row, GpuPoint.COPY_START, stream)
         dev.copy_to_host(s.sampled_token_ids, sampled, stream)
         dev.copy_to_host(s.not_need_stop_staged, s.not_need_stop_device, stream)
-        self.rec.mark(row, COPY_END, stream)
+        self.rec.mark(row, GpuPoint.COPY_END, stream)
         event = dev.new_event()
         dev.record_event(event, stream)
         return event
@@ -252,7 +251,7 @@ class ModelRunner:
         k = p.plan.step
         t0 = time.monotonic_ns()
         self.rec.set(p.row, "save_start", t0)
-        self.nvtx.push(annotate.SAVE, k)
+        self.nvtx.push(SAVE, k)
         s = self.share
         p.event.synchronize()
         self.rec.wait(self._iteration_step, t0, time.monotonic_ns())
@@ -275,7 +274,7 @@ class ModelRunner:
         """One loop iteration of the worker: the engine's insert for step k, then execute_model[_overlap](k)."""
         self._iteration_step = k
         t0 = time.monotonic_ns()
-        self.nvtx.push(annotate.STEP, k)
+        self.nvtx.push(STEP, k)
         try:
             self.insert_tasks(k, step)
             ran = self.execute_model_overlap(k) if overlap else self.execute_model(k)

@@ -1,7 +1,8 @@
-"""The numbers the tool reports for one path, and the comparison of the two paths.
+"""The numbers the tool reports for one path over a range of steps (the comparison is `derive`'s).
 
 Input: the `Span`s of ONE path (the engine's own timing or the nsys reader: the same records),
-all int64 ns on one clock. Notation for step k (see docs/architecture.md, "The timing records"):
+all int64 ns on one clock, and optionally the engine's per-step counts (`StepFacts`). Notation for
+step k (see docs/architecture.md, "The timing records"):
 
   C_k  compute spans of step k          D_k  copy spans of step k
   S_k  save spans of step k             H_k = D_k ∪ S_k  (the work the overlap should hide)
@@ -21,7 +22,7 @@ per-step quantity is computed for all steps at once with the interval sweeps of 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -34,8 +35,30 @@ from fdoverlap_cli.measure.records import KIND_CODE, Kind, Span, SpanTable
 HOST_STAGES = (Kind.INSERT, Kind.PREPROCESS, Kind.POSTPROCESS, Kind.SAVE, Kind.WAIT, Kind.ITERATION)
 
 
-def _float_or_none(x: Any) -> float | None:
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+@dataclass(frozen=True)
+class StepFacts:
+    """What the engine knows of each executed step besides its times (nsys knows none of it)."""
+
+    step: np.ndarray  # int64
+    generated: np.ndarray  # int64: tokens the step emitted (slots that produced one)
+    batch_tokens: np.ndarray  # int64: rows of the packed batch
+    prefill_tokens: np.ndarray  # int64
+    model_ns: np.ndarray  # int64: host time launching the model's own work, -1 where unknown
+
+    @classmethod
+    def of(cls, step: Sequence[int], generated: Sequence[int], **columns: Sequence[int]) -> StepFacts:
+        """From columns of equal length; a column left out is -1 (unknown) everywhere."""
+        n = len(step)
+        get = {name: np.asarray(columns.get(name, np.full(n, -1)), dtype=np.int64) for name in _FACT_COLUMNS}
+        return cls(np.asarray(step, np.int64), np.asarray(generated, np.int64), **get)
+
+    def select(self, steps: np.ndarray) -> StepFacts:
+        """The rows of the given steps."""
+        rows = np.isin(self.step, steps)
+        return StepFacts(*(getattr(self, f.name)[rows] for f in fields(self)))
+
+
+_FACT_COLUMNS = ("batch_tokens", "prefill_tokens", "model_ns")
 
 
 @dataclass(frozen=True)
@@ -101,18 +124,6 @@ class PerStep:
         return out
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, list]) -> PerStep:
-        return cls(
-            **{
-                f.name: np.array(
-                    [np.nan if x is None else x for x in d[f.name]],
-                    dtype=np.float64 if f.name in _FLOAT_COLUMNS else np.int64,
-                )
-                for f in fields(cls)
-            }
-        )
-
-    @classmethod
     def empty(cls) -> PerStep:
         return cls(**{f.name: np.empty(0, np.float64 if f.name in _FLOAT_COLUMNS else np.int64) for f in fields(cls)})
 
@@ -122,7 +133,9 @@ _FLOAT_COLUMNS = ("hidden", "hidden_work", "bubble_ns", "step_time_ns")
 
 @dataclass(frozen=True)
 class PathMetrics:
-    """Everything reported for one path over the measured steps (plain data; `to_dict` is JSON)."""
+    """Everything reported for one path over the measured steps (plain data; `to_dict` is JSON).
+
+    measure/catalog.py names, labels and defines each of these for every renderer."""
 
     steps: int = 0
     first_step: int | None = None
@@ -141,8 +154,11 @@ class PathMetrics:
     gpu_window_ns: int = 0
     step_time_ns: Summary = field(default_factory=Summary)
     tpot_ns: Summary = field(default_factory=Summary)
+    compute_mean_ns: float | None = None  # mean_k |C_k|
     tokens: int | None = None
     tokens_per_s: float | None = None
+    batch_tokens: int | None = None
+    harness_ns_per_decode_step: float | None = None
     limit_ns: int = 0  # T_limit = Σ_k max(G_k, B_k)
     gpu_total_ns: int = 0  # Σ_k G_k
     host_busy_total_ns: int = 0  # Σ_k B_k
@@ -160,20 +176,9 @@ class PathMetrics:
             out[f.name] = v
         return out
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> PathMetrics:
-        """The inverse of `to_dict` (for results loaded from run.json, which may leave out the per-step arrays)."""
-        kwargs = dict(d)
-        for name in ("hidden_per_step", "hidden_work_per_step", "bubble_ns", "step_time_ns", "tpot_ns"):
-            kwargs[name] = Summary(**d[name])
-        kwargs["host_stages"] = {
-            k: StageTime(count=s["count"], total_ns=s["total_ns"]) for k, s in d["host_stages"].items()
-        }
-        kwargs["per_step"] = PerStep.from_dict(d["per_step"]) if "per_step" in d else PerStep.empty()
-        return cls(**kwargs)
 
-
-def _select_window(table: SpanTable, window: tuple[int, int] | None) -> SpanTable:
+def select_steps(table: SpanTable, window: tuple[int, int] | None) -> SpanTable:
+    """The spans of steps FIRST..LAST (inclusive); a window that selects nothing is an InputError."""
     if window is None:
         return table
     first, last = window
@@ -221,17 +226,18 @@ def _hidden(
 
 def path_metrics(
     spans: Iterable[Span] | SpanTable,
-    tokens: Mapping[int, int] | None = None,
+    facts: StepFacts | None = None,
     window: tuple[int, int] | None = None,
 ) -> PathMetrics:
     """The metrics of one path over the steps `window` = (first, last) inclusive (all steps if None).
 
-    `tokens` maps a step to the tokens it emitted (for tokens/s). Spans may come in any order.
-    Empty input without a window gives empty metrics; a window that selects nothing is an InputError.
+    `facts` gives the tokens each step emitted (tokens/s), its batch and the host's model launches
+    (the harness cost); without them those metrics are None. Spans may come in any order. Empty input
+    without a window gives empty metrics; a window that selects nothing is an InputError.
     """
     table = spans if isinstance(spans, SpanTable) else SpanTable.from_spans(spans)
     waits = iv.merge(table.of_kind(Kind.WAIT).intervals())  # W: geometric, whichever step labels them
-    table = _select_window(table, window)
+    table = select_steps(table, window)
     if len(table) == 0:
         return PathMetrics()
 
@@ -300,7 +306,9 @@ def path_metrics(
     # gpu_busy = |∪_k (C_k ∪ D_k)| / (last GPU end - first GPU start).
     gpu_busy_ns = iv.measure(gpu)
     gpu_window_ns = int(g_end.max() - g_start.min()) if len(g_start) else 0
-    token_count = None if tokens is None else int(sum(tokens.get(int(s), 0) for s in steps))
+    compute_ns = iv.measure_by_group(np.column_stack([c_start, c_end]), c_group, n)
+    has_compute = np.bincount(c_group, minlength=n) > 0
+    counts = _counts(facts, steps, host_busy_ns)
 
     per_step = PerStep(
         step=steps.astype(np.int64),
@@ -331,14 +339,35 @@ def path_metrics(
         gpu_window_ns=gpu_window_ns,
         step_time_ns=Summary.of(step_time),
         tpot_ns=Summary.of(tpot),
-        tokens=token_count,
-        tokens_per_s=token_count / (wall_ns * 1e-9) if token_count is not None and wall_ns else None,
+        # compute_mean = mean over the steps with compute of |C_k| (the union of the step's compute spans).
+        compute_mean_ns=float(compute_ns[has_compute].mean()) if has_compute.any() else None,
+        tokens=counts["tokens"],
+        tokens_per_s=counts["tokens"] / (wall_ns * 1e-9) if counts["tokens"] is not None and wall_ns else None,
+        batch_tokens=counts["batch_tokens"],
+        harness_ns_per_decode_step=counts["harness"],
         limit_ns=int(np.maximum(gpu_ns, host_busy_ns).sum()),
         gpu_total_ns=int(gpu_ns.sum()),
         host_busy_total_ns=int(host_busy_ns.sum()),
         host_stages=_host_stages(table),
         per_step=per_step,
     )
+
+
+def _counts(facts: StepFacts | None, steps: np.ndarray, host_busy_ns: np.ndarray) -> dict[str, Any]:
+    """Output and batch tokens of the measured steps, and the harness cost per decode-only step."""
+    if facts is None:
+        return {"tokens": None, "batch_tokens": None, "harness": None}
+    f = facts.select(steps)
+    # harness = mean over decode-only steps of B_k minus the host time spent launching the model's own work:
+    # what the replay costs the host per step besides the forward, logits and sampling launches.
+    busy = dict(zip(steps.tolist(), host_busy_ns.tolist(), strict=True))
+    decode = (f.prefill_tokens == 0) & (f.model_ns >= 0)
+    harness = [busy[k] - m for k, m in zip(f.step[decode].tolist(), f.model_ns[decode].tolist(), strict=True)]
+    return {
+        "tokens": int(f.generated.sum()),
+        "batch_tokens": int(f.batch_tokens.sum()) if (f.batch_tokens >= 0).all() else None,
+        "harness": float(np.mean(harness)) if harness else None,
+    }
 
 
 def _host_stages(table: SpanTable) -> dict[str, StageTime]:
@@ -349,74 +378,3 @@ def _host_stages(table: SpanTable) -> dict[str, StageTime]:
         rows = table.kind == KIND_CODE[kind]
         out[kind] = StageTime(count=int(rows.sum()), total_ns=int(duration[rows].sum()))
     return out
-
-
-@dataclass(frozen=True)
-class Change:
-    """One headline number on both paths; delta = overlap - sync (None where either is missing)."""
-
-    sync: float | None
-    overlap: float | None
-
-    @property
-    def delta(self) -> float | None:
-        return None if self.sync is None or self.overlap is None else self.overlap - self.sync
-
-    def to_dict(self) -> dict[str, float | None]:
-        return {"sync": self.sync, "overlap": self.overlap, "delta": self.delta}
-
-
-HEADLINES = {  # name in the comparison -> how to read it from PathMetrics
-    "wall_ns": lambda m: m.wall_ns,
-    "hidden": lambda m: m.hidden,
-    "bubble_mean_ns": lambda m: m.bubble_ns.mean,
-    "gpu_busy": lambda m: m.gpu_busy,
-    "step_time_mean_ns": lambda m: m.step_time_ns.mean,
-    "tpot_mean_ns": lambda m: m.tpot_ns.mean,
-    "tokens_per_s": lambda m: m.tokens_per_s,
-}
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """The overlap path against the sync path over the same steps."""
-
-    speedup: float | None  # T_sync / T_overlap
-    overlap_efficiency: float | None  # (T_sync - T_overlap) / (T_sync - T_limit)
-    limit_ns: int  # T_limit of the overlap path
-    changes: dict[str, Change]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "speedup": self.speedup,
-            "overlap_efficiency": self.overlap_efficiency,
-            "limit_ns": self.limit_ns,
-            "changes": {k: c.to_dict() for k, c in self.changes.items()},
-        }
-
-
-def compare(sync: PathMetrics, overlap: PathMetrics) -> Comparison:
-    """Speedup, overlap efficiency and the change of each headline number (both paths, same step range).
-
-    overlap efficiency = (T_sync - T_overlap) / (T_sync - T_limit): the share of the gain a perfect
-    overlap could make that the overlap path makes. T_limit is the overlap path's own: its G_k and B_k
-    are measured under the conditions the overlap runs in (its contention, its copies), so it is the
-    floor that path can reach. None when T_sync <= T_limit (nothing to gain).
-    """
-    # The overlap path may run a few more steps in the same range: with its stop flag a step late, it launches
-    # one (empty) step after every point where all slots stopped. The range itself must be the same.
-    if (sync.first_step, sync.last_step) != (overlap.first_step, overlap.last_step):
-        raise InputError(
-            "compare",
-            f"the paths cover different steps (sync: {sync.steps} steps {sync.first_step}..{sync.last_step}, "
-            f"overlap: {overlap.steps} steps {overlap.first_step}..{overlap.last_step})",
-        )
-    t_sync, t_overlap, t_limit = sync.wall_ns, overlap.wall_ns, overlap.limit_ns
-    return Comparison(
-        speedup=t_sync / t_overlap if t_overlap else None,
-        overlap_efficiency=(t_sync - t_overlap) / (t_sync - t_limit) if t_sync > t_limit else None,
-        limit_ns=t_limit,
-        changes={
-            name: Change(_float_or_none(read(sync)), _float_or_none(read(overlap))) for name, read in HEADLINES.items()
-        },
-    )

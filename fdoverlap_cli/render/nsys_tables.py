@@ -5,8 +5,10 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from fdoverlap_cli.measure.nsys_analysis import Agreement, NsysAnalysis, PathReport
-from fdoverlap_cli.report.cells import change, value
+from fdoverlap_cli.measure import catalog
+from fdoverlap_cli.nsys.analysis import NsysAnalysis, NsysPath
+from fdoverlap_cli.nsys.crosscheck import Agreement
+from fdoverlap_cli.render.cells import change, steps_line, value
 
 TOP_RANGES = 20
 
@@ -63,57 +65,39 @@ def _gpu(a: NsysAnalysis, console: Console) -> None:
         )
 
 
-_PATH_ROWS = (  # label, how to read it from a PathReport, unit
-    ("measured steps", lambda p: p.metrics.steps, "num"),
-    ("wall time", lambda p: p.metrics.wall_ns, "ms"),
-    ("hidden (copy ∪ save)", lambda p: p.metrics.hidden, "pct"),
-    ("hidden p50 / step", lambda p: p.metrics.hidden_per_step.p50, "pct"),
-    ("hidden p10 / step", lambda p: p.metrics.hidden_per_step.p10, "pct"),
-    ("hidden min / step", lambda p: p.metrics.hidden_per_step.min, "pct"),
-    ("hidden work (waits out of S_k)", lambda p: p.metrics.hidden_work, "pct"),
-    ("bubble (mean)", lambda p: p.metrics.bubble_ns.mean, "us"),
-    ("GPU busy", lambda p: p.metrics.gpu_busy, "pct"),
-    ("GPU busy, kernels only", lambda p: p.kernel_busy, "pct"),
-    ("compute |C_k| (mean)", lambda p: p.compute_mean_ns, "us"),
-    ("step time (mean)", lambda p: p.metrics.step_time_ns.mean, "us"),
-    ("TPOT (mean)", lambda p: p.metrics.tpot_ns.mean, "us"),
-    ("limit Σ max(G, B)", lambda p: p.metrics.limit_ns, "ms"),
-    ("kernels in C_k", lambda p: p.work["compute_kernels"]["count"], "num"),
-    ("DtoH copies in D_k", lambda p: p.work["dtoh_copies"]["count"], "num"),
-    ("host waits", lambda p: p.work["waits"]["count"], "num"),
-)
-
-
 def _paths(a: NsysAnalysis, console: Console) -> None:
-    if a.unavailable is not None:
+    if a.unavailable is not None or a.derived is None:
         console.print(f"[b]per-step metrics[/b]: not available: {a.unavailable}")
         return
     names = list(a.paths)
-    both = {"sync", "overlap"} <= set(names)
-    table = Table(title="per step (fdoverlap)", title_justify="left", show_edge=False, header_style="bold")
+    both = a.derived.comparison is not None
+    title = f"per step (fdoverlap), {steps_line(a.derived)}"
+    table = Table(title=title, title_justify="left", show_edge=False, header_style="bold")
     table.add_column("")
     for name in names:
         table.add_column(name, justify="right")
     if both:
         table.add_column("change", justify="right")
-    for label, read, unit in _PATH_ROWS:
-        values = [read(a.paths[n]) for n in names]
-        cells = [value(v, unit) for v in values]
+    docs = {name: p.to_dict() for name, p in a.paths.items()}
+    for m in catalog.rows(catalog.NSYS):
+        of = {n: docs[n] if m.source == "nsys" else docs[n]["metrics"] for n in names}
+        cells = [value(m.value(of[n]), m.unit) for n in names]
         if both:
-            cells.append("" if unit == "num" else change(read(a.paths["sync"]), read(a.paths["overlap"]), unit))
-        table.add_row(label, *cells)
+            cells.append(change(m.value(of["sync"]), m.value(of["overlap"]), m.unit))
+        table.add_row(m.label, *cells)
     console.print(table)
-    if a.comparison:
-        c = a.comparison
+    if a.derived.comparison:
+        c = a.derived.comparison.to_dict()
+        speedup, efficiency = catalog.COMPARISON_METRICS
         console.print(
-            f"speedup {value(c.speedup, 'num')}× · overlap efficiency {value(c.overlap_efficiency, 'pct')} "
-            f"of the limit ({value(c.limit_ns, 'ms')})"
+            f"{speedup.label} {value(speedup.value(c), 'num')}× · {efficiency.label} "
+            f"{value(efficiency.value(c), efficiency.unit)} of the limit ({value(c['limit_ns'], 'ms')})"
         )
     for name, p in a.paths.items():
         _path_work(name, p, console)
 
 
-def _path_work(name: str, p: PathReport, console: Console) -> None:
+def _path_work(name: str, p: NsysPath, console: Console) -> None:
     w = p.work
     extra = [
         f"{w[key]['count']:,} {label}"
@@ -136,20 +120,11 @@ def _verdict(row: Agreement) -> str:
     return "[green]agrees[/green]" if row.agrees else "[red]differs[/red]"
 
 
-_AGREEMENT_UNITS = {"hidden": "pct", "compute_mean_ns": "us", "bubble_mean_ns": "us", "gpu_busy": "pct"}
-_AGREEMENT_LABELS = {
-    "hidden": "hidden fraction",
-    "compute_mean_ns": "compute |C_k| (mean)",
-    "bubble_mean_ns": "bubble (mean)",
-    "gpu_busy": "GPU busy",
-}
-
-
 def _against(a: NsysAnalysis, console: Console) -> None:
     if not a.against:
         return
     table = Table(
-        title=f"nsys against the tool's own timing ({a.against_file})",
+        title=f"nsys against the tool's own timing ({a.against.file})",
         title_justify="left",
         show_edge=False,
         header_style="bold",
@@ -158,8 +133,9 @@ def _against(a: NsysAnalysis, console: Console) -> None:
     table.add_column("quantity")
     for column in ("tool", "nsys", "difference", "target", ""):
         table.add_column(column, justify="right")
-    for r in a.against:
-        unit = _AGREEMENT_UNITS[r.quantity]
+    for r in a.against.rows:
+        metric = catalog.path_metric(r.quantity)
+        unit = metric.unit
         if r.measure == "points":
             diff = "–" if r.difference is None else f"{100 * r.difference:+.2f} pt"
             target = "" if r.target is None else f"±{100 * r.target:.0f} pt"
@@ -168,7 +144,7 @@ def _against(a: NsysAnalysis, console: Console) -> None:
             target = "" if r.target is None else f"±{100 * r.target:.0f}%"
         table.add_row(
             r.path,
-            _AGREEMENT_LABELS[r.quantity],
+            metric.label,
             value(r.tool, unit),
             value(r.nsys, unit),
             diff,

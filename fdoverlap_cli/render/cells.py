@@ -1,6 +1,8 @@
-"""Table cells shared by the renderers: a number in its unit, and the change from sync to overlap."""
+"""Cells shared by the renderers: a number in its unit, the change from sync to overlap, the steps shown."""
 
 from __future__ import annotations
+
+from fdoverlap_cli.measure.derive import Derived
 
 MISSING = "–"
 
@@ -32,3 +34,9 @@ def change(sync: float | None, overlap: float | None, unit: str) -> str:
     if unit == "pct":
         return f"{100 * (overlap - sync):+.1f} pt"
     return f"{100 * (overlap - sync) / sync:+.1f}%" if sync else ""
+
+
+def steps_line(view: Derived) -> str:
+    """The steps every number covers, and the window asked for."""
+    covered = "no measured step" if view.steps is None else f"steps {view.steps[0]}–{view.steps[1]}"
+    return covered + (f" (window {view.window[0]}:{view.window[1]})" if view.window else "")

@@ -3,12 +3,12 @@
 Written against export schema 3.20 (Nsight Systems 2025.3). Every stream below is a cursor over
 the export in time order, fetched in batches, so a large report is never loaded whole; aggregates
 (counts and totals) are computed by SQLite. What the rows mean for fdoverlap's steps is
-`nsys_steps`'s business; this module only turns rows into records.
+`steps`'s business; this module only turns rows into records.
 
 Tables read: META_DATA_EXPORT (schema version), StringIds (names), NVTX_EVENTS (ranges, domains,
 categories), CUPTI_ACTIVITY_KIND_RUNTIME (API calls), CUPTI_ACTIVITY_KIND_KERNEL,
 CUPTI_ACTIVITY_KIND_MEMCPY, ENUM_CUDA_MEMCPY_OPER and ENUM_CUDA_MEM_KIND (the copy kinds as nsys
-numbers them), ANALYSIS_DETAILS (the profiled window).
+numbers them), ANALYSIS_DETAILS (the profiled window), TARGET_INFO_GPU (the GPUs' names).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ MEMCPY = "CUPTI_ACTIVITY_KIND_MEMCPY"
 MEMCPY_KINDS = "ENUM_CUDA_MEMCPY_OPER"
 MEMORY_KINDS = "ENUM_CUDA_MEM_KIND"
 ANALYSIS = "ANALYSIS_DETAILS"
+GPUS = "TARGET_INFO_GPU"
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _BATCH = 8192
@@ -243,6 +244,12 @@ class NsysExport:
             return {}
         sql = f"SELECT DISTINCT t.{column}, s.value FROM {table} t LEFT JOIN {STRINGS} s ON s.id = t.{column}"
         return {int(i): name or f"<string {i}>" for i, name in self._rows(sql) if i is not None}
+
+    def gpu_names(self) -> list[str]:
+        """The names of the GPUs the profiled machine had (empty when the export does not say)."""
+        if "name" not in self.columns(GPUS):
+            return []
+        return [name for (name,) in self._rows(f"SELECT DISTINCT name FROM {GPUS}") if name]
 
     def profiled_window(self) -> tuple[int, int] | None:
         """[start, stop) of the whole profiled session in the export's clock, when the export says."""

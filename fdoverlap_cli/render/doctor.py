@@ -6,23 +6,23 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from fdoverlap_cli.doctor import DoctorReport
+from fdoverlap_cli.doctor import Diagnosis
 from fdoverlap_cli.ops import BuildInfo
 
 _MARKS = {True: "[green]ok[/green]", False: "[red]FAIL[/red]", None: ""}
 
 
-def render_doctor(report: DoctorReport, console: Console | None = None) -> None:
+def render_doctor(diagnosis: Diagnosis, console: Console | None = None) -> None:
     """One table of checks; when the tool can run here, a line that says so (otherwise the CLI's error line does)."""
     console = console or Console()
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
     table.add_column(no_wrap=True)
-    for check in report.checks:
+    for check in diagnosis.checks:
         table.add_row(check.name, escape(check.value), _MARKS[check.ok])
     console.print(table)
-    if report.can_run:
+    if diagnosis.can_run:
         console.print("[green]fdoverlap can run here[/green]")
 
 

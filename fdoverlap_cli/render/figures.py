@@ -13,8 +13,10 @@ from typing import Any
 import numpy as np
 
 from fdoverlap_cli.fileio import atomic_open
+from fdoverlap_cli.measure import catalog
 from fdoverlap_cli.measure.metrics import PathMetrics
 from fdoverlap_cli.measure.records import Kind, Span, SpanTable, Track
+from fdoverlap_cli.render.cells import value
 
 MANY_STEPS = 200  # beyond this many steps, per-step lines are drawn faint under a rolling mean
 GANTT_STEPS = 4  # steps shown by default, from the middle of the measured window
@@ -30,6 +32,8 @@ COLORS = {
 }
 PATH_COLORS = ("#1565c0", "#c62828", "#2e7d32", "#6a1b9a")
 ITERATION_ROW, HOST_ROW = "iteration", "host stages"
+# The catalog metrics each per-step plot's legend shows for a path.
+_LEGENDS = {"hidden": ("hidden", "hidden_per_step.p50"), "bubble_ns": ("bubble_ns.mean",)}
 
 
 def default_gantt_steps(metrics: PathMetrics) -> tuple[int, int] | None:
@@ -54,14 +58,17 @@ def _rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
         return np.where(count > 0, total / count, np.nan)
 
 
+def _legend(name: str, m: PathMetrics, shown: tuple[str, ...]) -> str:
+    """`name: label value, label value` for the catalog metrics `shown` that the path has."""
+    doc = m.to_dict()
+    parts = [(catalog.path_metric(k), catalog.path_metric(k).value(doc)) for k in shown]
+    return ", ".join([name] + [f"{metric.label} {value(v, metric.unit)}" for metric, v in parts if v is not None])
+
+
 def _per_step(ax: Any, paths: Mapping[str, tuple[PathMetrics, Any]], column: str, scale: float) -> None:
     for color, (name, (m, _)) in zip(PATH_COLORS, paths.items(), strict=False):
         steps, values = m.per_step.step, getattr(m.per_step, column) / scale
-        label = name
-        if column == "hidden" and m.hidden is not None:
-            label = f"{name}: {m.hidden:.1%} hidden overall (p50 {m.hidden_per_step.p50:.1%})"
-        elif column == "bubble_ns" and m.bubble_ns.mean is not None:
-            label = f"{name}: mean {m.bubble_ns.mean / scale:,.1f} µs, total {m.bubble_total_ns / 1e6:,.2f} ms"
+        label = _legend(name, m, _LEGENDS[column])
         if len(steps) <= MANY_STEPS:
             ax.plot(steps, values, color=color, lw=1.4, marker="o", ms=3, label=label)
             continue
@@ -179,24 +186,17 @@ def plot_run(
     hidden_ax = fig.add_subplot(grid[0])
     bubble_ax = fig.add_subplot(grid[1], sharex=hidden_ax)
 
+    hidden, bubble = catalog.path_metric("per_step.hidden"), catalog.path_metric("per_step.bubble_ns")
     _per_step(hidden_ax, paths, "hidden", 1.0)
     hidden_ax.set_ylim(-0.03, 1.3)
     hidden_ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
     hidden_ax.yaxis.set_major_formatter("{x:.0%}")
-    hidden_ax.set_ylabel("hidden")
-    hidden_ax.set_title(
-        "Hidden fraction per step: |(copy ∪ save of step k) ∩ compute of step k+1| / |copy ∪ save of step k|",
-        fontsize=10,
-        loc="left",
-    )
+    hidden_ax.set_ylabel(hidden.label)
+    hidden_ax.set_title(f"{hidden.label}, {hidden.definition}", fontsize=10, loc="left")
     _per_step(bubble_ax, paths, "bubble_ns", 1e3)
-    bubble_ax.set_ylabel("bubble (µs)")
+    bubble_ax.set_ylabel(f"{bubble.label} (µs)")
     bubble_ax.set_ylim(0, max(bubble_ax.get_ylim()[1], 1e-3) * 1.3)
-    bubble_ax.set_title(
-        "GPU bubble per step: idle time between step k's device work and step k+1's compute",
-        fontsize=10,
-        loc="left",
-    )
+    bubble_ax.set_title(f"{bubble.label}, {bubble.definition}", fontsize=10, loc="left")
     for ax in (hidden_ax, bubble_ax):
         ax.axvspan(steps[0] - 0.5, steps[1] + 0.5, color="#ffe082", alpha=0.5, lw=0, label="_gantt")
 

@@ -1,20 +1,20 @@
 """Nsight Systems activity attributed to fdoverlap's paths, steps and stages, as the `Span`s the metrics read.
 
-The engine brackets its work in NVTX push/pop ranges of the domain `fdoverlap` (engine/annotate.py):
-`sync`/`overlap` around each measured path, `step` (payload k) around each loop iteration, and the
-stage ranges insert_tasks, preprocess_and_execute_model, postprocess, save_model_output (payload =
-the step the stage works on). A GPU record belongs to the innermost range open on the thread of the
-API call that launched it (joined on correlationId). The definitions, the same as the engine's own
-timing (results.py `_STEP_SPANS`):
+The engine brackets its work in NVTX push/pop ranges of the domain `fdoverlap` (the names of
+measure/schema.py): `sync`/`overlap` around each measured path (payload: the trace's id), `step`
+(payload k) around each loop iteration, and the stage ranges insert_tasks, preprocess_and_execute_model,
+postprocess, save_model_output (payload = the step the stage works on). A GPU record belongs to the
+innermost range open on the thread of the API call that launched it (joined on correlationId). The
+definitions, the same as the engine's own timing (schema.STEP_SPANS):
 
   C_k        per stage, from the start of the first to the end of the last kernel launched inside
              preprocess_and_execute_model(k), and likewise postprocess(k): two Kind.COMPUTE intervals
              on the stream's track. That is what the engine's timestamps at the stage boundaries
              measure, so both sources agree; the idle time between kernels inside a stage (a host
              that launches slower than the GPU runs) only nsys sees: `kernel_busy_ns` sums the
-             union of the kernels themselves. Kernels named *timestamp*, *clock* or *pingpong* are
-             the engine's own instrumentation (record_timestamp, clock_samples): counted apart,
-             never in C_k.
+             union of the kernels themselves. The kernels of schema.TIMING_KERNELS are the
+             engine's own instrumentation (record_timestamp, clock_samples): counted apart, never
+             in C_k.
   D_k        device-to-host copies launched inside postprocess(k), first start to last end: Kind.COPY.
   S_k        the save_model_output range with payload k: Kind.SAVE.
   iteration  the `step` range with payload k, when the step ran (it holds a preprocess range): Kind.ITERATION.
@@ -32,75 +32,23 @@ one stack of open ranges per thread, the last interval of each (kind, step, stre
 
 from __future__ import annotations
 
-import re
-from array import array
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 
-import numpy as np
-
-from fdoverlap_cli.measure import nsys
-from fdoverlap_cli.measure.records import KIND_CODE, Kind, Span, SpanTable, Track
-
-DOMAIN = "fdoverlap"
-PATH_RANGES = ("sync", "overlap")
-STEP = "step"
-INSERT = "insert_tasks"
-PREPROCESS = "preprocess_and_execute_model"
-POSTPROCESS = "postprocess"
-SAVE = "save_model_output"
-STAGE_KINDS = {INSERT: Kind.INSERT, PREPROCESS: Kind.PREPROCESS, POSTPROCESS: Kind.POSTPROCESS, SAVE: Kind.SAVE}
-COMPUTE_STAGES = (PREPROCESS, POSTPROCESS)
-
-# Host-blocking API calls (names without nsys's _vNNNN / _ptsz suffixes).
-SYNCHRONIZE_CALLS = frozenset(
-    {
-        "cudaEventSynchronize",
-        "cudaStreamSynchronize",
-        "cudaDeviceSynchronize",
-        "cudaThreadSynchronize",
-        "cuEventSynchronize",
-        "cuStreamSynchronize",
-        "cuCtxSynchronize",
-    }
+from fdoverlap_cli.measure.records import KIND_CODE, Kind, Span, SpanTable
+from fdoverlap_cli.measure.schema import (
+    COMPUTE_STAGES,
+    DOMAIN,
+    INSERT_TASKS,
+    PATHS,
+    POSTPROCESS,
+    PREPROCESS,
+    STAGE_KINDS,
+    STEP,
 )
-# record_timestamp's kernel (RecordTimestampKernel) and clock_samples' (PingPongKernel), by lower-case name part.
-INSTRUMENTATION_MARKERS = ("timestamp", "clock", "pingpong")
-_SUFFIX = re.compile(r"(?:_ptsz|_ptds)?(?:_v\d+)?$")
-
-_COMPUTE, _COPY, _WAIT, _ITERATION = (KIND_CODE[k] for k in (Kind.COMPUTE, Kind.COPY, Kind.WAIT, Kind.ITERATION))
-
-
-def api_name(name: str) -> str:
-    """An API function's name as nsys records it, without the version and per-thread-stream suffixes."""
-    return _SUFFIX.sub("", name)
-
-
-def is_host_wait_call(name: str) -> bool:
-    """Whether the API call `name` blocks the host until the GPU catches up (synchronize, synchronous copy)."""
-    base = api_name(name)
-    return base in SYNCHRONIZE_CALLS or (base.startswith(("cudaMemcpy", "cuMemcpy")) and "Async" not in base)
-
-
-def is_instrumentation_kernel(name: str) -> bool:
-    """The engine's timing kernels (record_timestamp, clock_samples' ping-pong): not model compute."""
-    lowered = name.lower()
-    return any(marker in lowered for marker in INSTRUMENTATION_MARKERS)
-
-
-@dataclass
-class GpuWork:
-    """Count and summed duration of GPU records (kernels or copies)."""
-
-    count: int = 0
-    total_ns: int = 0
-
-    def add(self, start: int, end: int) -> None:
-        self.count += 1
-        self.total_ns += end - start
-
-    def to_dict(self) -> dict[str, int]:
-        return {"count": self.count, "total_ns": self.total_ns}
+from fdoverlap_cli.nsys import export as nsys
+from fdoverlap_cli.nsys.calls import is_host_wait_call, is_timing_kernel
+from fdoverlap_cli.nsys.path_spans import COMPUTE, COPY, WAIT, GpuWork, PathBuilder, Tracks
 
 
 @dataclass
@@ -142,6 +90,7 @@ class Attribution:
     stage_ranges: int  # preprocess_and_execute_model and postprocess ranges anywhere
     steps_outside_paths: int  # `step` ranges outside any path range (warm-up)
     gpu_outside_paths: int  # GPU records launched outside any path range
+    trace_ids: frozenset[int] = frozenset()  # the path ranges' payloads: schema.trace_payload of the trace
 
     def unavailable_reason(self, has_cuda: bool) -> str | None:
         """Why per-step metrics cannot be computed, or None when at least one path has them."""
@@ -166,145 +115,10 @@ class _Open:
     """An open range on a thread, and what it says about the calls inside it."""
 
     end: int | None  # None: never closed
-    path: _PathBuilder | None
+    path: PathBuilder | None
     step: int | None  # payload of the enclosing `step` range
     stage: str | None  # the innermost stage range's name
     stage_step: int | None  # its payload (the enclosing step's when it has none)
-
-
-class _Columns:
-    """Span columns growing row by row (compact: 27 bytes a span)."""
-
-    def __init__(self) -> None:
-        self.kind, self.step, self.start, self.end, self.track = (
-            array("b"),
-            array("q"),
-            array("q"),
-            array("q"),
-            array("h"),
-        )
-
-    def add(self, kind: int, step: int, start: int, end: int, track: int) -> None:
-        self.kind.append(kind)
-        self.step.append(step)
-        self.start.append(start)
-        self.end.append(end)
-        self.track.append(track)
-
-    def table(self, track_names: tuple[str, ...]) -> SpanTable:
-        return SpanTable(
-            np.frombuffer(self.kind, np.int8).copy(),
-            np.frombuffer(self.step, np.int64).copy(),
-            np.frombuffer(self.start, np.int64).copy(),
-            np.frombuffer(self.end, np.int64).copy(),
-            np.frombuffer(self.track, np.int16).copy(),
-            track_names,
-        )
-
-
-@dataclass
-class _PathBuilder:
-    name: str
-    columns: _Columns = field(default_factory=_Columns)
-    growing: dict[tuple[int, int, int, str], list[int]] = field(default_factory=dict)  # (kind, step, track, stage)
-    kernel_busy_ns: int = 0  # |union of the C_k kernels themselves|, summed as they arrive
-    _busy: list[int] | None = None  # the union's interval still growing
-    newest_step: int = -(2**62)
-    iteration: tuple[int, int, int, int] | None = None  # (step, start, end, track) until we know the step ran
-    iteration_ran: bool = False
-    flows: list[tuple] = field(default_factory=list)
-    work: dict[str, GpuWork] = field(default_factory=dict)
-    idle_iterations: int = 0
-
-    def count(self, what: str, start: int, end: int) -> None:
-        self.work.setdefault(what, GpuWork()).add(start, end)
-
-    def gpu(self, kind: int, step: int, start: int, end: int, track: int, stage: str) -> None:
-        """Extend the (kind, step, track, stage) interval to cover a GPU record: first start to last end."""
-        key = (kind, step, track, stage)
-        current = self.growing.get(key)
-        if current is not None:
-            current[0], current[1] = min(current[0], start), max(current[1], end)
-        else:
-            self.growing[key] = [start, end]
-        if kind == _COMPUTE:
-            self._add_busy(start, end)
-        if step > self.newest_step:
-            self.newest_step = step
-            self._settle(older_than=step - 1)
-
-    def _add_busy(self, start: int, end: int) -> None:
-        # Kernels of one stream run in launch order, so the union grows at its end or starts anew.
-        if self._busy is not None and start <= self._busy[1]:
-            self._busy[1] = max(self._busy[1], end)
-            return
-        if self._busy is not None:
-            self.kernel_busy_ns += self._busy[1] - self._busy[0]
-        self._busy = [start, end]
-
-    def _settle(self, older_than: int) -> None:
-        """Emit the growing intervals of steps before `older_than`: no more work of theirs is coming in order."""
-        for key in [key for key in self.growing if key[1] < older_than]:
-            s, e = self.growing.pop(key)
-            self.columns.add(key[0], key[1], s, e, key[2])  # key: (kind, step, track, stage)
-
-    def begin_iteration(self, step: int, start: int, end: int, track: int) -> None:
-        self.end_iteration()
-        self.iteration, self.iteration_ran = (step, start, end, track), False
-
-    def end_iteration(self) -> None:
-        if self.iteration is not None:
-            step, start, end, track = self.iteration
-            if self.iteration_ran:
-                self.columns.add(_ITERATION, step, start, end, track)
-            else:
-                self.idle_iterations += 1
-        self.iteration = None
-
-    def finish(self) -> None:
-        self.end_iteration()
-        self._settle(older_than=2**62)
-        if self._busy is not None:
-            self.kernel_busy_ns += self._busy[1] - self._busy[0]
-            self._busy = None
-
-
-class _Tracks:
-    """Track codes for host threads and GPU streams; named once every span is known."""
-
-    def __init__(self) -> None:
-        self.code: dict[tuple[str, int], int] = {}
-
-    def __call__(self, what: str, ident: int) -> int:
-        return self.code.setdefault((what, ident), len(self.code))
-
-    def names(self, paths: Iterable[_PathBuilder]) -> tuple[str, ...]:
-        """Host: the thread of the path ranges; gpu:compute: the stream running the most C_k; gpu:copy: a
-        stream with D_k and no C_k; other threads and streams by their ids."""
-        compute: dict[int, int] = {}
-        copies: dict[int, int] = {}
-        for p in paths:
-            kinds, tracks = np.frombuffer(p.columns.kind, np.int8), np.frombuffer(p.columns.track, np.int16)
-            for code, n in zip(*np.unique(tracks[kinds == _COMPUTE], return_counts=True), strict=True):
-                compute[int(code)] = compute.get(int(code), 0) + int(n)
-            for code, n in zip(*np.unique(tracks[kinds == _COPY], return_counts=True), strict=True):
-                copies[int(code)] = copies.get(int(code), 0) + int(n)
-        compute_stream = max(compute, key=compute.__getitem__, default=None)
-        copy_only = {c: n for c, n in copies.items() if c not in compute}
-        copy_stream = max(copy_only, key=copy_only.__getitem__, default=None)
-        names = [""] * len(self.code)
-        host_named = False
-        for (what, ident), code in self.code.items():
-            if what == "thread":
-                names[code] = f"host:{ident & ((1 << nsys.TID_BITS) - 1)}" if host_named else Track.HOST
-                host_named = True
-            elif code == compute_stream:
-                names[code] = Track.COMPUTE_STREAM
-            elif code == copy_stream:
-                names[code] = Track.COPY_STREAM
-            else:
-                names[code] = f"gpu:stream {ident}"
-        return tuple(names)
 
 
 class StepAttributor:
@@ -319,15 +133,16 @@ class StepAttributor:
         calls = export.distinct_names(nsys.RUNTIME, "nameId")
         self.wait_ids = frozenset(i for i, name in calls.items() if is_host_wait_call(name))
         kernels = export.distinct_names(nsys.KERNEL, "shortName")
-        self.instrumentation_ids = frozenset(i for i, name in kernels.items() if is_instrumentation_kernel(name))
+        self.instrumentation_ids = frozenset(i for i, name in kernels.items() if is_timing_kernel(name))
         copy_kinds, memory_kinds = export.enum(nsys.MEMCPY_KINDS), export.enum(nsys.MEMORY_KINDS)
         self.dtoh = frozenset(i for i, name in copy_kinds.items() if name.endswith("_DTOH"))
         self.pageable = frozenset(i for i, name in memory_kinds.items() if name.endswith("_PAGEABLE"))
-        self.tracks = _Tracks()
+        self.tracks = Tracks()
         self.stacks: dict[int, list[_Open]] = {}
-        self.paths: dict[str, _PathBuilder] = {}
+        self.paths: dict[str, PathBuilder] = {}
         self.step_ranges = self.stage_ranges = self.steps_outside_paths = self.gpu_outside_paths = 0
         self._last_wait: tuple[int, int, int] | None = None
+        self.trace_ids: set[int] = set()
 
     # ------------------------------------------------------------------ ranges
 
@@ -338,12 +153,12 @@ class StepAttributor:
             stack.pop()
         return stack
 
-    def _new_path(self, name: str) -> _PathBuilder:
+    def _new_path(self, name: str) -> PathBuilder:
         key, n = name, 1
         while key in self.paths:
             n += 1
             key = f"{name}#{n}"
-        self.paths[key] = _PathBuilder(key)
+        self.paths[key] = PathBuilder(key)
         return self.paths[key]
 
     def enter(self, r: nsys.NvtxRange) -> None:
@@ -354,8 +169,10 @@ class StepAttributor:
         parent = stack[-1] if stack else _Open(None, None, None, None, None)
         name = r.name if r.name is not None else self.categories.get((r.domain, r.category))
         opened = _Open(r.end, parent.path, parent.step, parent.stage, parent.stage_step)
-        if name in PATH_RANGES:
+        if name in PATHS:
             opened = _Open(r.end, self._new_path(name), None, None, None)
+            if r.payload is not None:
+                self.trace_ids.add(r.payload)
         elif name == STEP:
             self.step_ranges += 1
             opened.step = r.payload
@@ -391,25 +208,25 @@ class StepAttributor:
         )
         if blocking and step is not None and self._last_wait != (c.tid, c.start, c.end):
             self._last_wait = (c.tid, c.start, c.end)
-            path.columns.add(_WAIT, step, c.start, c.end, self.tracks("thread", c.tid))
+            path.columns.add(WAIT, step, c.start, c.end, self.tracks("thread", c.tid))
             path.count("waits", c.start, c.end)
         if c.gpu is None:
             return
         s, e, stage, k = c.gpu_start, c.gpu_end, ctx.stage, ctx.stage_step
         if c.gpu == nsys.KERNEL and c.kernel_name_id in self.instrumentation_ids:
             path.count("instrumentation", s, e)
-        elif stage == INSERT:
+        elif stage == INSERT_TASKS:
             path.count("insert", s, e)
         elif c.gpu == nsys.KERNEL and stage in COMPUTE_STAGES and k is not None:
             path.count("compute", s, e)
-            self._gpu(path, c, _COMPUTE, k, stage)
+            self._gpu(path, c, COMPUTE, k, stage)
         elif c.gpu == nsys.MEMCPY and stage == POSTPROCESS and c.copy_kind in self.dtoh and k is not None:
             path.count("dtoh", s, e)
-            self._gpu(path, c, _COPY, k, stage)
+            self._gpu(path, c, COPY, k, stage)
         else:
             path.count("other", s, e)
 
-    def _gpu(self, path: _PathBuilder, c: nsys.Launch, kind: int, step: int, ctx_stage: str) -> None:
+    def _gpu(self, path: PathBuilder, c: nsys.Launch, kind: int, step: int, ctx_stage: str) -> None:
         stream = self.tracks("stream", c.stream)
         path.gpu(kind, step, c.gpu_start, c.gpu_end, stream, ctx_stage)
         if self.keep_flows:
@@ -461,6 +278,7 @@ class StepAttributor:
             stage_ranges=self.stage_ranges,
             steps_outside_paths=self.steps_outside_paths,
             gpu_outside_paths=self.gpu_outside_paths,
+            trace_ids=frozenset(self.trace_ids),
         )
 
 

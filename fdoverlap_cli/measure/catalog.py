@@ -1,0 +1,189 @@
+"""Every number fdoverlap shows, once: its name (the JSON key), label, unit and one-line definition.
+
+Every renderer reads its rows from here: the run and nsys tables, the JSON summaries (the keys),
+the figures' labels, and the definition table of docs/architecture.md (`markdown()`; a test keeps
+the two equal). A new metric is a field of `PathMetrics` (or of what `source` names) plus one
+entry below; the renderers that show its `where` pick it up.
+
+`key` is a dotted path into the JSON of its source: `bubble_ns.mean` is the `mean` of the
+`bubble_ns` summary of `PathMetrics.to_dict()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+UNITS = ("num", "ms", "us", "pct")
+RUN, NSYS, FIGURE = "run", "nsys", "figure"  # where a metric shows: a replay's table, an nsys analysis', a figure
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One reported number."""
+
+    key: str  # its name in JSON, dotted into its source's to_dict()
+    label: str  # its name in tables and figures
+    unit: str  # num, ms, us (times in ns) or pct (a fraction 0..1)
+    definition: str  # one line: what it is, in the notation of docs/architecture.md
+    source: str = "path"  # path: PathMetrics; comparison: Comparison; nsys: the nsys path (its GPU work)
+    where: tuple[str, ...] = (RUN, NSYS)
+    gpu: bool = False  # needs the GPU's timing (a GPU run's timestamps, or nsys)
+
+    @property
+    def per_step(self) -> bool:
+        """A series with one value per step (a figure's line), not one number."""
+        return self.key.startswith("per_step.")
+
+    def value(self, doc: Mapping[str, Any]) -> float | None:
+        """The value in `doc`, the to_dict() of its source; None where missing."""
+        v: Any = doc
+        for part in self.key.split("."):
+            if not isinstance(v, Mapping) or part not in v:
+                return None
+            v = v[part]
+        return v
+
+
+def _m(key: str, label: str, unit: str, definition: str, **kw: Any) -> Metric:
+    return Metric(key, label, unit, definition, **kw)
+
+
+_STAGES = ("insert", "preprocess", "postprocess", "save")
+
+PATH_METRICS = (
+    _m(
+        "steps",
+        "measured steps",
+        "num",
+        "the steps every number of the path covers (the window, the steps both paths ran)",
+    ),
+    _m("batch_tokens", "batch tokens", "num", "Σ_k rows of step k's packed batch", where=(RUN,)),
+    _m("tokens", "output tokens", "num", "Σ_k tokens step k emitted", where=(RUN,)),
+    _m("wall_ns", "wall time", "ms", "T: the first span's start to the last span's end over the measured steps"),
+    _m("tokens_per_s", "output tokens/s", "num", "output tokens / T", where=(RUN,)),
+    _m("step_time_ns.mean", "step time (mean)", "us", "mean_k start(I_{k+1}) − start(I_k): the loop's period"),
+    _m("tpot_ns.mean", "TPOT (mean)", "us", "mean_k end(S_{k+1}) − end(S_k): between outputs reaching the reader"),
+    _m(
+        "harness_ns_per_decode_step",
+        "host harness / decode step",
+        "us",
+        "mean over decode-only steps of B_k minus the host's model launches: what the replay itself costs",
+        where=(RUN,),
+    ),
+    *(
+        _m(
+            f"host_stages.{stage}.mean_ns",
+            f"host {stage} / step",
+            "us",
+            f"mean host time of one {stage} stage",
+            where=(RUN,),
+        )
+        for stage in _STAGES
+    ),
+    _m("hidden", "hidden (copy ∪ save)", "pct", "Σ_k |(D_k ∪ S_k) ∩ C_{k+1}| / Σ_k |D_k ∪ S_k|", gpu=True),
+    _m("hidden_per_step.p50", "hidden p50 / step", "pct", "median over steps of |H_k ∩ C_{k+1}| / |H_k|", gpu=True),
+    _m("hidden_per_step.p10", "hidden p10 / step", "pct", "10th percentile of the same", gpu=True),
+    _m("hidden_per_step.min", "hidden min / step", "pct", "the least-hidden step's fraction", gpu=True),
+    _m(
+        "hidden_work",
+        "hidden host work (waits out of S_k)",
+        "pct",
+        "the hidden fraction with the host's waits taken out of S_k: H'_k = D_k ∪ (S_k ∖ W)",
+        gpu=True,
+    ),
+    _m("bubble_ns.mean", "bubble (mean)", "us", "mean_k GPU idle between step k's device work and C_{k+1}", gpu=True),
+    _m("gpu_busy", "GPU busy", "pct", "|∪_k (C_k ∪ D_k)| / (last GPU end − first GPU start)", gpu=True),
+    _m("compute_mean_ns", "compute |C_k| (mean)", "us", "mean_k |C_k|: step k's forward and postprocess", gpu=True),
+    _m(
+        "limit_ns",
+        "limit Σ max(G, B)",
+        "ms",
+        "Σ_k max(G_k, B_k), G_k = |C_k ∪ D_k|, B_k the host's busy time",
+        gpu=True,
+    ),
+    _m(
+        "per_step.hidden",
+        "hidden",
+        "pct",
+        "per step k: |(D_k ∪ S_k) ∩ C_{k+1}| / |D_k ∪ S_k|",
+        where=(FIGURE,),
+        gpu=True,
+    ),
+    _m(
+        "per_step.bubble_ns",
+        "bubble",
+        "us",
+        "per step k: the GPU's idle time between step k's device work and C_{k+1}",
+        where=(FIGURE,),
+        gpu=True,
+    ),
+)
+COMPARISON_METRICS = (
+    _m("speedup", "speedup", "num", "T_sync / T_overlap over the same steps", source="comparison"),
+    _m(
+        "overlap_efficiency",
+        "overlap efficiency",
+        "pct",
+        "(T_sync − T_overlap) / (T_sync − T_limit), T_limit the overlap path's limit",
+        source="comparison",
+    ),
+)
+NSYS_METRICS = (
+    _m(
+        "kernel_busy",
+        "GPU busy, kernels only",
+        "pct",
+        "|∪ C_k's kernels| / the GPU window: busy without the gaps between a stage's kernels",
+        source="nsys",
+        where=(NSYS,),
+        gpu=True,
+    ),
+    _m(
+        "work.compute_kernels.count",
+        "kernels in C_k",
+        "num",
+        "kernels launched inside the compute stages",
+        source="nsys",
+        where=(NSYS,),
+    ),
+    _m(
+        "work.dtoh_copies.count",
+        "DtoH copies in D_k",
+        "num",
+        "device-to-host copies launched inside postprocess",
+        source="nsys",
+        where=(NSYS,),
+    ),
+    _m(
+        "work.waits.count",
+        "host waits",
+        "num",
+        "API calls that block the host until the GPU catches up",
+        source="nsys",
+        where=(NSYS,),
+    ),
+)
+METRICS = (*PATH_METRICS, *COMPARISON_METRICS, *NSYS_METRICS)
+BY_KEY = {(m.source, m.key): m for m in METRICS}
+
+
+def path_metric(key: str) -> Metric:
+    """The path metric named `key`."""
+    return BY_KEY[("path", key)]
+
+
+def rows(where: str, *, on_gpu: bool = True, sources: tuple[str, ...] = ("path", "nsys")) -> tuple[Metric, ...]:
+    """The per-path rows of the table `where` (RUN or NSYS), in the catalog's order; GPU rows only `on_gpu`."""
+    return tuple(m for m in METRICS if m.source in sources and where in m.where and (on_gpu or not m.gpu))
+
+
+def markdown() -> str:
+    """The definition table of docs/architecture.md."""
+    lines = ["| JSON key | label | unit | definition |", "|---|---|---|---|"]
+    for m in METRICS:
+        key = m.key if m.source == "path" else f"{m.source}.{m.key}"
+        cells = (f"`{key}`", m.label, m.unit, m.definition)
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines)

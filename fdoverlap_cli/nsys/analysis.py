@@ -1,0 +1,135 @@
+"""What `fdoverlap analyze` reports about one Nsight Systems export: plain data, rendered by render/nsys_tables.
+
+For any export, the summaries of `summary` (NVTX ranges, copies, kernels, GPU busy). For an export
+of the fdoverlap engine, per path, the spans `steps` attributes, derived by `measure.derive` (the
+same function, and so the same numbers and steps, as the tool's own timing) and where the path's
+GPU work went. Cross-checking against the tool's own run.json is `crosscheck`'s.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from fdoverlap_cli.errors import InputError
+from fdoverlap_cli.measure.derive import Derived, PathTiming, Window, derive
+from fdoverlap_cli.measure.metrics import PathMetrics
+from fdoverlap_cli.measure.records import Span, SpanTable
+from fdoverlap_cli.nsys import export as nsys
+from fdoverlap_cli.nsys import summary
+from fdoverlap_cli.nsys.steps import Attribution, attribute
+
+if TYPE_CHECKING:
+    from fdoverlap_cli.nsys.crosscheck import CrossCheck
+
+
+@dataclass(frozen=True)
+class NsysPath:
+    """One path of an fdoverlap export: its metrics, and where its GPU work went."""
+
+    name: str
+    metrics: PathMetrics
+    work: dict[str, Any]  # PathAttribution.counts()
+
+    @property
+    def kernel_busy(self) -> float | None:
+        """|∪ C_k kernels| / GPU window: GPU busy without the idle time between kernels inside a stage."""
+        window = self.metrics.gpu_window_ns
+        return self.work["kernel_busy_ns"] / window if window else None
+
+    def to_dict(self) -> dict[str, Any]:
+        m = {k: v for k, v in self.metrics.to_dict().items() if k != "per_step"}
+        return {"metrics": m, "kernel_busy": self.kernel_busy, "work": self.work}
+
+
+@dataclass
+class NsysAnalysis:
+    """Everything analyze reports; `to_dict` is its JSON."""
+
+    file: str
+    schema_version: str
+    product: str
+    gpu_names: list[str]  # the profiled machine's GPUs, when the export says
+    warnings: list[str]
+    notes: list[str]
+    ranges: list[summary.RangeSummary]
+    copies: summary.CopySummary
+    kernels: summary.KernelSummary
+    gpu: summary.GpuBusy
+    attribution: Attribution
+    unavailable: str | None  # why there are no per-step metrics
+    derived: Derived | None = None  # the paths' metrics and comparison, when available
+    paths: dict[str, NsysPath] = field(default_factory=dict)
+    against: CrossCheck | None = None
+
+    @property
+    def window(self) -> Window | None:
+        return self.derived.window if self.derived else None
+
+    def timeline(self) -> tuple[dict[str, SpanTable], dict[str, list[tuple[Span, Span]]]]:
+        """Each path's spans and its (launch, GPU record) flows, for render.timeline."""
+        paths = self.attribution.paths
+        return {k: p.spans for k, p in paths.items()}, {k: p.flows for k, p in paths.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        a, d = self.attribution, self.derived
+        return {
+            "source": {
+                "file": self.file,
+                "schema_version": self.schema_version,
+                "written_against": nsys.WRITTEN_AGAINST,
+                "product": self.product,
+                "gpus": self.gpu_names,
+            },
+            "warnings": self.warnings,
+            "notes": self.notes,
+            "nvtx": {"ranges": [r.to_dict() for r in self.ranges]},
+            "copies": self.copies.to_dict(),
+            "kernels": self.kernels.to_dict(),
+            "gpu": self.gpu.to_dict(),
+            "per_step": {
+                "available": self.unavailable is None,
+                "reason": self.unavailable,
+                "window": list(d.window) if d and d.window else None,
+                "steps": list(d.steps) if d and d.steps else None,
+                "steps_outside_paths": a.steps_outside_paths,
+                "gpu_records_outside_paths": a.gpu_outside_paths,
+            },
+            "paths": {k: p.to_dict() for k, p in self.paths.items()},
+            "comparison": d.comparison.to_dict() if d and d.comparison else None,
+            "against": self.against.to_dict() if self.against else None,
+        }
+
+
+def analyze(file: str | os.PathLike[str], *, window: Window | None = None, keep_flows: bool = False) -> NsysAnalysis:
+    """Analyze the SQLite export `file` (see the module docstring), its per-step metrics over `window`.
+
+    Bad input (not an export, unreadable, unknown schema, a window with no step) is an InputError.
+    """
+    try:
+        with nsys.NsysExport.open(file) as export:
+            notes = summary.table_notes(export)
+            analysis = NsysAnalysis(
+                file=str(file),
+                schema_version=export.schema_version,
+                product=export.product,
+                gpu_names=export.gpu_names(),
+                warnings=list(export.warnings),
+                notes=notes,
+                ranges=summary.ranges(export),
+                copies=summary.copies(export, notes),
+                kernels=summary.kernels(export),
+                gpu=summary.gpu_busy(export),
+                attribution=(attribution := attribute(export, keep_flows=keep_flows)),
+                unavailable=attribution.unavailable_reason(has_cuda=nsys.RUNTIME in export.tables),
+            )
+    except (TypeError, ValueError, OverflowError) as e:
+        # SQLite columns hold any type: a text where nsys writes an integer is a damaged export.
+        raise InputError(str(file), f"unexpected values in the export ({e}); is it an unaltered nsys export?") from None
+    if analysis.unavailable is None:
+        paths = attribution.paths
+        analysis.derived = derive({name: PathTiming(p.spans) for name, p in paths.items()}, window)
+        analysis.notes.extend(analysis.derived.notes)
+        analysis.paths = {name: NsysPath(name, analysis.derived.paths[name], p.counts()) for name, p in paths.items()}
+    return analysis

@@ -1,0 +1,147 @@
+"""Rich rendering of a replay or comparison (`compare`, `replay`, `report`), its JSON summary, the progress bar.
+
+What is shown is `RunResult.view(window)`'s: every row, key and the header cover the same steps. Rows,
+labels and units come from measure/catalog.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from fdoverlap_cli.measure import catalog
+from fdoverlap_cli.measure.derive import Derived
+from fdoverlap_cli.render.cells import change, steps_line, value
+from fdoverlap_cli.results import RunResult
+
+
+@contextlib.contextmanager
+def progress(enabled: bool = True) -> Iterator[Any]:
+    """A callback(phase, done, total) drawing a progress bar on stderr (only on a terminal)."""
+    console = Console(stderr=True)
+    if not enabled or not console.is_terminal:
+        yield None
+        return
+    bar = Progress(
+        TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    )
+    tasks: dict[str, Any] = {}
+
+    def update(phase: str, done: int, total: int) -> None:
+        if phase not in tasks:
+            tasks[phase] = bar.add_task(phase, total=total)
+        bar.update(tasks[phase], completed=done, total=total)
+
+    with bar:
+        yield update
+
+
+def _gpu_timed(result: RunResult) -> bool:
+    return result.on_gpu and any(p.clock for p in result.paths.values())
+
+
+def print_run(result: RunResult, view: Derived, console: Console | None = None) -> None:
+    """The side-by-side table (one column per path, and the change when both ran), checks and notes."""
+    console = console or Console()
+    names = list(result.paths)
+    model, env = result.model, result.environment
+    console.print(
+        f"[b]{result.trace['file']}[/b]: {result.trace['requests']} requests, {result.trace['steps']} steps · "
+        f"model {model['name']} ({model['num_layers']} layers, {model['dtype']}) · "
+        f"device {env.get('device')}" + (f" ({env['paddle'].get('gpu_name')})" if result.on_gpu else "")
+    )
+    console.print(f"[b]{steps_line(view)}[/b]")
+    table = Table(show_edge=False, header_style="bold")
+    table.add_column("")
+    for name in names:
+        table.add_column(name + ("" if result.paths[name].complete else " (incomplete)"), justify="right")
+    both = view.comparison is not None
+    if both:
+        table.add_column("change", justify="right")
+    docs = {name: view.paths[name].to_dict() for name in names}
+    for m in catalog.rows(catalog.RUN, on_gpu=_gpu_timed(result), sources=("path",)):
+        cells = [value(m.value(docs[n]), m.unit, digits=0) for n in names]
+        if both:
+            cells.append(change(m.value(docs["sync"]), m.value(docs["overlap"]), m.unit))
+        table.add_row(m.label, *cells)
+    console.print(table)
+    if view.comparison and _gpu_timed(result):
+        c = view.comparison.to_dict()
+        speedup, efficiency = catalog.COMPARISON_METRICS
+        console.print(
+            f"{speedup.label} {value(speedup.value(c), 'num', 3)}× · {efficiency.label} "
+            f"{value(efficiency.value(c), efficiency.unit)} of the limit ({value(c['limit_ns'], 'ms')})"
+        )
+    for name, p in result.paths.items():
+        if _gpu_timed(result) and p.clock:
+            console.print(
+                f"[dim]{name}: GPU clock aligned to the host within ±{value(p.clock.error_ns, 'us')}, "
+                f"drift {value(p.clock.drift_ns, 'us')}[/dim]"
+            )
+    for line in _check_lines(result):
+        console.print(line)
+    for note in (*view.notes, *result.notes):
+        console.print(f"[yellow]note:[/yellow] {note}")
+
+
+def _check_lines(result: RunResult) -> list[str]:
+    lines = []
+    identity = result.identity
+    if identity is not None:
+        if identity.identical:
+            lines.append(f"[green]tokens identical[/green]: {identity.tokens:,} tokens of {identity.requests} requests")
+        else:
+            d = identity.first_difference or {}
+            lines.append(
+                f"[red]tokens differ[/red]: request {d['request']}, token {d['token_index']} (step {d['step']}): "
+                f"sync {d.get('sync')} vs overlap {d.get('overlap')}"
+            )
+    for name, p in result.paths.items():
+        check = p.reader.output_check if p.reader else None
+        if check and not check.ok:
+            lines.append(f"[red]{name}: output check failed[/red]: {'; '.join(check.problems[:3])}")
+    return lines
+
+
+def failed_checks(result: RunResult) -> list[str]:
+    """One line per failed check (token identity between paths, each path's stream against the trace)."""
+    failures = []
+    if result.identity is not None and not result.identity.identical:
+        d = result.identity.first_difference or {}
+        failures.append(f"tokens differ first at request {d['request']}, token {d['token_index']} (step {d['step']})")
+    for name, p in result.paths.items():
+        check = p.reader.output_check if p.reader else None
+        if check and not check.ok:
+            failures.append(f"{name}: {check.problems[0]}")
+    return failures
+
+
+def summary_dict(result: RunResult, view: Derived) -> dict[str, Any]:
+    """The printed summary as JSON: the steps, each path's metrics (catalog keys), the comparison, checks, notes."""
+    derived = view.to_dict()
+    return {
+        "trace": {k: result.trace[k] for k in ("file", "requests", "steps")},
+        "model": result.model["name"],
+        "device": result.environment.get("device"),
+        "complete": result.complete,
+        "window": derived["window"],
+        "steps": derived["steps"],
+        "paths": {
+            name: {
+                "complete": p.complete,
+                "metrics": derived["paths"][name],
+                "queue_full_waits": p.queue_full_waits,
+                "clock": p.clock.__dict__ if p.clock else None,
+                "output_check": p.reader.output_check.to_dict() if p.reader else None,
+            }
+            for name, p in result.paths.items()
+        },
+        "identity": result.identity.to_dict() if result.identity else None,
+        "comparison": derived["comparison"],
+        "notes": [*derived["notes"], *result.notes],
+    }
