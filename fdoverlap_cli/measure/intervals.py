@@ -103,34 +103,9 @@ def merge(a: IntervalsLike) -> np.ndarray:
     return _sweep(a, None, _EMPTY, None, _either)[0]
 
 
-def union(a: IntervalsLike, b: IntervalsLike) -> np.ndarray:
-    """A ∪ B, canonical."""
-    return _sweep(a, None, b, None, _either)[0]
-
-
-def intersect(a: IntervalsLike, b: IntervalsLike) -> np.ndarray:
-    """A ∩ B, canonical."""
-    return _sweep(a, None, b, None, _both)[0]
-
-
 def subtract(a: IntervalsLike, b: IntervalsLike) -> np.ndarray:
     """A \\ B (the points of A not in B), canonical."""
     return _sweep(a, None, b, None, _a_only)[0]
-
-
-def clip(a: IntervalsLike, window: tuple[int, int]) -> np.ndarray:
-    """A ∩ [window[0], window[1]), canonical."""
-    return intersect(a, [window])
-
-
-def gaps(a: IntervalsLike, window: tuple[int, int] | None = None) -> np.ndarray:
-    """The holes in A: [window) \\ A, or between A's first start and last end when no window."""
-    merged = merge(a)
-    if window is None:
-        if len(merged) == 0:
-            return _EMPTY.copy()
-        window = (int(merged[0, 0]), int(merged[-1, 1]))
-    return subtract([window], merged)
 
 
 def measure(a: IntervalsLike) -> int:
