@@ -4,6 +4,8 @@
 #   bash benchmarks/gpu_session.sh bench      the compare matrix of docs/BENCHMARKS.md (8B-class preset)
 #   bash benchmarks/gpu_session.sh overhead   the same replay with and without the GPU timestamps
 #   bash benchmarks/gpu_session.sh nsys       nsys profiles of both paths, analyze --against, fixtures
+#   bash benchmarks/gpu_session.sh pair       the committed fixture pair: a real run.json and the nsys export of
+#                                             the same run, in $OUT/fixture-pair/ (copy both to tests/fixtures/nsys/)
 #   bash benchmarks/gpu_session.sh sanitizer  compute-sanitizer memcheck/racecheck on the op tests and a replay
 # On an offline host, first send the paddlepaddle-gpu bundle and `source /tmp/fdo/tools/env.sh`
 # (see the GPU host notes in docs/BENCHMARKS.md). Logs and results go to $OUT (default ./gpu-out).
@@ -52,7 +54,7 @@ overhead() {  # the same replay with and without GPU timestamps, alternating, de
     banner "instrumentation overhead: decode-b64, overlap path"
     for ts in --no-timestamps --timestamps --no-timestamps --timestamps; do
         timeout 300 $FDO replay traces/decode-b64.json --path overlap --preset 8b --layers "$LAYERS" $ts --json \
-            | python -c "import json,sys; d=json.load(sys.stdin)['paths']['overlap']; s=d['metrics']['step_time_ns']; print('$ts', 'wall_ns', d['stats']['wall_ns'], 'step p50', s['p50'], 'mean', s['mean'])"
+            | python -c "import json,sys; m=json.load(sys.stdin)['paths']['overlap']['metrics']; s=m['step_time_ns']; print('$ts', 'wall_ns', m['wall_ns'], 'step p50', s['p50'], 'mean', s['mean'])"
     done
 }
 
@@ -69,6 +71,17 @@ nsys_profiles() {
     banner "nsys: cross-check, default trace, 8b with $LAYERS layers"
     timeout 500 $FDO profile -o /tmp/fdoverlap-b16 -- \
         compare --sync --overlap traces/default.json --preset 8b --layers "$LAYERS" -o "$OUT/nsys-b16-run.json" 2>&1 | tail -70
+}
+
+pair() {  # tests/test_nsys_real_pair.py's fixtures: the tool's run.json and nsys's export of the same run
+    local dir="$OUT/fixture-pair" trace=/tmp/fdo-pair-trace.json name=fdoverlap-pair-8b-2layers
+    mkdir -p "$dir"
+    $FDO trace synth -n 6 --max-num-seqs 4 --prompt-len 8..16 --output-len 10..14 -o $trace
+    banner "fixture pair: compare, 8b with 2 layers, whole run captured"
+    timeout 300 $FDO profile --capture all -o /tmp/$name -- \
+        compare --sync --overlap $trace --preset 8b --layers 2 -o "$dir/$name.results.json" 2>&1 | tail -45
+    cp /tmp/$name.sqlite "$dir/$name.sqlite"
+    ls -l "$dir"
 }
 
 sanitizer() {
@@ -89,6 +102,7 @@ for phase in "${@:-check}"; do
         bench) bench ;;
         overhead) overhead ;;
         nsys) nsys_profiles ;;
+        pair) pair ;;
         sanitizer) sanitizer ;;
         *) echo "unknown phase $phase" >&2; exit 2 ;;
     esac
