@@ -13,12 +13,18 @@ from fdoverlap_cli.errors import CheckFailed, FdoError
 
 if TYPE_CHECKING:
     from fdoverlap_cli.nsys.analysis import NsysAnalysis
+    from fdoverlap_cli.nsys.crosscheck import CrossCheck
 
 NsysOpt = Annotated[str | None, typer.Option("--nsys", help="The nsys executable (default: $NSYS, then nsys on PATH).")]
 
 
 def _present(
-    analysis: NsysAnalysis, *, timeline: Path | None, as_json: bool, extra: dict[str, Any] | None = None
+    analysis: NsysAnalysis,
+    against: CrossCheck | None,
+    *,
+    timeline: Path | None,
+    as_json: bool,
+    extra: dict[str, Any] | None = None,
 ) -> None:
     """Write the timeline if asked, then print the report (Rich) or its JSON."""
     from fdoverlap_cli.render import nsys_tables
@@ -32,14 +38,15 @@ def _present(
         perfetto.write(timeline, tracks, flows, metadata={"source": analysis.file})
     if as_json:
         nsys_tables.print_warnings(analysis)
-        typer.echo(json.dumps({**(extra or {}), **analysis.to_dict()}, indent=2))
+        doc = {**(extra or {}), **analysis.to_dict(), "against": against.to_dict() if against else None}
+        typer.echo(json.dumps(doc, indent=2))
     else:
-        nsys_tables.print_analysis(analysis)
+        nsys_tables.print_analysis(analysis, against)
 
 
 def _analyze(
     export: Path, window: tuple[int, int] | None, against: Path | None, keep_flows: bool, nsys: str | None = None
-) -> NsysAnalysis:
+) -> tuple[NsysAnalysis, CrossCheck | None]:
     """Read the export (an .nsys-rep is exported first), then cross-check it against `against` if given."""
     from fdoverlap_cli.nsys.analysis import analyze as analyze_export
     from fdoverlap_cli.nsys.crosscheck import cross_check
@@ -49,12 +56,13 @@ def _analyze(
     run = RunResult.load(against) if against is not None else None  # a bad run.json fails before the export is read
     with sqlite_export(export, nsys) as sqlite:
         analysis = analyze_export(sqlite, window=window, keep_flows=keep_flows)
+    check = None
     if run is not None:
         if analysis.unavailable is None:
-            analysis.against = cross_check(analysis, run, str(against))
+            check = cross_check(analysis, run, str(against))
         else:
             analysis.notes.append(f"--against {against}: nothing to compare, the export has no per-step metrics")
-    return analysis
+    return analysis, check
 
 
 def analyze(
@@ -81,8 +89,8 @@ def analyze(
 
     [b]Example[/b]: fdoverlap analyze report.sqlite --against run.json
     """
-    analysis = _analyze(export, parse_window(window), against, timeline is not None, nsys)
-    _present(analysis, timeline=timeline, as_json=as_json)
+    analysis, check = _analyze(export, parse_window(window), against, timeline is not None, nsys)
+    _present(analysis, check, timeline=timeline, as_json=as_json)
 
 
 def profile(
@@ -112,7 +120,7 @@ def profile(
 
     steps = parse_window(window)
     run = nsys_profile.profile(command, name=out, capture=capture, nsys=nsys, quiet_stdout=as_json)
-    analysis = _analyze(run.sqlite, steps, run.results, timeline is not None)
+    analysis, check = _analyze(run.sqlite, steps, run.results, timeline is not None)
     extra = {
         "profile": {
             "report": str(run.report),
@@ -122,7 +130,7 @@ def profile(
             "exit_code": run.exit_code,
         }
     }
-    _present(analysis, timeline=timeline, as_json=as_json, extra=extra)
+    _present(analysis, check, timeline=timeline, as_json=as_json, extra=extra)
     if run.exit_code != 0:
         raise CheckFailed(f"the profiled command exited with status {run.exit_code}")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fdoverlap_cli.errors import InputError
 from fdoverlap_cli.measure.derive import Derived, PathTiming, Window, derive
@@ -19,9 +19,6 @@ from fdoverlap_cli.measure.records import Span, SpanTable
 from fdoverlap_cli.nsys import export as nsys
 from fdoverlap_cli.nsys import summary
 from fdoverlap_cli.nsys.steps import Attribution, attribute
-
-if TYPE_CHECKING:
-    from fdoverlap_cli.nsys.crosscheck import CrossCheck
 
 
 @dataclass(frozen=True)
@@ -61,7 +58,6 @@ class NsysAnalysis:
     unavailable: str | None  # why there are no per-step metrics
     derived: Derived | None = None  # the paths' metrics and comparison, when available
     paths: dict[str, NsysPath] = field(default_factory=dict)
-    against: CrossCheck | None = None
 
     @property
     def window(self) -> Window | None:
@@ -98,7 +94,6 @@ class NsysAnalysis:
             },
             "paths": {k: p.to_dict() for k, p in self.paths.items()},
             "comparison": d.comparison.to_dict() if d and d.comparison else None,
-            "against": self.against.to_dict() if self.against else None,
         }
 
 

@@ -7,7 +7,7 @@ from rich.table import Table
 
 from fdoverlap_cli.measure import catalog
 from fdoverlap_cli.nsys.analysis import NsysAnalysis, NsysPath
-from fdoverlap_cli.nsys.crosscheck import Agreement
+from fdoverlap_cli.nsys.crosscheck import Agreement, CrossCheck
 from fdoverlap_cli.render.cells import change, steps_line, value
 
 TOP_RANGES = 20
@@ -120,11 +120,11 @@ def _verdict(row: Agreement) -> str:
     return "[green]agrees[/green]" if row.agrees else "[red]differs[/red]"
 
 
-def _against(a: NsysAnalysis, console: Console) -> None:
-    if not a.against:
+def _against(against: CrossCheck | None, console: Console) -> None:
+    if not against:
         return
     table = Table(
-        title=f"nsys against the tool's own timing ({a.against.file})",
+        title=f"nsys against the tool's own timing ({against.file})",
         title_justify="left",
         show_edge=False,
         header_style="bold",
@@ -133,7 +133,7 @@ def _against(a: NsysAnalysis, console: Console) -> None:
     table.add_column("quantity")
     for column in ("tool", "nsys", "difference", "target", ""):
         table.add_column(column, justify="right")
-    for r in a.against.rows:
+    for r in against.rows:
         metric = catalog.path_metric(r.quantity)
         unit = metric.unit
         if r.measure == "points":
@@ -154,14 +154,14 @@ def _against(a: NsysAnalysis, console: Console) -> None:
     console.print(table)
 
 
-def print_analysis(analysis: NsysAnalysis, console: Console | None = None) -> None:
-    """The whole report: source, NVTX ranges, GPU and copies, per-step metrics, the agreement, notes."""
+def print_analysis(analysis: NsysAnalysis, against: CrossCheck | None = None, console: Console | None = None) -> None:
+    """The whole analysis: source, NVTX ranges, GPU and copies, per-step metrics, the cross-check, notes."""
     console = console or Console()
     _header(analysis, console)
     _ranges(analysis, console)
     _gpu(analysis, console)
     _paths(analysis, console)
-    _against(analysis, console)
+    _against(against, console)
     for note in analysis.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
 
