@@ -90,7 +90,7 @@ class Engine:
             raise FdoError(
                 f"model '{cfg.name}' with {cfg.num_layers} layers needs {need / gib:.1f} GiB for weights and KV cache"
                 f" (max_num_seqs {c.max_num_seqs}, max_model_len {c.max_model_len}),"
-                f" the {where} has {total / gib:.1f} GiB; use --layers to shrink it"
+                f" the {where} has {total / gib:.1f} GiB; fewer layers need less"
             )
 
     def _runner(self, sender: Any, recorder: StepRecorder, options: RunnerOptions) -> ModelRunner:

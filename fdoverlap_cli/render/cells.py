@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from fdoverlap_cli.measure.derive import Derived
+from fdoverlap_cli.measure import catalog
+from fdoverlap_cli.measure.derive import Comparison, Derived
 
 MISSING = "–"
 
@@ -40,3 +41,13 @@ def steps_line(view: Derived) -> str:
     """The steps every number covers, and the window asked for."""
     covered = "no measured step" if view.steps is None else f"steps {view.steps[0]}–{view.steps[1]}"
     return covered + (f" (window {view.window[0]}:{view.window[1]})" if view.window else "")
+
+
+def comparison_line(comparison: Comparison) -> str:
+    """Speedup and overlap efficiency, labelled as the catalog names them."""
+    c = comparison.to_dict()
+    speedup, efficiency = catalog.COMPARISON_METRICS
+    return (
+        f"{speedup.label} {value(speedup.value(c), speedup.unit, 3)}× · {efficiency.label} "
+        f"{value(efficiency.value(c), efficiency.unit)} of the limit ({value(c['limit_ns'], 'ms')})"
+    )

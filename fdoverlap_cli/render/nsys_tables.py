@@ -8,7 +8,7 @@ from rich.table import Table
 from fdoverlap_cli.measure import catalog
 from fdoverlap_cli.nsys.analysis import NsysAnalysis, NsysPath
 from fdoverlap_cli.nsys.crosscheck import Agreement, CrossCheck
-from fdoverlap_cli.render.cells import change, steps_line, value
+from fdoverlap_cli.render.cells import change, comparison_line, steps_line, value
 
 TOP_RANGES = 20
 
@@ -87,12 +87,7 @@ def _paths(a: NsysAnalysis, console: Console) -> None:
         table.add_row(m.label, *cells)
     console.print(table)
     if a.derived.comparison:
-        c = a.derived.comparison.to_dict()
-        speedup, efficiency = catalog.COMPARISON_METRICS
-        console.print(
-            f"{speedup.label} {value(speedup.value(c), 'num')}× · {efficiency.label} "
-            f"{value(efficiency.value(c), efficiency.unit)} of the limit ({value(c['limit_ns'], 'ms')})"
-        )
+        console.print(comparison_line(a.derived.comparison))
     for name, p in a.paths.items():
         _path_work(name, p, console)
 

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from fdoverlap_cli.measure import catalog
 from fdoverlap_cli.measure.derive import Derived
-from fdoverlap_cli.render.cells import change, steps_line, value
+from fdoverlap_cli.render.cells import change, comparison_line, steps_line, value
 from fdoverlap_cli.results import RunResult
 
 
@@ -71,12 +71,7 @@ def print_run(result: RunResult, view: Derived, console: Console | None = None) 
         table.add_row(m.label, *cells)
     console.print(table)
     if view.comparison and _gpu_timed(result):
-        c = view.comparison.to_dict()
-        speedup, efficiency = catalog.COMPARISON_METRICS
-        console.print(
-            f"{speedup.label} {value(speedup.value(c), 'num', 3)}× · {efficiency.label} "
-            f"{value(efficiency.value(c), efficiency.unit)} of the limit ({value(c['limit_ns'], 'ms')})"
-        )
+        console.print(comparison_line(view.comparison))
     for name, p in result.paths.items():
         if _gpu_timed(result) and p.clock:
             console.print(

@@ -103,11 +103,11 @@ def to_trace_events(
 
 
 def write(
-    path: str | os.PathLike[str],
+    file: str | os.PathLike[str],
     tracks: Mapping[str, Sequence[Span] | SpanTable],
     flows: Mapping[str, Sequence[tuple[Span, Span]]] | None = None,
     process_names: Mapping[str, str] | None = None,
     **options: Any,
 ) -> None:
-    """Write the trace of `tracks` to `path` atomically (see `to_trace_events` for the arguments)."""
-    write_json(path, to_trace_events(tracks, flows, process_names, **options))
+    """Write the trace of `tracks` to `file` atomically (see `to_trace_events` for the arguments)."""
+    write_json(file, to_trace_events(tracks, flows, process_names, **options))
