@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-UNITS = ("num", "ms", "us", "pct")
 RUN, NSYS, FIGURE = "run", "nsys", "figure"  # where a metric shows: a replay's table, an nsys analysis', a figure
 
 
