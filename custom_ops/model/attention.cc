@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 
 #include "../include/dispatch.h"
 #include "attention.h"
@@ -135,10 +136,17 @@ std::vector<paddle::Tensor> Attention(const paddle::Tensor& qkv, const paddle::T
 #ifdef PADDLE_WITH_CUDA
       PD_CHECK(head_dim <= kMaxHeadDimCuda, op, ": head_dim ", head_dim, " is above the CUDA kernel's limit of ",
                kMaxHeadDimCuda);
+      const AttentionPlan plan = PlanAttention(shape, std::is_same<S, half_bits>::value, qkv.data(),
+                                               key_cache.data(), value_cache.data());
+      paddle::Tensor workspace;
+      if (plan.workspace_floats > 0) {
+        workspace = paddle::empty({plan.workspace_floats}, paddle::DataType::FLOAT32, qkv.place());
+      }
       CheckCuda(op, LaunchAttention<S>(FloatData<S>(qkv), FloatData<S>(key_cache), FloatData<S>(value_cache),
                                        batch_id_per_token.data<int32_t>(), cu_seqlens_q.data<int32_t>(),
-                                       seq_lens_decoder.data<int32_t>(), shape, scale, FloatData<S>(out),
-                                       qkv.stream()));
+                                       seq_lens_decoder.data<int32_t>(), shape, scale, plan,
+                                       plan.workspace_floats > 0 ? workspace.data<float>() : nullptr,
+                                       FloatData<S>(out), qkv.stream()));
 #endif
       return;
     }

@@ -1,16 +1,22 @@
-// CUDA kernels of write_kv_cache (one block per row) and attention (one block per row and query head;
-// each warp runs an online softmax over every 4th cache position, then the warps are merged).
-#include <math_constants.h>
+// CUDA kernels of write_kv_cache (one block per row, 16-byte copies) and attention: the float16
+// tensor-core kernel (attention_tc.cuh) or the SIMT kernel (attention_simt.cuh), as PlanAttention
+// chooses, and the kernel that merges the parts of a row whose keys were split across blocks.
+#include <climits>
 
-#include "../include/cuda_utils.cuh"
-#include "attention.h"
+#include "attention_simt.cuh"
+#include "attention_tc.cuh"
 
 namespace fdo::attention {
 
-constexpr int kWarps = 4;
-constexpr int kPerLane = kMaxHeadDimCuda / 32;
+constexpr int kSplitBlocksPerSm = 8;  // decode: split rows until the grid holds this many blocks per SM
+constexpr int kMaxSplits = 64;
+constexpr int kMinSplitKeys = 2 * kSplitAlign;
+constexpr int kTcMaxHeadDim = 128;
+constexpr int kCombineWarps = 4;
 
-template <typename S>
+// ------------------------------------------------------------------ write_kv_cache
+
+template <typename S, int N>
 __global__ void WriteKvCacheKernel(const S* qkv, S* key_cache, S* value_cache, const int32_t* batch,
                                    const int32_t* cu, const int32_t* dec, AttentionShape s) {
   const int64_t t = blockIdx.x;
@@ -19,9 +25,10 @@ __global__ void WriteKvCacheKernel(const S* qkv, S* key_cache, S* value_cache, c
   const int64_t kv_width = s.KvWidth();
   const S* k = qkv + t * s.QkvWidth() + s.QWidth();
   const int64_t base = s.CacheOffset(batch[t], p, 0);
-  for (int64_t i = threadIdx.x; i < kv_width; i += blockDim.x) {
-    key_cache[base + i] = k[i];
-    value_cache[base + i] = k[kv_width + i];
+  using Raw = typename Vec<S, N>::Raw;
+  for (int64_t i = threadIdx.x * N; i < kv_width; i += blockDim.x * N) {
+    *reinterpret_cast<Raw*>(key_cache + base + i) = *reinterpret_cast<const Raw*>(k + i);
+    *reinterpret_cast<Raw*>(value_cache + base + i) = *reinterpret_cast<const Raw*>(k + kv_width + i);
   }
 }
 
@@ -30,97 +37,116 @@ cudaError_t LaunchWriteKvCache(const S* qkv, S* key_cache, S* value_cache, const
                                const int32_t* cu_seqlens_q, const int32_t* seq_lens_decoder, AttentionShape shape,
                                cudaStream_t stream) {
   if (shape.rows == 0) return cudaSuccess;
-  WriteKvCacheKernel<S><<<static_cast<unsigned>(shape.rows), 256, 0, stream>>>(
-      qkv, key_cache, value_cache, batch_id_per_token, cu_seqlens_q, seq_lens_decoder, shape);
+  const unsigned rows = static_cast<unsigned>(shape.rows);
+  if (shape.head_dim % kVec16<S> == 0 && Aligned16({qkv, key_cache, value_cache})) {
+    WriteKvCacheKernel<S, kVec16<S>><<<rows, 128, 0, stream>>>(qkv, key_cache, value_cache, batch_id_per_token,
+                                                               cu_seqlens_q, seq_lens_decoder, shape);
+  } else {
+    WriteKvCacheKernel<S, 1><<<rows, 256, 0, stream>>>(qkv, key_cache, value_cache, batch_id_per_token, cu_seqlens_q,
+                                                       seq_lens_decoder, shape);
+  }
   return cudaGetLastError();
 }
 
+// ------------------------------------------------------------------ combine the splits
+
+// One warp per (row, q head): out = sum_s w_s acc_s / sum_s w_s l_s with w_s = 2^(m_s - max m); zeros for a
+// row outside the cache.
 template <typename S>
-__global__ void __launch_bounds__(kWarps * 32)
-    AttentionKernel(const S* qkv, const S* key_cache, const S* value_cache, const int32_t* batch, const int32_t* cu,
-                    const int32_t* dec, AttentionShape s, float scale, S* out) {
-  __shared__ float warp_max[kWarps];
-  __shared__ float warp_total[kWarps];
-  __shared__ float warp_acc[kWarps][kMaxHeadDimCuda];
-  const int64_t t = blockIdx.x;
-  const int h = blockIdx.y;
+__global__ void __launch_bounds__(kCombineWarps * 32) CombineSplitsKernel(AttentionArgs<S> a) {
+  const AttentionShape& s = a.shape;
+  const int64_t pair = static_cast<int64_t>(blockIdx.x) * kCombineWarps + (threadIdx.x >> 5);
+  if (pair >= s.rows * s.num_q_heads) return;
   const int lane = threadIdx.x & 31;
-  const int warp = threadIdx.x >> 5;
   const int D = s.head_dim;
-  S* out_row = out + (t * s.num_q_heads + h) * D;
-  const int64_t p = s.Position(t, batch, cu, dec);
-  if (p < 0) {
-    for (int d = threadIdx.x; d < D; d += blockDim.x) out_row[d] = StoreFloat<S>(0.0f);
+  const int64_t t = pair / s.num_q_heads;
+  const int h = static_cast<int>(pair - t * s.num_q_heads);
+  S* out = a.out + t * s.QWidth() + static_cast<int64_t>(h) * D;
+  if (s.Position(t, a.batch, a.cu, a.dec) < 0) {
+    for (int d = lane; d < D; d += 32) out[d] = StoreFloat<S>(0.0f);
     return;
   }
-  const int64_t b = batch[t];
-  const int kv_head = h / (s.num_q_heads / s.num_kv_heads);
-  const S* q = qkv + t * s.QkvWidth() + static_cast<int64_t>(h) * D;
-  float q_reg[kPerLane];
-  float acc[kPerLane];
-#pragma unroll
-  for (int k = 0; k < kPerLane; ++k) {
-    const int d = lane + 32 * k;
-    q_reg[k] = d < D ? LoadFloat(q[d]) : 0.0f;
-    acc[k] = 0.0f;
+  const float* ml = a.partial_ml + 2 * a.PartialIndex(t, h, 0);
+  float m = -CUDART_INF_F;
+  for (int i = lane; i < a.splits; i += 32) {
+    if (ml[2 * i + 1] > 0.0f) m = fmaxf(m, ml[2 * i]);
   }
-  float running_max = -CUDART_INF_F;
+  for (int offset = 16; offset > 0; offset >>= 1) m = fmaxf(m, __shfl_xor_sync(0xFFFFFFFFu, m, offset));
+  constexpr int kPerLane = kMaxHeadDimCuda / 32;
+  float acc[kPerLane] = {};
   float total = 0.0f;
-  for (int64_t j = warp; j <= p; j += kWarps) {
-    const S* key = key_cache + s.CacheOffset(b, j, kv_head);
-    float dot = 0.0f;
+  const float* parts = a.partial_out + a.PartialIndex(t, h, 0) * D;
+  for (int i = 0; i < a.splits; ++i) {
+    const float l = ml[2 * i + 1];
+    if (l <= 0.0f) continue;
+    const float w = exp2f(ml[2 * i] - m);
+    total += w * l;
 #pragma unroll
     for (int k = 0; k < kPerLane; ++k) {
       const int d = lane + 32 * k;
-      if (d < D) dot += q_reg[k] * LoadFloat(key[d]);
+      if (d < D) acc[k] += w * parts[static_cast<int64_t>(i) * D + d];
     }
-    const float score = WarpSum(dot) * scale;
-    const float new_max = fmaxf(running_max, score);
-    const float correction = expf(running_max - new_max);
-    const float weight = expf(score - new_max);
-    total = total * correction + weight;
-    const S* value = value_cache + s.CacheOffset(b, j, kv_head);
-#pragma unroll
-    for (int k = 0; k < kPerLane; ++k) {
-      const int d = lane + 32 * k;
-      if (d < D) acc[k] = acc[k] * correction + weight * LoadFloat(value[d]);
-    }
-    running_max = new_max;
   }
-  if (lane == 0) {
-    warp_max[warp] = running_max;
-    warp_total[warp] = total;
-  }
+  const float inv = total > 0.0f ? 1.0f / total : 0.0f;
 #pragma unroll
   for (int k = 0; k < kPerLane; ++k) {
     const int d = lane + 32 * k;
-    if (d < D) warp_acc[warp][d] = acc[k];
+    if (d < D) out[d] = StoreFloat<S>(acc[k] * inv);
   }
-  __syncthreads();
-  float block_max = -CUDART_INF_F;
-  for (int w = 0; w < kWarps; ++w) block_max = fmaxf(block_max, warp_max[w]);
-  float block_total = 0.0f;
-  for (int w = 0; w < kWarps; ++w) {
-    if (warp_max[w] != -CUDART_INF_F) block_total += warp_total[w] * expf(warp_max[w] - block_max);
+}
+
+// ------------------------------------------------------------------ plan and launch
+
+AttentionPlan PlanAttention(const AttentionShape& shape, bool float16, const void* qkv, const void* key_cache,
+                            const void* value_cache) {
+  AttentionPlan plan{};
+  const int group = shape.num_q_heads / shape.num_kv_heads;
+  plan.tensor_cores = float16 && shape.head_dim % 8 == 0 && shape.head_dim <= kTcMaxHeadDim &&
+                      Aligned16({qkv, key_cache, value_cache});
+  plan.prefill_tiles = plan.tensor_cores && shape.rows > shape.bsz;
+  plan.splits = 1;
+  if (!plan.prefill_tiles && shape.rows > 0) {
+    const int heads_per_block = plan.tensor_cores ? (group < 16 ? group : 16) : SimtHeadsPerBlock(group);
+    const int64_t blocks = shape.rows * shape.num_kv_heads * ((group + heads_per_block - 1) / heads_per_block);
+    const int64_t wanted = (static_cast<int64_t>(kSplitBlocksPerSm) * MultiprocessorCount() + blocks - 1) / blocks;
+    const int64_t most = (shape.max_model_len + kMinSplitKeys - 1) / kMinSplitKeys;
+    const int64_t splits = wanted < most ? wanted : most;
+    plan.splits = static_cast<int>(splits < 1 ? 1 : splits > kMaxSplits ? kMaxSplits : splits);
   }
-  for (int d = threadIdx.x; d < D; d += blockDim.x) {
-    float o = 0.0f;
-    for (int w = 0; w < kWarps; ++w) {
-      if (warp_max[w] != -CUDART_INF_F) o += warp_acc[w][d] * expf(warp_max[w] - block_max);
-    }
-    out_row[d] = StoreFloat<S>(o / block_total);
-  }
+  plan.workspace_floats =
+      plan.splits > 1 ? shape.rows * shape.num_q_heads * plan.splits * (static_cast<int64_t>(shape.head_dim) + 2) : 0;
+  return plan;
 }
 
 template <typename S>
 cudaError_t LaunchAttention(const S* qkv, const S* key_cache, const S* value_cache, const int32_t* batch_id_per_token,
                             const int32_t* cu_seqlens_q, const int32_t* seq_lens_decoder, AttentionShape shape,
-                            float scale, S* out, cudaStream_t stream) {
+                            float scale, const AttentionPlan& plan, float* workspace, S* out, cudaStream_t stream) {
   if (shape.rows == 0) return cudaSuccess;
-  if (shape.head_dim > kMaxHeadDimCuda) return cudaErrorInvalidValue;
-  const dim3 grid(static_cast<unsigned>(shape.rows), static_cast<unsigned>(shape.num_q_heads));
-  AttentionKernel<S><<<grid, kWarps * 32, 0, stream>>>(qkv, key_cache, value_cache, batch_id_per_token, cu_seqlens_q,
-                                                       seq_lens_decoder, shape, scale, out);
+  if (shape.head_dim > kMaxHeadDimCuda || (plan.splits > 1 && workspace == nullptr)) return cudaErrorInvalidValue;
+  AttentionArgs<S> a{};
+  a.qkv = qkv;
+  a.key_cache = key_cache;
+  a.value_cache = value_cache;
+  a.batch = batch_id_per_token;
+  a.cu = cu_seqlens_q;
+  a.dec = seq_lens_decoder;
+  a.shape = shape;
+  a.scale_log2 = scale * 1.4426950408889634f;
+  a.splits = plan.splits;
+  a.out = out;
+  a.partial_out = workspace;
+  a.partial_ml = workspace == nullptr ? nullptr : workspace + shape.rows * shape.num_q_heads * plan.splits * shape.head_dim;
+  cudaError_t err;
+  if constexpr (std::is_same<S, half_bits>::value) {
+    err = plan.tensor_cores ? LaunchTc(a, plan.prefill_tiles, stream) : LaunchSimt(a, stream);
+  } else {
+    err = LaunchSimt(a, stream);
+  }
+  if (err != cudaSuccess || plan.splits == 1) return err;
+  const int64_t pairs = shape.rows * shape.num_q_heads;
+  CombineSplitsKernel<S><<<static_cast<unsigned>((pairs + kCombineWarps - 1) / kCombineWarps), kCombineWarps * 32, 0,
+                           stream>>>(a);
   return cudaGetLastError();
 }
 
@@ -129,9 +155,10 @@ template cudaError_t LaunchWriteKvCache<float>(const float*, float*, float*, con
 template cudaError_t LaunchWriteKvCache<uint16_t>(const uint16_t*, uint16_t*, uint16_t*, const int32_t*,
                                                   const int32_t*, const int32_t*, AttentionShape, cudaStream_t);
 template cudaError_t LaunchAttention<float>(const float*, const float*, const float*, const int32_t*, const int32_t*,
-                                            const int32_t*, AttentionShape, float, float*, cudaStream_t);
+                                            const int32_t*, AttentionShape, float, const AttentionPlan&, float*,
+                                            float*, cudaStream_t);
 template cudaError_t LaunchAttention<uint16_t>(const uint16_t*, const uint16_t*, const uint16_t*, const int32_t*,
-                                               const int32_t*, const int32_t*, AttentionShape, float, uint16_t*,
-                                               cudaStream_t);
+                                               const int32_t*, const int32_t*, AttentionShape, float,
+                                               const AttentionPlan&, float*, uint16_t*, cudaStream_t);
 
 }  // namespace fdo::attention

@@ -34,6 +34,13 @@ struct AttentionShape {
   FDO_HOST_DEVICE int64_t CacheOffset(int64_t b, int64_t p, int64_t kv_head) const {
     return ((b * max_model_len + p) * num_kv_heads + kv_head) * head_dim;
   }
+
+  // True when row t lies in its slot's range [cu_seqlens_q[b], cu_seqlens_q[b + 1]) at a cache position
+  // (as get_padding_offset packs a batch): the prefill kernel's tiles cover exactly these rows.
+  FDO_HOST_DEVICE bool InSlotRange(int64_t t, const int32_t* batch, const int32_t* cu, const int32_t* dec) const {
+    const int32_t b = batch[t];
+    return Position(t, batch, cu, dec) >= 0 && t >= cu[b] && t < cu[b + 1];
+  }
 };
 
 }  // namespace fdo::attention
@@ -43,15 +50,35 @@ struct AttentionShape {
 
 namespace fdo::attention {
 
+// How the CUDA attention runs one call, chosen on the host from the shapes and the pointers alone (never
+// from device data, so that a call can be captured in a CUDA graph):
+//  - tensor_cores: float16 with head_dim % 8 == 0 and <= 128 runs the float16 MMA kernel (the q heads
+//    that share a KV head are rows of one MMA tile); anything else the SIMT kernel.
+//  - prefill_tiles (tensor cores, more rows than slots): tiles of consecutive rows of one slot, each
+//    tile streaming its slot's KV once for all its rows; a second pass handles the rows no tile owns
+//    (padding rows, rows outside their slot's range). Otherwise each row is its own tile (decode).
+//  - splits: row tiles split the KV length into this many parts (flash-decoding) when there are too
+//    few rows to fill the GPU; a combine kernel merges the parts through `workspace_floats` floats.
+struct AttentionPlan {
+  bool tensor_cores;
+  bool prefill_tiles;
+  int splits;
+  int64_t workspace_floats;
+};
+
+AttentionPlan PlanAttention(const AttentionShape& shape, bool float16, const void* qkv, const void* key_cache,
+                            const void* value_cache);
+
 template <typename S>
 cudaError_t LaunchWriteKvCache(const S* qkv, S* key_cache, S* value_cache, const int32_t* batch_id_per_token,
                                const int32_t* cu_seqlens_q, const int32_t* seq_lens_decoder, AttentionShape shape,
                                cudaStream_t stream);
 
+// `workspace`: plan.workspace_floats floats of device memory (null when that is 0).
 template <typename S>
 cudaError_t LaunchAttention(const S* qkv, const S* key_cache, const S* value_cache, const int32_t* batch_id_per_token,
                             const int32_t* cu_seqlens_q, const int32_t* seq_lens_decoder, AttentionShape shape,
-                            float scale, S* out, cudaStream_t stream);
+                            float scale, const AttentionPlan& plan, float* workspace, S* out, cudaStream_t stream);
 
 }  // namespace fdo::attention
 #endif
