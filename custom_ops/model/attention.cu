@@ -8,7 +8,7 @@
 
 namespace fdo::attention {
 
-constexpr int kSplitBlocksPerSm = 8;  // decode: split rows until the grid holds this many blocks per SM
+constexpr int kSimtBlocksPerSm = 4;  // about what fits of the SIMT kernel (it is register-bound)
 constexpr int kMaxSplits = 64;
 constexpr int kMinSplitKeys = 2 * kSplitAlign;
 constexpr int kTcMaxHeadDim = 128;
@@ -51,9 +51,10 @@ cudaError_t LaunchWriteKvCache(const S* qkv, S* key_cache, S* value_cache, const
 // ------------------------------------------------------------------ combine the splits
 
 // One warp per (row, q head): out = sum_s w_s acc_s / sum_s w_s l_s with w_s = 2^(m_s - max m); zeros for a
-// row outside the cache.
+// row outside the cache. Each lane holds the weights of splits lane and lane + 32.
 template <typename S>
 __global__ void __launch_bounds__(kCombineWarps * 32) CombineSplitsKernel(AttentionArgs<S> a) {
+  static_assert(kMaxSplits <= 64, "two splits a lane");
   const AttentionShape& s = a.shape;
   const int64_t pair = static_cast<int64_t>(blockIdx.x) * kCombineWarps + (threadIdx.x >> 5);
   if (pair >= s.rows * s.num_q_heads) return;
@@ -66,28 +67,36 @@ __global__ void __launch_bounds__(kCombineWarps * 32) CombineSplitsKernel(Attent
     for (int d = lane; d < D; d += 32) out[d] = StoreFloat<S>(0.0f);
     return;
   }
-  const float* ml = a.partial_ml + 2 * a.PartialIndex(t, h, 0);
-  float m = -CUDART_INF_F;
-  for (int i = lane; i < a.splits; i += 32) {
-    if (ml[2 * i + 1] > 0.0f) m = fmaxf(m, ml[2 * i]);
+  const int64_t first = a.PartialIndex(t, h, 0);
+  float m[2], l[2];
+#pragma unroll
+  for (int k = 0; k < 2; ++k) {
+    const int i = lane + 32 * k;
+    m[k] = i < a.splits ? a.partial_ml[2 * (first + i)] : -CUDART_INF_F;
+    l[k] = i < a.splits ? a.partial_ml[2 * (first + i) + 1] : 0.0f;
   }
-  for (int offset = 16; offset > 0; offset >>= 1) m = fmaxf(m, __shfl_xor_sync(0xFFFFFFFFu, m, offset));
+  float top = fmaxf(l[0] > 0.0f ? m[0] : -CUDART_INF_F, l[1] > 0.0f ? m[1] : -CUDART_INF_F);
+  for (int offset = 16; offset > 0; offset >>= 1) top = fmaxf(top, __shfl_xor_sync(0xFFFFFFFFu, top, offset));
+  float w[2], total = 0.0f;
+#pragma unroll
+  for (int k = 0; k < 2; ++k) {
+    w[k] = l[k] > 0.0f ? exp2f(m[k] - top) : 0.0f;
+    total += w[k] * l[k];
+  }
+  for (int offset = 16; offset > 0; offset >>= 1) total += __shfl_xor_sync(0xFFFFFFFFu, total, offset);
+  const float inv = total > 0.0f ? 1.0f / total : 0.0f;
   constexpr int kPerLane = kMaxHeadDimCuda / 32;
   float acc[kPerLane] = {};
-  float total = 0.0f;
-  const float* parts = a.partial_out + a.PartialIndex(t, h, 0) * D;
+  const float* parts = a.partial_out + first * D;
   for (int i = 0; i < a.splits; ++i) {
-    const float l = ml[2 * i + 1];
-    if (l <= 0.0f) continue;
-    const float w = exp2f(ml[2 * i] - m);
-    total += w * l;
+    const float wi = __shfl_sync(0xFFFFFFFFu, i < 32 ? w[0] : w[1], i & 31);
+    if (wi == 0.0f) continue;  // an empty split wrote no sums (its memory holds anything)
 #pragma unroll
     for (int k = 0; k < kPerLane; ++k) {
       const int d = lane + 32 * k;
-      if (d < D) acc[k] += w * parts[static_cast<int64_t>(i) * D + d];
+      if (d < D) acc[k] += wi * parts[static_cast<int64_t>(i) * D + d];
     }
   }
-  const float inv = total > 0.0f ? 1.0f / total : 0.0f;
 #pragma unroll
   for (int k = 0; k < kPerLane; ++k) {
     const int d = lane + 32 * k;
@@ -102,13 +111,16 @@ AttentionPlan PlanAttention(const AttentionShape& shape, bool float16, const voi
   AttentionPlan plan{};
   const int group = shape.num_q_heads / shape.num_kv_heads;
   plan.tensor_cores = float16 && shape.head_dim % 8 == 0 && shape.head_dim <= kTcMaxHeadDim &&
-                      Aligned16({qkv, key_cache, value_cache});
+                      shape.max_model_len * shape.KvWidth() <= INT_MAX && Aligned16({qkv, key_cache, value_cache});
   plan.prefill_tiles = plan.tensor_cores && shape.rows > shape.bsz;
   plan.splits = 1;
   if (!plan.prefill_tiles && shape.rows > 0) {
+    // Row tiles: split each row's keys until the grid fills the GPU once (one wave: every block starts at
+    // once, so the per-block start-up latency is paid once), in parts of at least kMinSplitKeys keys.
     const int heads_per_block = plan.tensor_cores ? (group < 16 ? group : 16) : SimtHeadsPerBlock(group);
+    const int per_sm = plan.tensor_cores ? TcRowBlocksPerSm(shape.head_dim) : kSimtBlocksPerSm;
     const int64_t blocks = shape.rows * shape.num_kv_heads * ((group + heads_per_block - 1) / heads_per_block);
-    const int64_t wanted = (static_cast<int64_t>(kSplitBlocksPerSm) * MultiprocessorCount() + blocks - 1) / blocks;
+    const int64_t wanted = static_cast<int64_t>(per_sm > 0 ? per_sm : 1) * MultiprocessorCount() / blocks;
     const int64_t most = (shape.max_model_len + kMinSplitKeys - 1) / kMinSplitKeys;
     const int64_t splits = wanted < most ? wanted : most;
     plan.splits = static_cast<int>(splits < 1 ? 1 : splits > kMaxSplits ? kMaxSplits : splits);

@@ -1,7 +1,7 @@
 // The float16 tensor-core attention kernel (FlashAttention-2 style, mma.sync m16n8k16, float32
 // accumulators and softmax). A block computes one tile of "slots", each slot a (row, q head) pair of one
 // slot's rows and the q heads of one KV head, so the q heads sharing a KV head read it once. Each warp
-// owns 16 slots; the block streams its keys and values through shared memory in tiles of BN keys
+// owns MT x 16 slots; the block streams its keys and values through shared memory in tiles of BN keys
 // with cp.async (STAGES buffers deep), S = Q K^T and O += P V on tensor cores, an online softmax in
 // between. Two uses of the same kernel:
 //   kTiles = false: one row per block (decode rows), its keys split `splits` ways (flash-decoding);
@@ -13,13 +13,20 @@
 
 namespace fdo::attention {
 
-template <int DP, int WARPS, int BN, int STAGES>
-struct TcTile {
-  static constexpr int kBM = 16 * WARPS;  // slots per block
-  static constexpr int kLd = DP + 8;      // float16 per shared row: the pad keeps ldmatrix free of bank conflicts
-  static constexpr int kChunks = DP / 8;  // 16-byte chunks per row
+// One configuration of the kernel: head dim tile DP (64 or 128), WARPS warps of MT m-tiles (16 slots
+// each), BN keys a tile, STAGES tiles in flight, at least MIN_BLOCKS blocks an SM (caps the registers).
+template <int DP_, int WARPS_, int MT_, int BN_, int STAGES_, int MIN_BLOCKS_, bool kTiles_>
+struct TcConfig {
+  static constexpr int DP = DP_, WARPS = WARPS_, MT = MT_, BN = BN_, STAGES = STAGES_, MIN_BLOCKS = MIN_BLOCKS_;
+  static constexpr bool kTiles = kTiles_;
+  static constexpr int kBM = 16 * MT * WARPS;  // slots per block
+  static constexpr int kChunks = DP / 8;       // 16-byte chunks per shared row (rows are not padded: see Swizzled)
   static constexpr int kThreads = 32 * WARPS;
-  static constexpr size_t kSmemBytes = static_cast<size_t>(kBM + 2 * STAGES * BN) * kLd * sizeof(uint16_t);
+  static constexpr size_t kSmemBytes = static_cast<size_t>(kBM + 2 * STAGES * BN) * DP * sizeof(uint16_t);
+
+  // The float16 offset of 16-byte chunk `chunk` of shared row `row`: chunks are XOR-swizzled by the
+  // row's low three bits, so the eight rows one ldmatrix reads at a column sit in eight bank groups.
+  __device__ __forceinline__ static int Swizzled(int row, int chunk) { return row * DP + ((chunk ^ (row & 7)) << 3); }
 };
 
 // Warp 0: the tile of block `x` among the tiles of every slot (ceil(rows of b / rows_per_tile) each,
@@ -78,20 +85,18 @@ __device__ __forceinline__ bool OwnedByTile(const AttentionArgs<half_bits>& a, i
   return t >= start;
 }
 
-template <int DP, int WARPS, int BN, int STAGES, bool kTiles>
-__global__ void __launch_bounds__(WARPS * 32) TcAttentionKernel(AttentionArgs<half_bits> a) {
-  using T = TcTile<DP, WARPS, BN, STAGES>;
-  constexpr int kBM = T::kBM;
-  constexpr int kLd = T::kLd;
-  constexpr int kChunks = T::kChunks;
-  constexpr int kThreads = T::kThreads;
-  extern __shared__ __align__(16) unsigned char smem_raw[];
+template <class C>
+__global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) TcAttentionKernel(AttentionArgs<half_bits> a) {
+  constexpr int DP = C::DP, MT = C::MT, BN = C::BN, STAGES = C::STAGES;
+  constexpr int kBM = C::kBM;
+  constexpr int kChunks = C::kChunks;
+  constexpr int kThreads = C::kThreads;
+  constexpr bool kTiles = C::kTiles;
+  extern __shared__ __align__(128) unsigned char smem_raw[];
   uint16_t* sQ = reinterpret_cast<uint16_t*>(smem_raw);
-  uint16_t* sK = sQ + kBM * kLd;
-  uint16_t* sV = sK + STAGES * BN * kLd;
-  __shared__ int64_t slot_row[kBM];
-  __shared__ int slot_head[kBM];
-  __shared__ int slot_pos[kBM];  // the row's cache position; -1: an unused slot
+  uint16_t* sK = sQ + kBM * DP;
+  uint16_t* sV = sK + STAGES * BN * DP;
+  __shared__ int slot_pos[kBM];  // the slot's cache position; -1: an unused slot
   __shared__ int tile[3];
   __shared__ int max_pos;
 
@@ -100,82 +105,91 @@ __global__ void __launch_bounds__(WARPS * 32) TcAttentionKernel(AttentionArgs<ha
   const int tid = threadIdx.x;
   const int lane = tid & 31;
   const int warp = tid >> 5;
-  const int kv_head = blockIdx.y / a.head_chunks;
+  const int head_blocks = s.num_kv_heads * a.head_chunks;
+  // Row tiles: blockIdx = (row, head block, split). Prefill tiles: blockIdx.x = tile * head_blocks + head
+  // block, so the KV heads of one (long) tile start together.
+  const int head_block = kTiles ? static_cast<int>(blockIdx.x % head_blocks) : static_cast<int>(blockIdx.y);
+  const int kv_head = head_block / a.head_chunks;
   const int hp = a.heads_per_tile;
-  const int first_in_group = (blockIdx.y % a.head_chunks) * hp;
+  const int first_in_group = (head_block % a.head_chunks) * hp;
   const int chunk_heads = min(hp, a.Group() - first_in_group);
   const int first_head = kv_head * a.Group() + first_in_group;
 
   int64_t row_begin, row_end;
   int b = -1;
   if constexpr (kTiles) {
-    if (warp == 0) FindTile(a, kBM / hp, blockIdx.x, tile);
+    if (warp == 0) FindTile(a, kBM / hp, static_cast<int>(blockIdx.x / head_blocks), tile);
+    if (tid == 0) max_pos = -1;
     __syncthreads();
     b = tile[0];
     if (b < 0) return;
     row_begin = tile[1];
     row_end = tile[2];
   } else {
+    static_assert(kTiles || C::WARPS == 1, "row tiles run on one warp (the stray check is warp-wide)");
     row_begin = blockIdx.x;
     row_end = row_begin + 1;
-    if (a.strays_only) {
-      static_assert(kTiles || WARPS == 1, "the stray check runs on the block's only warp");
-      if (OwnedByTile(a, row_begin)) return;
-    }
+    if (a.strays_only && OwnedByTile(a, row_begin)) return;
+    if (tid == 0) max_pos = -1;
   }
-  if (tid == 0) max_pos = -1;
-  __syncthreads();
-  for (int m = tid; m < kBM; m += kThreads) {
+  // Slot m is (row row_begin + m / hp, q head first_head + m % hp). Its q row is read at once (the row
+  // exists whatever its slot); the cache positions follow.
+  for (int i = tid; i < kBM * kChunks; i += kThreads) {
+    const int m = i / kChunks;
+    const int c = i - m * kChunks;
     const int r = m / hp;
     const int hh = m - r * hp;
+    const bool ok = hh < chunk_heads && row_begin + r < row_end && c * 8 < D;
+    const uint16_t* src = ok ? a.qkv + (row_begin + r) * s.QkvWidth() + static_cast<int64_t>(first_head + hh) * D + c * 8
+                             : a.qkv;
+    tc::CopyAsync16(sQ + C::Swizzled(m, c), src, ok ? 16 : 0);
+  }
+  tc::CommitCopies();
+  if constexpr (!kTiles) __syncthreads();  // max_pos
+  for (int m = tid; m < kBM; m += kThreads) {
+    const int r = m / hp;
     const int64_t t = row_begin + r;
     int p = -1;
-    if (hh < chunk_heads && t < row_end && (!kTiles || a.batch[t] == b)) {
+    if (m - r * hp < chunk_heads && t < row_end && (!kTiles || a.batch[t] == b)) {
       p = static_cast<int>(s.Position(t, a.batch, a.cu, a.dec));
     }
-    slot_row[m] = t;
-    slot_head[m] = first_head + hh;
     slot_pos[m] = p;
     if (p >= 0) atomicMax(&max_pos, p);
   }
   __syncthreads();
   const int pmax = max_pos;
-  if (pmax < 0) {  // row tiles: a padding row or a row outside the cache; tiles: nothing to do
-    if (!kTiles && a.splits == 1) {
-      for (int i = tid; i < chunk_heads * D; i += kThreads) a.out[row_begin * s.QWidth() + first_head * D + i] = 0;
-    }
-    return;
+  KeyRange range{0, 0};
+  if (pmax >= 0) {
+    if constexpr (!kTiles) b = a.batch[row_begin];
+    range = kTiles ? KeyRange{0, pmax + 1} : SplitRange(pmax + 1, blockIdx.z, a.splits);
   }
-  if constexpr (!kTiles) b = a.batch[row_begin];
-  const KeyRange range = kTiles ? KeyRange{0, pmax + 1} : SplitRange(pmax + 1, blockIdx.z, a.splits);
   if (range.begin >= range.end) {
-    for (int m = tid; m < kBM; m += kThreads) {
-      if (slot_pos[m] >= 0) a.WriteEmptyPartial(slot_row[m], slot_head[m], blockIdx.z);
+    tc::WaitCopies<0>();
+    if (pmax < 0) {  // row tiles: a padding row or a row outside the cache gives zeros; tiles: nothing to do
+      if (!kTiles && a.splits == 1) {
+        for (int i = tid; i < chunk_heads * D; i += kThreads) a.out[row_begin * s.QWidth() + first_head * D + i] = 0;
+      }
+    } else {  // an empty split
+      for (int m = tid; m < kBM; m += kThreads) {
+        if (slot_pos[m] >= 0) a.WriteEmptyPartial(row_begin + m / hp, first_head + m % hp, blockIdx.z);
+      }
     }
     return;
   }
   const int tiles = static_cast<int>((range.end - range.begin + BN - 1) / BN);
   const uint16_t* keys = a.key_cache + s.CacheOffset(b, 0, kv_head);
   const uint16_t* values = a.value_cache + s.CacheOffset(b, 0, kv_head);
-  const int64_t stride = s.KvWidth();
-
-  for (int i = tid; i < kBM * kChunks; i += kThreads) {
-    const int m = i / kChunks;
-    const int c = i - m * kChunks;
-    const bool ok = slot_pos[m] >= 0 && c * 8 < D;
-    const uint16_t* src = ok ? a.qkv + slot_row[m] * s.QkvWidth() + static_cast<int64_t>(slot_head[m]) * D + c * 8 : a.qkv;
-    tc::CopyAsync16(sQ + m * kLd + c * 8, src, ok ? 16 : 0);
-  }
-  tc::CommitCopies();
+  const int stride = static_cast<int>(s.KvWidth());  // a slot's cache has < 2^31 elements (PlanAttention checks)
+  const int key_end = static_cast<int>(range.end);
   auto load_tile = [&](int n, int stage) {
-    const int64_t j0 = range.begin + static_cast<int64_t>(n) * BN;
+    const int j0 = static_cast<int>(range.begin) + n * BN;
     for (int i = tid; i < BN * kChunks; i += kThreads) {
       const int key = i / kChunks;
       const int c = i - key * kChunks;
-      const int64_t j = j0 + key;
-      const bool ok = j < range.end && c * 8 < D;
-      const int64_t offset = ok ? j * stride + c * 8 : 0;
-      const int at = (stage * BN + key) * kLd + c * 8;
+      const int j = j0 + key;
+      const bool ok = j < key_end && c * 8 < D;
+      const int offset = ok ? j * stride + c * 8 : 0;
+      const int at = stage * BN * DP + C::Swizzled(key, c);
       tc::CopyAsync16(sK + at, keys + offset, ok ? 16 : 0);
       tc::CopyAsync16(sV + at, values + offset, ok ? 16 : 0);
     }
@@ -186,104 +200,136 @@ __global__ void __launch_bounds__(WARPS * 32) TcAttentionKernel(AttentionArgs<ha
     tc::CommitCopies();
   }
 
-  // This thread's two slots (rows g and g + 8 of the warp's 16), and the warp's last position.
-  const int slot_lo = warp * 16 + (lane >> 2);
-  const int pos_lo = slot_pos[slot_lo];
-  const int pos_hi = slot_pos[slot_lo + 8];
-  int warp_max_pos = max(pos_lo, pos_hi);
+  // This thread's rows: g and g + 8 of each of the warp's m-tiles, each with the last key it sees in this
+  // block's range; the warp's first and last such keys.
+  const int warp_slot = warp * 16 * MT;
+  int pos[MT][2];
+  int warp_max_pos = -1, warp_min_pos = INT_MAX;
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      pos[mt][h] = min(slot_pos[warp_slot + mt * 16 + h * 8 + (lane >> 2)], key_end - 1);
+      warp_max_pos = max(warp_max_pos, pos[mt][h]);
+      if (pos[mt][h] >= 0) warp_min_pos = min(warp_min_pos, pos[mt][h]);
+    }
+  }
   for (int offset = 16; offset > 0; offset >>= 1) {
     warp_max_pos = max(warp_max_pos, __shfl_xor_sync(0xFFFFFFFFu, warp_max_pos, offset));
+    warp_min_pos = min(warp_min_pos, __shfl_xor_sync(0xFFFFFFFFu, warp_min_pos, offset));
   }
+  const int kk_end = (D + 15) / 16;  // 16-wide steps over the head dim that hold data
 
-  float o[DP / 8][4];
+  float o[MT][DP / 8][4];
+  float row_max[MT][2], row_sum[MT][2];
 #pragma unroll
-  for (int n = 0; n < DP / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
-  float max_lo = -CUDART_INF_F, max_hi = -CUDART_INF_F, sum_lo = 0.0f, sum_hi = 0.0f;
-  uint32_t qf[DP / 16][4];
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int n = 0; n < DP / 8; ++n) o[mt][n][0] = o[mt][n][1] = o[mt][n][2] = o[mt][n][3] = 0.0f;
+    row_max[mt][0] = row_max[mt][1] = -CUDART_INF_F;
+    row_sum[mt][0] = row_sum[mt][1] = 0.0f;
+  }
 
   tc::WaitCopies<STAGES - 2>();
   __syncthreads();
-#pragma unroll
-  for (int kk = 0; kk < DP / 16; ++kk) {
-    tc::LoadMatrixX4(qf[kk], sQ + (warp * 16 + (lane & 15)) * kLd + kk * 16 + (lane >> 4) * 8);
-  }
-
   for (int n = 0; n < tiles; ++n) {
     if (n + STAGES - 1 < tiles) load_tile(n + STAGES - 1, (n + STAGES - 1) % STAGES);
     tc::CommitCopies();
-    const int64_t j0 = range.begin + static_cast<int64_t>(n) * BN;
+    const int j0 = static_cast<int>(range.begin) + n * BN;
     if (warp_max_pos >= j0) {  // else every key of the tile is past this warp's rows
-      const uint16_t* k_tile = sK + (n % STAGES) * BN * kLd;
-      const uint16_t* v_tile = sV + (n % STAGES) * BN * kLd;
-      float sc[BN / 8][4];
+      const uint16_t* k_tile = sK + (n % STAGES) * BN * DP;
+      const uint16_t* v_tile = sV + (n % STAGES) * BN * DP;
+      float sc[MT][BN / 8][4];
 #pragma unroll
-      for (int i = 0; i < BN / 8; ++i) sc[i][0] = sc[i][1] = sc[i][2] = sc[i][3] = 0.0f;
+      for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+        for (int i = 0; i < BN / 8; ++i) sc[mt][i][0] = sc[mt][i][1] = sc[mt][i][2] = sc[mt][i][3] = 0.0f;
+      }
 #pragma unroll
       for (int kk = 0; kk < DP / 16; ++kk) {
-        if (kk * 16 >= D) break;
+        if (kk >= kk_end) break;
+        uint32_t qa[MT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          tc::LoadMatrixX4(qa[mt], sQ + C::Swizzled(warp_slot + mt * 16 + (lane & 15), 2 * kk + (lane >> 4)));
+        }
 #pragma unroll
         for (int np = 0; np < BN / 16; ++np) {
           uint32_t kb[4];
-          tc::LoadMatrixX4(kb, k_tile + (np * 16 + (lane & 7) + ((lane >> 4) << 3)) * kLd + kk * 16 + ((lane >> 3) & 1) * 8);
-          tc::Mma16816(sc[2 * np], qf[kk], kb[0], kb[1]);
-          tc::Mma16816(sc[2 * np + 1], qf[kk], kb[2], kb[3]);
+          const int key = np * 16 + (lane & 7) + ((lane >> 4) << 3);
+          tc::LoadMatrixX4(kb, k_tile + C::Swizzled(key, 2 * kk + ((lane >> 3) & 1)));
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) {
+            tc::Mma16816(sc[mt][2 * np], qa[mt], kb[0], kb[1]);
+            tc::Mma16816(sc[mt][2 * np + 1], qa[mt], kb[2], kb[3]);
+          }
         }
       }
-      float tile_lo = -CUDART_INF_F, tile_hi = -CUDART_INF_F;
+      const bool masked = j0 + BN - 1 > warp_min_pos;  // some key of the tile is past some row of the warp
 #pragma unroll
-      for (int i = 0; i < BN / 8; ++i) {
+      for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const int64_t j = j0 + i * 8 + (lane & 3) * 2 + e;
-          sc[i][e] = j <= pos_lo ? sc[i][e] * a.scale_log2 : -CUDART_INF_F;
-          sc[i][2 + e] = j <= pos_hi ? sc[i][2 + e] * a.scale_log2 : -CUDART_INF_F;
-          tile_lo = fmaxf(tile_lo, sc[i][e]);
-          tile_hi = fmaxf(tile_hi, sc[i][2 + e]);
+        for (int i = 0; i < BN / 8; ++i) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            sc[mt][i][e] *= a.scale_log2;
+            if (masked && j0 + i * 8 + (lane & 3) * 2 + (e & 1) > pos[mt][e >> 1]) sc[mt][i][e] = -CUDART_INF_F;
+          }
         }
-      }
+        float tile_max[2] = {-CUDART_INF_F, -CUDART_INF_F};
 #pragma unroll
-      for (int offset = 1; offset < 4; offset <<= 1) {
-        tile_lo = fmaxf(tile_lo, __shfl_xor_sync(0xFFFFFFFFu, tile_lo, offset));
-        tile_hi = fmaxf(tile_hi, __shfl_xor_sync(0xFFFFFFFFu, tile_hi, offset));
-      }
-      const float new_lo = fmaxf(max_lo, tile_lo);
-      const float new_hi = fmaxf(max_hi, tile_hi);
-      const float base_lo = new_lo == -CUDART_INF_F ? 0.0f : new_lo;  // a row with no key yet stays empty
-      const float base_hi = new_hi == -CUDART_INF_F ? 0.0f : new_hi;
-      const float corr_lo = exp2f(max_lo - base_lo);
-      const float corr_hi = exp2f(max_hi - base_hi);
-      max_lo = new_lo;
-      max_hi = new_hi;
-      sum_lo *= corr_lo;
-      sum_hi *= corr_hi;
+        for (int i = 0; i < BN / 8; ++i) {
+          tile_max[0] = fmaxf(tile_max[0], fmaxf(sc[mt][i][0], sc[mt][i][1]));
+          tile_max[1] = fmaxf(tile_max[1], fmaxf(sc[mt][i][2], sc[mt][i][3]));
+        }
+        float base[2], corr[2];
 #pragma unroll
-      for (int i = 0; i < DP / 8; ++i) {
-        o[i][0] *= corr_lo;
-        o[i][1] *= corr_lo;
-        o[i][2] *= corr_hi;
-        o[i][3] *= corr_hi;
-      }
+        for (int h = 0; h < 2; ++h) {
+          tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xFFFFFFFFu, tile_max[h], 1));
+          tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xFFFFFFFFu, tile_max[h], 2));
+          const float new_max = fmaxf(row_max[mt][h], tile_max[h]);
+          base[h] = new_max == -CUDART_INF_F ? 0.0f : new_max;  // a row with no key yet stays empty
+          corr[h] = exp2f(row_max[mt][h] - base[h]);
+          row_max[mt][h] = new_max;
+          row_sum[mt][h] *= corr[h];
+        }
 #pragma unroll
-      for (int i = 0; i < BN / 8; ++i) {
-        sc[i][0] = exp2f(sc[i][0] - base_lo);
-        sc[i][1] = exp2f(sc[i][1] - base_lo);
-        sc[i][2] = exp2f(sc[i][2] - base_hi);
-        sc[i][3] = exp2f(sc[i][3] - base_hi);
-        sum_lo += sc[i][0] + sc[i][1];
-        sum_hi += sc[i][2] + sc[i][3];
+        for (int i = 0; i < DP / 8; ++i) {
+          o[mt][i][0] *= corr[0];
+          o[mt][i][1] *= corr[0];
+          o[mt][i][2] *= corr[1];
+          o[mt][i][3] *= corr[1];
+        }
+#pragma unroll
+        for (int i = 0; i < BN / 8; ++i) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            sc[mt][i][e] = exp2f(sc[mt][i][e] - base[e >> 1]);
+            row_sum[mt][e >> 1] += sc[mt][i][e];
+          }
+        }
       }
 #pragma unroll
       for (int kk = 0; kk < BN / 16; ++kk) {
-        const uint32_t pa[4] = {tc::PackHalf2(sc[2 * kk][0], sc[2 * kk][1]), tc::PackHalf2(sc[2 * kk][2], sc[2 * kk][3]),
-                                tc::PackHalf2(sc[2 * kk + 1][0], sc[2 * kk + 1][1]),
-                                tc::PackHalf2(sc[2 * kk + 1][2], sc[2 * kk + 1][3])};
+        uint32_t pa[MT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          pa[mt][0] = tc::PackHalf2(sc[mt][2 * kk][0], sc[mt][2 * kk][1]);
+          pa[mt][1] = tc::PackHalf2(sc[mt][2 * kk][2], sc[mt][2 * kk][3]);
+          pa[mt][2] = tc::PackHalf2(sc[mt][2 * kk + 1][0], sc[mt][2 * kk + 1][1]);
+          pa[mt][3] = tc::PackHalf2(sc[mt][2 * kk + 1][2], sc[mt][2 * kk + 1][3]);
+        }
+        const int key = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
 #pragma unroll
         for (int dp = 0; dp < DP / 16; ++dp) {
-          if (dp * 16 >= D) break;
+          if (dp >= kk_end) break;
           uint32_t vb[4];
-          tc::LoadMatrixX4Trans(vb, v_tile + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * kLd + dp * 16 + (lane >> 4) * 8);
-          tc::Mma16816(o[2 * dp], pa, vb[0], vb[1]);
-          tc::Mma16816(o[2 * dp + 1], pa, vb[2], vb[3]);
+          tc::LoadMatrixX4Trans(vb, v_tile + C::Swizzled(key, 2 * dp + (lane >> 4)));
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) {
+            tc::Mma16816(o[mt][2 * dp], pa[mt], vb[0], vb[1]);
+            tc::Mma16816(o[mt][2 * dp + 1], pa[mt], vb[2], vb[3]);
+          }
         }
       }
     }
@@ -291,74 +337,105 @@ __global__ void __launch_bounds__(WARPS * 32) TcAttentionKernel(AttentionArgs<ha
     __syncthreads();
   }
 
-  sum_lo += __shfl_xor_sync(0xFFFFFFFFu, sum_lo, 1);
-  sum_lo += __shfl_xor_sync(0xFFFFFFFFu, sum_lo, 2);
-  sum_hi += __shfl_xor_sync(0xFFFFFFFFu, sum_hi, 1);
-  sum_hi += __shfl_xor_sync(0xFFFFFFFFu, sum_hi, 2);
   const int col = (lane & 3) * 2;
 #pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const int m = slot_lo + 8 * half;
-    if (slot_pos[m] < 0) continue;
-    const float row_max = half ? max_hi : max_lo;
-    const float row_sum = half ? sum_hi : sum_lo;
-    if (!kTiles && a.splits > 1) {
-      const int64_t index = a.PartialIndex(slot_row[m], slot_head[m], blockIdx.z);
-      float* dst = a.partial_out + index * D;
+  for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
-      for (int i = 0; i < DP / 8; ++i) {
-        if (i * 8 + col < D) *reinterpret_cast<float2*>(dst + i * 8 + col) = make_float2(o[i][2 * half], o[i][2 * half + 1]);
-      }
-      if ((lane & 3) == 0) {
-        a.partial_ml[2 * index] = row_max;
-        a.partial_ml[2 * index + 1] = row_sum;
-      }
-    } else {
-      const float inv = row_sum > 0.0f ? 1.0f / row_sum : 0.0f;
-      uint16_t* dst = a.out + slot_row[m] * s.QWidth() + static_cast<int64_t>(slot_head[m]) * D;
+    for (int h = 0; h < 2; ++h) {
+      float sum = row_sum[mt][h];
+      sum += __shfl_xor_sync(0xFFFFFFFFu, sum, 1);
+      sum += __shfl_xor_sync(0xFFFFFFFFu, sum, 2);
+      const int m = warp_slot + mt * 16 + h * 8 + (lane >> 2);
+      if (slot_pos[m] < 0) continue;
+      const int64_t row = row_begin + m / hp;
+      const int head = first_head + m % hp;
+      if (!kTiles && a.splits > 1) {
+        const int64_t index = a.PartialIndex(row, head, blockIdx.z);
+        float* dst = a.partial_out + index * D;
 #pragma unroll
-      for (int i = 0; i < DP / 8; ++i) {
-        if (i * 8 + col < D) {
-          *reinterpret_cast<uint32_t*>(dst + i * 8 + col) =
-              tc::PackHalf2(o[i][2 * half] * inv, o[i][2 * half + 1] * inv);
+        for (int i = 0; i < DP / 8; ++i) {
+          if (i * 8 + col < D) *reinterpret_cast<float2*>(dst + i * 8 + col) = make_float2(o[mt][i][2 * h], o[mt][i][2 * h + 1]);
+        }
+        if ((lane & 3) == 0) {
+          a.partial_ml[2 * index] = row_max[mt][h];
+          a.partial_ml[2 * index + 1] = sum;
+        }
+      } else {
+        const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+        uint16_t* dst = a.out + row * s.QWidth() + static_cast<int64_t>(head) * D;
+#pragma unroll
+        for (int i = 0; i < DP / 8; ++i) {
+          if (i * 8 + col < D) {
+            *reinterpret_cast<uint32_t*>(dst + i * 8 + col) =
+                tc::PackHalf2(o[mt][i][2 * h] * inv, o[mt][i][2 * h + 1] * inv);
+          }
         }
       }
     }
   }
 }
 
-template <int DP, int WARPS, int BN, int STAGES, bool kTiles>
-cudaError_t LaunchTcWith(AttentionArgs<half_bits> a, unsigned grid_x, cudaStream_t stream) {
-  using T = TcTile<DP, WARPS, BN, STAGES>;
-  static const cudaError_t allowed = cudaFuncSetAttribute(TcAttentionKernel<DP, WARPS, BN, STAGES, kTiles>,
-                                                          cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                          static_cast<int>(T::kSmemBytes));
-  if (allowed != cudaSuccess) return allowed;
+// Row tiles (decode): one warp, 16 slots, 32 keys a tile, three tiles in flight, ~53 KiB of shared memory
+// (four blocks an SM). Prefill tiles: 128 slots as four warps of two m-tiles (the B fragments serve both),
+// 64 keys a tile, double-buffered (~98 KiB, two blocks an SM).
+template <int DP>
+using TcRowConfig = TcConfig<DP, 1, 1, 32, 3, 1, false>;
+template <int DP>
+using TcPrefillConfig = TcConfig<DP, 4, 2, 64, 2, 2, true>;
+
+// Sets the kernel's shared memory limit once; returns the blocks of it that fit on one SM (0 on error).
+template <class C>
+int TcBlocksPerSm() {
+  static const int blocks = [] {
+    int n = 0;
+    if (cudaFuncSetAttribute(TcAttentionKernel<C>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             static_cast<int>(C::kSmemBytes)) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, TcAttentionKernel<C>, C::kThreads, C::kSmemBytes) !=
+            cudaSuccess) {
+      return 0;
+    }
+    return n;
+  }();
+  return blocks;
+}
+
+// Blocks of the row-tile kernel that fit on one SM for this head dim (the plan sizes its splits by it).
+inline int TcRowBlocksPerSm(int head_dim) {
+  return head_dim <= 64 ? TcBlocksPerSm<TcRowConfig<64>>() : TcBlocksPerSm<TcRowConfig<128>>();
+}
+
+template <class C>
+cudaError_t LaunchTcWith(AttentionArgs<half_bits> a, cudaStream_t stream) {
+  if (TcBlocksPerSm<C>() == 0) return cudaErrorInvalidConfiguration;
   const int group = a.Group();
-  a.heads_per_tile = group < T::kBM ? group : T::kBM;
+  a.heads_per_tile = group < C::kBM ? group : C::kBM;
   a.head_chunks = (group + a.heads_per_tile - 1) / a.heads_per_tile;
-  if (kTiles) {
-    const int64_t rows_per_tile = T::kBM / a.heads_per_tile;
-    grid_x = static_cast<unsigned>((a.shape.rows + rows_per_tile - 1) / rows_per_tile + a.shape.bsz);
+  const unsigned head_blocks = static_cast<unsigned>(a.shape.num_kv_heads * a.head_chunks);
+  dim3 grid(static_cast<unsigned>(a.shape.rows), head_blocks, static_cast<unsigned>(a.splits));
+  if (C::kTiles) {  // an upper bound of the tiles: each slot's rows, rounded up
+    const int64_t rows_per_tile = C::kBM / a.heads_per_tile;
+    const int64_t tiles = (a.shape.rows + rows_per_tile - 1) / rows_per_tile + a.shape.bsz;
+    grid = dim3(static_cast<unsigned>(tiles * head_blocks), 1, 1);
   }
-  const dim3 grid(grid_x, static_cast<unsigned>(a.shape.num_kv_heads * a.head_chunks),
-                  static_cast<unsigned>(kTiles ? 1 : a.splits));
-  TcAttentionKernel<DP, WARPS, BN, STAGES, kTiles><<<grid, T::kThreads, T::kSmemBytes, stream>>>(a);
+  TcAttentionKernel<C><<<grid, C::kThreads, C::kSmemBytes, stream>>>(a);
   return cudaGetLastError();
 }
 
-// Decode tiles: one warp, 16 slots, 32 keys a tile, three tiles in flight. Prefill tiles: eight warps,
-// 128 slots, 64 keys a tile, double-buffered.
-template <int DP>
-cudaError_t LaunchTcDims(const AttentionArgs<half_bits>& a, bool prefill_tiles, cudaStream_t stream) {
-  const unsigned rows = static_cast<unsigned>(a.shape.rows);
-  if (!prefill_tiles) return LaunchTcWith<DP, 1, 32, 3, false>(a, rows, stream);
-  const cudaError_t err = LaunchTcWith<DP, 8, 64, 2, true>(a, 0, stream);
+// Prefill tiles, then the rows no tile owns (row tiles, unsplit).
+template <class Prefill, class Rows>
+cudaError_t LaunchTcPrefill(const AttentionArgs<half_bits>& a, cudaStream_t stream) {
+  const cudaError_t err = LaunchTcWith<Prefill>(a, stream);
   if (err != cudaSuccess) return err;
   AttentionArgs<half_bits> strays = a;
   strays.strays_only = true;
   strays.splits = 1;
-  return LaunchTcWith<DP, 1, 32, 3, false>(strays, rows, stream);
+  return LaunchTcWith<Rows>(strays, stream);
+}
+
+template <int DP>
+cudaError_t LaunchTcDims(const AttentionArgs<half_bits>& a, bool prefill_tiles, cudaStream_t stream) {
+  if (!prefill_tiles) return LaunchTcWith<TcRowConfig<DP>>(a, stream);
+  return LaunchTcPrefill<TcPrefillConfig<DP>, TcRowConfig<DP>>(a, stream);
 }
 
 // head_dim % 8 == 0 and <= 128 (PlanAttention checks); 64 and 128 are the tile widths, smaller head
