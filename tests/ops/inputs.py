@@ -46,3 +46,32 @@ def random_attention_batch(rng: np.random.Generator, dtype, hq: int, hkv: int, d
     qkv = rng.standard_normal((len(batch), (hq + 2 * hkv) * d)).astype(dtype)
     caches = [rng.standard_normal((bsz, max_len, hkv, d)).astype(dtype) for _ in range(2)]
     return qkv, caches[0], caches[1], batch, cu, dec
+
+
+def packed_attention_batch(
+    rng: np.random.Generator,
+    dtype,
+    hq: int,
+    hkv: int,
+    d: int,
+    lens,
+    dec,
+    max_len: int,
+    padding: int = 0,
+    poison_tail: bool = False,
+):
+    """A batch packed as get_padding_offset packs it: slot b has lens[b] rows from cache position dec[b],
+    then `padding` rows of batch id -1. With poison_tail, every cache position past a slot's last row
+    is NaN, so a kernel that reads beyond a row's prefix shows it."""
+    lens = np.asarray(lens, np.int32)
+    dec = np.asarray(dec, np.int32)
+    bsz = len(lens)
+    cu = np.concatenate([[0], np.cumsum(lens)]).astype(np.int32)
+    batch = np.concatenate([np.repeat(np.arange(bsz), lens), np.full(padding, -1)]).astype(np.int32)
+    qkv = rng.standard_normal((len(batch), (hq + 2 * hkv) * d), dtype=np.float32).astype(dtype)
+    caches = [rng.standard_normal((bsz, max_len, hkv, d), dtype=np.float32).astype(dtype) for _ in range(2)]
+    if poison_tail:
+        for cache in caches:
+            for b in range(bsz):
+                cache[b, dec[b] + lens[b] :] = np.nan
+    return qkv, caches[0], caches[1], batch, cu, dec

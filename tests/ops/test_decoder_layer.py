@@ -5,28 +5,37 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.ops.inputs import random_attention_batch
+from tests.ops.inputs import packed_attention_batch, random_attention_batch
 from tests.ops.tensors import cpu, gpu, host
 
 HQ, HKV, D, H, F = 4, 2, 16, 64, 96
-EPS, SCALE = 1e-5, D**-0.5
+EPS = 1e-5
+# (Hq, Hkv, D) of the GPU tests: the tiny preset's heads, a 1B-class head (64) and an 8B-class head (128).
+GPU_HEADS = [(HQ, HKV, D), (8, 2, 64), (4, 1, 128)]
 
 
-def _layer_inputs(seed: int, dtype):
+def _layer_inputs(seed: int, dtype, heads=(HQ, HKV, D), decode: bool = False):
+    """A layer's inputs over a mixed batch (prefill chunks, decode rows, padding) or decode rows only."""
+    hq, hkv, d = heads
     rng = np.random.default_rng(seed)
-    _qkv, keys, values, batch, cu, dec = random_attention_batch(rng, dtype, HQ, HKV, D)
+    if decode:  # 11 of 12 slots run a row at random context lengths, one padding row
+        ctx = rng.integers(0, 700, 12)
+        _qkv, keys, values, batch, cu, dec = packed_attention_batch(rng, dtype, hq, hkv, d, [1] * 11 + [0], ctx, 800, 1)
+    else:
+        _qkv, keys, values, batch, cu, dec = random_attention_batch(rng, dtype, hq, hkv, d)
     rows = len(batch)
 
     def w(*shape, scale=0.2):
         return (rng.standard_normal(shape) * scale).astype(dtype)
 
-    weights = [w(H, scale=1), w(H, (HQ + 2 * HKV) * D), w(HQ * D, H), w(H, scale=1), w(H, 2 * F), w(F, H)]
-    return w(rows, H, scale=1), w(rows, H, scale=1), weights, keys, values, (batch, cu, dec)
+    weights = [w(H, scale=1), w(H, (hq + 2 * hkv) * d), w(hq * d, H), w(H, scale=1), w(H, 2 * F), w(F, H)]
+    return w(rows, H, scale=1), w(rows, H, scale=1), weights, keys, values, (batch, cu, dec), heads
 
 
-def _separate_ops(ops, place, x, residual, weights, keys, values, batch, first_layer):
+def _separate_ops(ops, place, x, residual, weights, keys, values, batch, heads, first_layer):
     import paddle
 
+    scale = heads[2] ** -0.5
     attn_norm, qkv_w, out_w, ffn_norm, gate_up_w, down_w = (place(a) for a in weights)
     x, keys, values = place(x), place(keys), place(values)
     batch = [place(a) for a in batch]
@@ -35,18 +44,18 @@ def _separate_ops(ops, place, x, residual, weights, keys, values, batch, first_l
     else:
         h, residual = ops.add_rms_norm(x, place(residual), attn_norm, EPS)
     qkv = paddle.matmul(h, qkv_w)
-    ops.write_kv_cache(qkv, keys, values, *batch, HQ, HKV, D)
-    attn = ops.attention(qkv, keys, values, *batch, HQ, HKV, D, SCALE)
+    ops.write_kv_cache(qkv, keys, values, *batch, *heads)
+    attn = ops.attention(qkv, keys, values, *batch, *heads, scale)
     h, residual = ops.add_rms_norm(paddle.matmul(attn, out_w), residual, ffn_norm, EPS)
     out = paddle.matmul(ops.silu_mul(paddle.matmul(h, gate_up_w)), down_w)
     return [host(t) for t in (out, residual, keys, values)]
 
 
-def _fused(ops, place, x, residual, weights, keys, values, batch, first_layer):
+def _fused(ops, place, x, residual, weights, keys, values, batch, heads, first_layer):
     keys, values = place(keys), place(values)
     out, residual_out, *_ = ops.decoder_layer(
         place(x), place(residual), *(place(a) for a in weights), keys, values, *(place(a) for a in batch),
-        HQ, HKV, D, EPS, SCALE, first_layer,
+        *heads, EPS, heads[2] ** -0.5, first_layer,
     )  # fmt: skip
     return [host(t) for t in (out, residual_out, keys, values)]
 
@@ -62,10 +71,10 @@ def test_decoder_layer_is_the_separate_ops(ops, seed, first_layer):
 
 
 def test_decoder_layer_writes_the_caches_in_place(ops):
-    x, residual, weights, keys, values, batch = _layer_inputs(3, np.float32)
+    x, residual, weights, keys, values, batch, heads = _layer_inputs(3, np.float32)
     k, v = cpu(keys), cpu(values)
     ops.decoder_layer(cpu(x), cpu(residual), *(cpu(a) for a in weights), k, v, *(cpu(a) for a in batch),
-                      HQ, HKV, D, EPS, SCALE, False)  # fmt: skip
+                      *heads, EPS, D**-0.5, False)  # fmt: skip
     written = batch[0] >= 0
     assert written.any()
     assert not np.array_equal(host(k), keys)
@@ -73,15 +82,19 @@ def test_decoder_layer_writes_the_caches_in_place(ops):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("decode", [False, True])
+@pytest.mark.parametrize("heads", GPU_HEADS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
-def test_decoder_layer_on_the_gpu_is_the_separate_ops(ops, dtype):
-    args = _layer_inputs(4, dtype)
+def test_decoder_layer_on_the_gpu_is_the_separate_ops(ops, dtype, heads, decode):
+    args = _layer_inputs(4, dtype, heads, decode)
     for fused, separate in zip(_fused(ops, gpu, *args, False), _separate_ops(ops, gpu, *args, False), strict=True):
         np.testing.assert_array_equal(fused, separate)
 
 
 @pytest.mark.gpu
-def test_decoder_layer_cuda_matches_cpu(ops):
+@pytest.mark.parametrize("decode", [False, True])
+@pytest.mark.parametrize("heads", GPU_HEADS)
+def test_decoder_layer_cuda_matches_cpu(ops, heads, decode):
     """float32, within the tolerance of cuBLAS (TF32 off) against paddle's CPU GEMM through four GEMMs and two norms."""
     import paddle
 
@@ -89,6 +102,6 @@ def test_decoder_layer_cuda_matches_cpu(ops):
         paddle.matmul(cpu(np.eye(2, dtype=np.float32)), cpu(np.eye(2, dtype=np.float32)))
     except RuntimeError as e:  # a paddle-gpu install without its CPU BLAS (libmklml_intel.so)
         pytest.skip(f"paddle's CPU matmul does not run here: {str(e).splitlines()[0][:120]}")
-    args = _layer_inputs(5, np.float32)
+    args = _layer_inputs(5, np.float32, heads, decode)
     for on_gpu, on_cpu in zip(_fused(ops, gpu, *args, False), _fused(ops, cpu, *args, False), strict=True):
         np.testing.assert_allclose(on_gpu, on_cpu, rtol=1e-3, atol=1e-3)
