@@ -7,7 +7,7 @@
 
 namespace fdo::attention {
 
-constexpr int kMaxHeadDimCuda = 256;  // the CUDA kernel keeps a head's output in registers
+constexpr int kMaxHeadDimCuda = 256;  // the SIMT and combine kernels keep a head's dims in registers
 
 // qkv rows of [q heads | k heads | v heads] and a cache [bsz, max_model_len, num_kv_heads, head_dim].
 struct AttentionShape {
@@ -34,13 +34,6 @@ struct AttentionShape {
   FDO_HOST_DEVICE int64_t CacheOffset(int64_t b, int64_t p, int64_t kv_head) const {
     return ((b * max_model_len + p) * num_kv_heads + kv_head) * head_dim;
   }
-
-  // True when row t lies in its slot's range [cu_seqlens_q[b], cu_seqlens_q[b + 1]) at a cache position
-  // (as get_padding_offset packs a batch): the prefill kernel's tiles cover exactly these rows.
-  FDO_HOST_DEVICE bool InSlotRange(int64_t t, const int32_t* batch, const int32_t* cu, const int32_t* dec) const {
-    const int32_t b = batch[t];
-    return Position(t, batch, cu, dec) >= 0 && t >= cu[b] && t < cu[b + 1];
-  }
 };
 
 }  // namespace fdo::attention
@@ -56,7 +49,8 @@ namespace fdo::attention {
 //    that share a KV head are rows of one MMA tile); anything else the SIMT kernel.
 //  - prefill_tiles (tensor cores, more rows than slots): tiles of consecutive rows of one slot, each
 //    tile streaming its slot's KV once for all its rows; a second pass handles the rows no tile owns
-//    (padding rows, rows outside their slot's range). Otherwise each row is its own tile (decode).
+//    (padding rows, rows outside their slot's range of cu_seqlens_q). Otherwise each row is its own
+//    tile (decode).
 //  - splits: row tiles split the KV length into this many parts (flash-decoding) when there are too
 //    few rows to fill the GPU; a combine kernel merges the parts through `workspace_floats` floats.
 struct AttentionPlan {

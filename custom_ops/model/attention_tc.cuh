@@ -1,7 +1,7 @@
 // The float16 tensor-core attention kernel (FlashAttention-2 style, mma.sync m16n8k16, float32
-// accumulators and softmax). A block computes one tile of "slots", each slot a (row, q head) pair of one
-// slot's rows and the q heads of one KV head, so the q heads sharing a KV head read it once. Each warp
-// owns MT x 16 slots; the block streams its keys and values through shared memory in tiles of BN keys
+// accumulators and softmax). A block computes a tile of MMA rows, each a (token row, q head) pair of
+// one slot's rows and the q heads of one KV head, so the q heads sharing a KV head read it once. Each
+// warp owns MT x 16 MMA rows; the block streams its keys and values through shared memory in tiles of BN keys
 // with cp.async (STAGES buffers deep), S = Q K^T and O += P V on tensor cores, an online softmax in
 // between. Two uses of the same kernel:
 //   kTiles = false: one row per block (decode rows), its keys split `splits` ways (flash-decoding);
@@ -13,13 +13,13 @@
 
 namespace fdo::attention {
 
-// One configuration of the kernel: head dim tile DP (64 or 128), WARPS warps of MT m-tiles (16 slots
-// each), BN keys a tile, STAGES tiles in flight, at least MIN_BLOCKS blocks an SM (caps the registers).
+// One configuration of the kernel: head dim tile DP (64 or 128), WARPS warps of MT m-tiles (16 MMA
+// rows each), BN keys a tile, STAGES tiles in flight, at least MIN_BLOCKS blocks an SM (caps the registers).
 template <int DP_, int WARPS_, int MT_, int BN_, int STAGES_, int MIN_BLOCKS_, bool kTiles_>
 struct TcConfig {
   static constexpr int DP = DP_, WARPS = WARPS_, MT = MT_, BN = BN_, STAGES = STAGES_, MIN_BLOCKS = MIN_BLOCKS_;
   static constexpr bool kTiles = kTiles_;
-  static constexpr int kBM = 16 * MT * WARPS;  // slots per block
+  static constexpr int kBM = 16 * MT * WARPS;  // MMA rows per block
   static constexpr int kChunks = DP / 8;       // 16-byte chunks per shared row (rows are not padded: see Swizzled)
   static constexpr int kThreads = 32 * WARPS;
   static constexpr size_t kSmemBytes = static_cast<size_t>(kBM + 2 * STAGES * BN) * DP * sizeof(uint16_t);
@@ -96,7 +96,7 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) TcAttentionKernel(
   uint16_t* sQ = reinterpret_cast<uint16_t*>(smem_raw);
   uint16_t* sK = sQ + kBM * DP;
   uint16_t* sV = sK + STAGES * BN * DP;
-  __shared__ int slot_pos[kBM];  // the slot's cache position; -1: an unused slot
+  __shared__ int mma_pos[kBM];  // the cache position of MMA row m's token row; -1: an unused MMA row
   __shared__ int tile[3];
   __shared__ int max_pos;
 
@@ -132,8 +132,8 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) TcAttentionKernel(
     if (a.strays_only && OwnedByTile(a, row_begin)) return;
     if (tid == 0) max_pos = -1;
   }
-  // Slot m is (row row_begin + m / hp, q head first_head + m % hp). Its q row is read at once (the row
-  // exists whatever its slot); the cache positions follow.
+  // MMA row m is (token row row_begin + m / hp, q head first_head + m % hp). Its q vector is read at
+  // once (the token row exists whatever its position); the cache positions follow.
   for (int i = tid; i < kBM * kChunks; i += kThreads) {
     const int m = i / kChunks;
     const int c = i - m * kChunks;
@@ -153,7 +153,7 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) TcAttentionKernel(
     if (m - r * hp < chunk_heads && t < row_end && (!kTiles || a.batch[t] == b)) {
       p = static_cast<int>(s.Position(t, a.batch, a.cu, a.dec));
     }
-    slot_pos[m] = p;
+    mma_pos[m] = p;
     if (p >= 0) atomicMax(&max_pos, p);
   }
   __syncthreads();
@@ -171,7 +171,7 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) TcAttentionKernel(
       }
     } else {  // an empty split
       for (int m = tid; m < kBM; m += kThreads) {
-        if (slot_pos[m] >= 0) a.WriteEmptyPartial(row_begin + m / hp, first_head + m % hp, blockIdx.z);
+        if (mma_pos[m] >= 0) a.WriteEmptyPartial(row_begin + m / hp, first_head + m % hp, blockIdx.z);
       }
     }
     return;
@@ -202,14 +202,14 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) TcAttentionKernel(
 
   // This thread's rows: g and g + 8 of each of the warp's m-tiles, each with the last key it sees in this
   // block's range; the warp's first and last such keys.
-  const int warp_slot = warp * 16 * MT;
+  const int warp_row = warp * 16 * MT;
   int pos[MT][2];
   int warp_max_pos = -1, warp_min_pos = INT_MAX;
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      pos[mt][h] = min(slot_pos[warp_slot + mt * 16 + h * 8 + (lane >> 2)], key_end - 1);
+      pos[mt][h] = min(mma_pos[warp_row + mt * 16 + h * 8 + (lane >> 2)], key_end - 1);
       warp_max_pos = max(warp_max_pos, pos[mt][h]);
       if (pos[mt][h] >= 0) warp_min_pos = min(warp_min_pos, pos[mt][h]);
     }
@@ -251,7 +251,7 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) TcAttentionKernel(
         uint32_t qa[MT][4];
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
-          tc::LoadMatrixX4(qa[mt], sQ + C::Swizzled(warp_slot + mt * 16 + (lane & 15), 2 * kk + (lane >> 4)));
+          tc::LoadMatrixX4(qa[mt], sQ + C::Swizzled(warp_row + mt * 16 + (lane & 15), 2 * kk + (lane >> 4)));
         }
 #pragma unroll
         for (int np = 0; np < BN / 16; ++np) {
@@ -345,8 +345,8 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) TcAttentionKernel(
       float sum = row_sum[mt][h];
       sum += __shfl_xor_sync(0xFFFFFFFFu, sum, 1);
       sum += __shfl_xor_sync(0xFFFFFFFFu, sum, 2);
-      const int m = warp_slot + mt * 16 + h * 8 + (lane >> 2);
-      if (slot_pos[m] < 0) continue;
+      const int m = warp_row + mt * 16 + h * 8 + (lane >> 2);
+      if (mma_pos[m] < 0) continue;
       const int64_t row = row_begin + m / hp;
       const int head = first_head + m % hp;
       if (!kTiles && a.splits > 1) {
@@ -375,8 +375,8 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) TcAttentionKernel(
   }
 }
 
-// Row tiles (decode): one warp, 16 slots, 32 keys a tile, three tiles in flight, ~53 KiB of shared memory
-// (four blocks an SM). Prefill tiles: 128 slots as four warps of two m-tiles (the B fragments serve both),
+// Row tiles (decode): one warp, 16 MMA rows, 32 keys a tile, three tiles in flight, ~53 KiB of shared memory
+// (four blocks an SM). Prefill tiles: 128 MMA rows as four warps of two m-tiles (the B fragments serve both),
 // 64 keys a tile, double-buffered (~98 KiB, two blocks an SM).
 template <int DP>
 using TcRowConfig = TcConfig<DP, 1, 1, 32, 3, 1, false>;
