@@ -62,3 +62,9 @@ class Interrupted(BaseException):
         super().__init__(f"interrupted by signal {signum}")
         self.signum = signum
         self.exit_code = 128 + signum
+
+
+def first_line(e: BaseException) -> str:
+    """An exception as one line: paddle's messages carry a C++ trace and the source location after the first."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return f"{type(e).__name__}: {lines[0] if lines else ''}"

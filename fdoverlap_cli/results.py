@@ -1,7 +1,8 @@
 """A run as one record, saved and loaded as it is (`run.json`); `view()` derives what is shown of it.
 
 `RunResult` holds what the run measured and nothing derived: the environment, the trace and model,
-the options, the token identity between the paths, and per path (`PathRecord`) the step table (host
+the options, the CUDA graphs captured (sizes, capture time, memory), the token identity between the
+paths, and per path (`PathRecord`) the step table (host
 times and GPU times aligned to the host clock, int64 ns), the output reader's summary, and
 per-request token digests. Every number shown comes from `view(window)`, which hands the step
 tables to `measure.derive`: the same for the run just measured and for a run.json loaded again.
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from fdoverlap_cli import __version__
+from fdoverlap_cli.engine.graphs import GraphCapture
 from fdoverlap_cli.engine.token_check import IdentityCheck, StreamCheck
 from fdoverlap_cli.errors import InputError
 from fdoverlap_cli.fileio import write_json
@@ -117,6 +119,7 @@ class PathRecord:
                     ("batch_tokens", "tokens"),
                     ("prefill_tokens", "prefill_tokens"),
                     ("model_ns", "model_ns"),
+                    ("graph_rows", "graph_rows"),
                 )
                 if col in c
             }
@@ -197,6 +200,7 @@ class RunResult:
     paths: dict[str, PathRecord] = field(default_factory=dict)
     identity: IdentityCheck | None = None  # the two paths' tokens, compared
     window: Window | None = None  # the steps the run's own output covered
+    graphs: GraphCapture | None = None  # the decode CUDA graphs both paths replayed (None: none captured)
     notes: list[str] = field(default_factory=list)
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
 
@@ -225,6 +229,7 @@ class RunResult:
             "model": self.model,
             "options": self.options,
             "window": list(self.window) if self.window else None,
+            "cuda_graphs": self.graphs.to_dict() if self.graphs else None,
             "identity": self.identity.to_dict() if self.identity else None,
             "notes": self.notes,
             "paths": {name: p.to_dict() for name, p in self.paths.items()},
@@ -261,6 +266,7 @@ class RunResult:
                 paths={name: PathRecord.from_dict(p) for name, p in d["paths"].items()},
                 identity=IdentityCheck(**d["identity"]) if d["identity"] else None,
                 window=tuple(d["window"]) if d["window"] else None,
+                graphs=GraphCapture.from_dict(d["cuda_graphs"]) if d.get("cuda_graphs") else None,
                 notes=d["notes"],
                 created=d["created"],
             )

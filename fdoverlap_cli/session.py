@@ -17,6 +17,7 @@ import numpy as np
 
 from fdoverlap_cli.engine.bookkeeping import digest
 from fdoverlap_cli.engine.device import Device
+from fdoverlap_cli.engine.graphs import GRAPH_MODES
 from fdoverlap_cli.engine.model import model_config
 from fdoverlap_cli.engine.replay import Engine, PathRun
 from fdoverlap_cli.engine.runner import RunnerOptions
@@ -49,6 +50,7 @@ class ReplayConfig:
     layers: int | None = None
     dims: str | None = None  # explicit model dimensions, 'hidden_size=1024,ffn_size=4096'
     fused_layers: bool = True  # one op per decoder layer (else one per kernel)
+    cuda_graph: str = "auto"  # decode-only batches as CUDA graphs: auto (on a GPU), on, off (engine/graphs.py)
     runner: RunnerOptions = field(default_factory=RunnerOptions)
     warmup_steps: int = 8
     window: Window | None = None  # the steps the output covers
@@ -59,6 +61,8 @@ class ReplayConfig:
         for p in self.paths:
             if p not in PATHS:
                 raise OptionError("path", f"expected sync or overlap, got '{p}'")
+        if self.cuda_graph not in GRAPH_MODES:
+            raise OptionError("cuda_graph", f"expected auto, on or off, got '{self.cuda_graph}'")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -97,7 +101,13 @@ class ReplaySession:
             progress("build", 0, 1)
         self.device = Device.open(cfg.device)
         self.engine = Engine(
-            self.trace, self.device, self.model_cfg, cfg.runner, cfg.fused_layers, trace_payload(self.trace_sha256)
+            self.trace,
+            self.device,
+            self.model_cfg,
+            cfg.runner,
+            cfg.fused_layers,
+            trace_payload(self.trace_sha256),
+            cfg.cuda_graph,
         )
         if progress:
             progress("warm-up", 0, 1)
@@ -131,6 +141,7 @@ class ReplaySession:
             model=self.model_cfg.to_dict(),
             options=cfg.to_dict(),
             window=cfg.window,
+            graphs=self.engine.graph_capture if self.engine else None,
         )
         if dev is not None and not dev.is_gpu:
             result.notes.append(CPU_NOTE)

@@ -313,6 +313,8 @@ def test_analyze_against_bad_results(capsys, tmp_path):
         (["replay", "--path", "bogus"], ["--path: expected sync or overlap, got 'bogus'"]),
         (["replay", "--token-count", "bogus"], ["--token-count: expected sync or predict, got 'bogus'"]),
         (["replay", "--copy-stream", "bogus"], ["--copy-stream: expected compute or separate"]),
+        (["replay", "--cuda-graph", "maybe"], ["--cuda-graph: expected auto, on or off, got 'maybe'"]),
+        (["compare", "--device", "cpu", "--cuda-graph", "on"], ["--cuda-graph: on needs a GPU", "no CUDA graphs"]),
         (["replay", "--warmup", "-1"], ["Invalid value for '--warmup'"]),
         (["replay", "--bogus"], ["No such option: --bogus"]),
         (["replay", "a.json", "b.json"], ["unexpected extra argument"]),

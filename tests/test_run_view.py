@@ -159,7 +159,14 @@ def test_every_catalog_key_names_a_metric():
     doc = path_metrics(spans("overlap", 6)).to_dict()
     for m in catalog.PATH_METRICS:
         value = m.value(doc)
-        assert value is not None or m.key in ("tokens", "tokens_per_s", "batch_tokens", "harness_ns_per_decode_step")
+        assert value is not None or m.key in (
+            "tokens",
+            "tokens_per_s",
+            "batch_tokens",
+            "harness_ns_per_decode_step",
+            "graph_steps",
+            "eager_steps",
+        )
         if m.per_step:
             assert isinstance(value, list) and len(value) == 6
         elif value is not None:

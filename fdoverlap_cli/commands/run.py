@@ -49,8 +49,19 @@ def _replay_parameters(
     ] = None,
     fused_layers: Annotated[
         bool,
-        typer.Option("--fused-layers/--op-by-op", help="One op per decoder layer, or one per kernel (host-bound)."),
+        typer.Option(
+            "--fused-layers/--op-by-op",
+            help="One op per decoder layer, or one per kernel (host-bound without CUDA graphs).",
+        ),
     ] = True,
+    cuda_graph: Annotated[
+        str,
+        typer.Option(
+            "--cuda-graph",
+            help="auto: decode-only batches replay CUDA graphs on a GPU (the CPU has none); on: require them; "
+            "off: launch every forward from the host.",
+        ),
+    ] = "auto",
     token_count: Annotated[
         str, typer.Option("--token-count", help="predict: count decode-only batches on the host; sync: read it back.")
     ] = "predict",
@@ -96,7 +107,7 @@ FLAGS = {
     "path": "--path",
     "warmup_steps": "--warmup",
     **{name: f"--{name.replace('_', '-')}" for name in ("device", "preset", "layers", "dims", "window")},
-    **{name: f"--{name.replace('_', '-')}" for name in ("token_count", "copy_stream")},
+    **{name: f"--{name.replace('_', '-')}" for name in ("token_count", "copy_stream", "cuda_graph")},
 }
 
 
@@ -114,6 +125,7 @@ def _config(paths: tuple[str, ...], values: dict[str, Any]) -> tuple[ReplayConfi
         layers=v["layers"],
         dims=v["dims"],
         fused_layers=v["fused_layers"],
+        cuda_graph=v["cuda_graph"],
         runner=RunnerOptions(
             v["token_count"], v["copy_stream"], v["snapshot_preempted"], v["verify_token_count"], v["timestamps"]
         ),

@@ -1,4 +1,4 @@
-"""The device facade: the one place that touches places, streams, events and the timing ops.
+"""The device facade: the one place that touches places, streams, events, CUDA graphs and the timing ops.
 
 `Device.open()` returns a whole device: the place, the compute stream and the op library loaded for
 it. On a CPU-only paddle build every CUDA call is avoided (some of them kill the interpreter); the
@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-from collections.abc import Iterator
+import importlib
+from collections.abc import Callable, Iterator
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -20,6 +21,7 @@ from fdoverlap_cli.errors import OptionError
 from fdoverlap_cli.platform import DeviceInfo, probe, require_paddle
 
 DEVICES = ("auto", "cpu", "gpu")
+T = TypeVar("T")
 
 
 class _HostEvent:
@@ -33,6 +35,20 @@ class _HostEvent:
 
     def query(self) -> bool:
         return True
+
+
+class DeviceGraph:
+    """A captured CUDA graph: `replay()` launches its work on the stream it was captured on."""
+
+    def __init__(self, graph: Any) -> None:
+        self._graph = graph
+
+    def replay(self) -> None:
+        self._graph.replay()
+
+    def reset(self) -> None:
+        """Free the graph and its memory pool."""
+        self._graph.reset()
 
 
 class Device:
@@ -142,6 +158,10 @@ class Device:
         if self.is_gpu and stream is not None:
             stream.wait_event(event)
 
+    def copy(self, dst: Any, src: Any) -> None:
+        """Copy device `src` into device `dst` (same shape and dtype), in stream order on a GPU."""
+        dst.copy_(src, not self.is_gpu)
+
     def copy_to_host(self, dst: Any, src: Any, stream: Any = None) -> None:
         """Copy device `src` into host buffer `dst` (same shape/dtype): async on a GPU, on `stream`."""
         if not self.is_gpu:
@@ -159,6 +179,42 @@ class Device:
         if not self.is_gpu or stream is None:
             return 0
         return int(stream.cuda_stream)
+
+    # ------------------------------------------------------------------ CUDA graphs
+
+    @property
+    def has_graphs(self) -> bool:
+        """CUDA graphs exist on a GPU only."""
+        return self.is_gpu
+
+    def capture_graph(self, work: Callable[[], T]) -> tuple[DeviceGraph, T]:
+        """Capture the device work `work()` launches on the compute stream as one CUDA graph; returns it and
+        what `work` returned (tensors allocated during the capture live in the graph's memory pool).
+
+        `paddle.device.cuda.graphs.CUDAGraph(place, mode)` is the same call on paddle 2.6 and 3.x: 2.6 has
+        no memory-pool argument (every capture gets a pool of its own), 3.x's `pool_id` defaults to the same.
+        Any failure leaves the stream out of capture mode and is raised as it came.
+        """
+        if not self.is_gpu:
+            raise RuntimeError("CUDA graphs need a GPU")
+        graphs = importlib.import_module("paddle.device.cuda.graphs")
+        graph = graphs.CUDAGraph(self.place, mode="thread_local")
+        graph.capture_begin()
+        try:
+            out = work()
+        except BaseException:
+            with contextlib.suppress(Exception):  # the capture is invalid; ending it is only to leave capture mode
+                graph.capture_end()
+            raise
+        graph.capture_end()
+        return DeviceGraph(graph), out
+
+    def memory_bytes(self) -> tuple[int, int]:
+        """(allocated, reserved) bytes of paddle's device allocator; (0, 0) on the CPU."""
+        if not self.is_gpu:
+            return 0, 0
+        cuda = self.paddle.device.cuda
+        return int(cuda.memory_allocated()), int(cuda.memory_reserved())
 
     # ------------------------------------------------------------------ timing
 

@@ -1,6 +1,7 @@
 """Replays a trace through one execute_model path: the worker loop, the output reader, the timing.
 
-`Engine` builds the device, the op library and the model once; `replay(path)` runs the whole trace
+`Engine` builds the device, the op library and the model once, and captures the decode CUDA graphs
+once (at the end of `warm_up`, or before the first replay); `replay(path)` runs the whole trace
 through the sync or the overlap path with a fresh output queue and reader, and returns a `PathRun`
 (complete or, when interrupted, what was measured so far).
 """
@@ -19,6 +20,7 @@ from fdoverlap_cli.engine.annotate import Annotator
 from fdoverlap_cli.engine.bookkeeping import Bookkeeping
 from fdoverlap_cli.engine.buffers import ShareInputs
 from fdoverlap_cli.engine.device import Device
+from fdoverlap_cli.engine.graphs import GraphCapture, ModelForward, graphs_enabled
 from fdoverlap_cli.engine.model import ModelConfig, SyntheticDecoder
 from fdoverlap_cli.engine.reader import OutputReader, OutputSender, ReaderResult
 from fdoverlap_cli.engine.recorder import StepRecorder
@@ -62,18 +64,22 @@ class Engine:
         options: RunnerOptions,
         fused_layers: bool = True,
         trace_id: int | None = None,
+        cuda_graph: str = "auto",
     ) -> None:
-        """`trace_id` goes into each path's NVTX range as its payload, so an nsys export names its trace."""
+        """`trace_id` goes into each path's NVTX range as its payload, so an nsys export names its trace;
+        `cuda_graph` (auto, on, off) whether decode-only batches replay CUDA graphs (graphs.py)."""
         self.trace_id = trace_id
         self.trace = trace
         self.device = device
         self.options = options
         self.model_cfg = model_cfg
+        graphs_enabled(cuda_graph, device.has_graphs)  # a mode the device cannot run fails before the model is built
         self._check_memory()
         self.ops = device.ops
         self.model = SyntheticDecoder(model_cfg, device, self.ops, fused_layers)
         cfg = trace.config
         self.share = ShareInputs(device, self.ops, cfg, self.model.new_kv_cache(cfg.max_num_seqs, cfg.max_model_len))
+        self.forward = ModelForward(device, self.model, self.share, cuda_graph)
         self.book = Bookkeeping(trace, model_cfg.vocab_size)
         self.annotator = Annotator()
         self.runs: list[PathRun] = []
@@ -95,21 +101,36 @@ class Engine:
 
     def _runner(self, sender: Any, recorder: StepRecorder, options: RunnerOptions) -> ModelRunner:
         return ModelRunner(
-            self.device, self.ops, self.model, self.share, self.book, options, sender, recorder, self.annotator
+            self.device,
+            self.ops,
+            self.model,
+            self.share,
+            self.book,
+            options,
+            sender,
+            recorder,
+            self.annotator,
+            self.forward,
         )
 
+    @property
+    def graph_capture(self) -> GraphCapture | None:
+        """The decode graphs' sizes, capture time and memory (None: none captured)."""
+        return self.forward.capture
+
     def warm_up(self, steps: int = 8) -> None:
-        """Run the first steps of the trace once (kernels loaded, handles and allocator warm), then reset."""
+        """Run the first steps of the trace once (kernels loaded, handles and allocator warm), reset, then
+        capture the decode CUDA graphs (when they are on)."""
         n = min(steps, len(self.trace.steps))
-        if n == 0:
-            return
-        self.share.reset()
-        self.book.reset()
-        options = dataclasses.replace(self.options, verify_token_count=False)
-        runner = self._runner(_NullSender(), StepRecorder(self.device, n + 1, timestamps=False), options)
-        for k in range(n):
-            runner.iteration(k, self.trace.steps[k], overlap=False)
-        self.device.synchronize()
+        if n:
+            self.share.reset()
+            self.book.reset()
+            options = dataclasses.replace(self.options, verify_token_count=False)
+            runner = self._runner(_NullSender(), StepRecorder(self.device, n + 1, timestamps=False), options)
+            for k in range(n):
+                runner.iteration(k, self.trace.steps[k], overlap=False)
+            self.device.synchronize()
+        self.forward.capture_all()
 
     def replay(self, path: str, on_step: Callable[[int], None] | None = None) -> PathRun:
         """Replay the whole trace through `path` ('sync' or 'overlap'); the result is also kept in `self.runs`."""
@@ -117,6 +138,7 @@ class Engine:
 
         if path not in PATHS:
             raise OptionError("path", f"expected sync or overlap, got '{path}'")
+        self.forward.capture_all()  # once, before the first path (warm_up has usually done it)
         run = PathRun(path)
         self.runs.append(run)
         self.share.reset()

@@ -23,9 +23,10 @@ import numpy as np
 from fdoverlap_cli.engine.annotate import Annotator
 from fdoverlap_cli.engine.bookkeeping import Bookkeeping, StepPlan
 from fdoverlap_cli.engine.buffers import ShareInputs
+from fdoverlap_cli.engine.graphs import ModelForward
 from fdoverlap_cli.engine.model import SyntheticDecoder
 from fdoverlap_cli.engine.recorder import StepRecorder
-from fdoverlap_cli.errors import CheckFailed, ExitCode, FdoError, OptionError
+from fdoverlap_cli.errors import CheckFailed, ExitCode, FdoError, OptionError, first_line
 from fdoverlap_cli.measure.schema import INSERT_TASKS, POSTPROCESS, PREPROCESS, SAVE, STEP, GpuPoint
 from fdoverlap_cli.trace import Step
 
@@ -90,6 +91,7 @@ class ModelRunner:
         sender: Any,
         recorder: StepRecorder,
         annotator: Annotator,
+        forward: ModelForward,
     ) -> None:
         self.device = device
         self.ops = ops
@@ -100,6 +102,7 @@ class ModelRunner:
         self.sender = sender  # send(sampled_host, not_need_stop, preempted) -> the (start, end) it blocked, or None
         self.rec = recorder
         self.nvtx = annotator
+        self.forward = forward  # get_padding_offset and the model's forward: a graph replay or eager
         self.copy_stream = device.copy_stream if options.copy_stream == "separate" else None
         self.pending: PendingSave | None = None
         self.insert_epoch = 0
@@ -144,7 +147,6 @@ class ModelRunner:
             return None
         t0 = time.monotonic_ns()
         self.nvtx.push(PREPROCESS, k)
-        s, ops = self.share, self.ops
         plan = self.book.launch(k)
         row = self.rec.new_row(k)
         self.rec.set(row, "insert_start", self._insert_times[0])
@@ -156,16 +158,14 @@ class ModelRunner:
         token_num = self._token_count(k, plan)
         self.rec.set(row, "tokens", token_num)
         self.rec.mark(row, GpuPoint.PRE_START)
-        ids, batch_id, cu_q, _cu_k = ops.get_padding_offset(s.input_ids, s.seq_lens_this_time, token_num)
-        hidden = None
-        if token_num:
-            t_model = time.monotonic_ns()
-            hidden = self.model.forward(ids, batch_id, cu_q, s.seq_lens_decoder, s.kv_cache)
-            self.rec.set(row, "model_ns", time.monotonic_ns() - t_model)
+        fwd = self.forward.run(token_num, plan.decode_only)
+        if fwd.hidden is not None:
+            self.rec.set(row, "model_ns", fwd.model_ns)
+            self.rec.set(row, "graph_rows", fwd.graph_rows)
         self.rec.mark(row, GpuPoint.FWD_END)
         self.nvtx.pop()
         self.rec.set(row, "pre_end", time.monotonic_ns())
-        return ForwardOutput(row=row, plan=plan, hidden=hidden, cu_seqlens_q=cu_q)
+        return ForwardOutput(row=row, plan=plan, hidden=fwd.hidden, cu_seqlens_q=fwd.cu_seqlens_q)
 
     def _token_count(self, k: int, plan: StepPlan) -> int:
         """Tokens of the batch: predicted for decode-only batches, else read back (a host sync)."""
@@ -279,7 +279,7 @@ class ModelRunner:
             self.insert_tasks(k, step)
             ran = self.execute_model_overlap(k) if overlap else self.execute_model(k)
         except (OSError, RuntimeError, ValueError) as e:  # an op failed (a CUDA error, a failed check): say where
-            raise FdoError(f"step {k}: {_first_line(e)}", exit_code=ExitCode.INTERNAL) from e
+            raise FdoError(f"step {k}: {first_line(e)}", exit_code=ExitCode.INTERNAL) from e
         self.nvtx.pop()
         if ran:
             row = self.rec.rows - 1
@@ -311,9 +311,3 @@ class ModelRunner:
         if self.pending is not None:
             self.save_model_output(self.pending)
             self.pending = None
-
-
-def _first_line(e: BaseException) -> str:
-    """An op's error, as one line: paddle's messages carry a C++ trace and the source location after it."""
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    return f"{type(e).__name__}: {lines[0] if lines else ''}"

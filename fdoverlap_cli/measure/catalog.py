@@ -71,6 +71,20 @@ PATH_METRICS = (
         "mean over decode-only steps of B_k minus the host's model launches: what the replay itself costs",
         where=(RUN,),
     ),
+    _m(
+        "graph_steps",
+        "steps replaying a CUDA graph",
+        "num",
+        "steps whose forward replayed the CUDA graph of its padded batch size (decode-only batches)",
+        where=(RUN,),
+    ),
+    _m(
+        "eager_steps",
+        "steps launched eagerly",
+        "num",
+        "steps whose forward the host launched kernel by kernel (a prefill, graphs off, or past the largest size)",
+        where=(RUN,),
+    ),
     *(
         _m(
             f"host_stages.{stage}.mean_ns",

@@ -44,6 +44,7 @@ class StepFacts:
     batch_tokens: np.ndarray  # int64: rows of the packed batch
     prefill_tokens: np.ndarray  # int64
     model_ns: np.ndarray  # int64: host time launching the model's own work, -1 where unknown
+    graph_rows: np.ndarray  # int64: the CUDA graph size the forward replayed, 0 eager, -1 no forward or unknown
 
     @classmethod
     def of(cls, step: Sequence[int], generated: Sequence[int], **columns: Sequence[int]) -> StepFacts:
@@ -58,7 +59,7 @@ class StepFacts:
         return StepFacts(*(getattr(self, f.name)[rows] for f in fields(self)))
 
 
-_FACT_COLUMNS = ("batch_tokens", "prefill_tokens", "model_ns")
+_FACT_COLUMNS = ("batch_tokens", "prefill_tokens", "model_ns", "graph_rows")
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,8 @@ class PathMetrics:
     tokens_per_s: float | None = None
     batch_tokens: int | None = None
     harness_ns_per_decode_step: float | None = None
+    graph_steps: int | None = None  # steps whose forward replayed a CUDA graph
+    eager_steps: int | None = None  # steps whose forward the host launched kernel by kernel
     limit_ns: int = 0  # T_limit = Σ_k max(G_k, B_k)
     gpu_total_ns: int = 0  # Σ_k G_k
     host_busy_total_ns: int = 0  # Σ_k B_k
@@ -345,6 +348,8 @@ def path_metrics(
         tokens_per_s=counts["tokens"] / (wall_ns * 1e-9) if counts["tokens"] is not None and wall_ns else None,
         batch_tokens=counts["batch_tokens"],
         harness_ns_per_decode_step=counts["harness"],
+        graph_steps=counts["graph_steps"],
+        eager_steps=counts["eager_steps"],
         limit_ns=int(np.maximum(gpu_ns, host_busy_ns).sum()),
         gpu_total_ns=int(gpu_ns.sum()),
         host_busy_total_ns=int(host_busy_ns.sum()),
@@ -356,8 +361,9 @@ def path_metrics(
 def _counts(facts: StepFacts | None, steps: np.ndarray, host_busy_ns: np.ndarray) -> dict[str, Any]:
     """Output and batch tokens of the measured steps, and the harness cost per decode-only step."""
     if facts is None:
-        return {"tokens": None, "batch_tokens": None, "harness": None}
+        return {"tokens": None, "batch_tokens": None, "harness": None, "graph_steps": None, "eager_steps": None}
     f = facts.select(steps)
+    known = (f.graph_rows >= 0).any()  # a step table without the column (an older run.json) knows neither
     # harness = mean over decode-only steps of B_k minus the host time spent launching the model's own work:
     # what the replay costs the host per step besides the forward, logits and sampling launches.
     busy = dict(zip(steps.tolist(), host_busy_ns.tolist(), strict=True))
@@ -367,6 +373,8 @@ def _counts(facts: StepFacts | None, steps: np.ndarray, host_busy_ns: np.ndarray
         "tokens": int(f.generated.sum()),
         "batch_tokens": int(f.batch_tokens.sum()) if (f.batch_tokens >= 0).all() else None,
         "harness": float(np.mean(harness)) if harness else None,
+        "graph_steps": int((f.graph_rows > 0).sum()) if known else None,
+        "eager_steps": int((f.graph_rows == 0).sum()) if known else None,
     }
 
 

@@ -58,6 +58,7 @@ HOST_COLUMNS = (
     "running",  # slots that ran
     "prefill_tokens",
     "model_ns",  # host time launching the model's own work (forward, logits, sampling); the rest is harness
+    "graph_rows",  # the CUDA graph's batch size the forward replayed; 0: launched eagerly
     "iter_start",  # the loop iteration that launched the step (inserts included)
     "iter_end",
     "insert_start",

@@ -55,6 +55,9 @@ def print_run(result: RunResult, view: Derived, console: Console | None = None) 
         f"model {model['name']} ({model['num_layers']} layers, {model['dtype']}) · "
         f"device {env.get('device')}" + (f" ({env['paddle'].get('gpu_name')})" if result.on_gpu else "")
     )
+    graphs = graph_line(result)
+    if graphs:
+        console.print(graphs)
     console.print(f"[b]{steps_line(view)}[/b]")
     table = Table(show_edge=False, header_style="bold")
     table.add_column("")
@@ -82,6 +85,20 @@ def print_run(result: RunResult, view: Derived, console: Console | None = None) 
         console.print(line)
     for note in (*view.notes, *result.notes):
         console.print(f"[yellow]note:[/yellow] {note}")
+
+
+def graph_line(result: RunResult) -> str | None:
+    """The decode CUDA graphs the run captured (or that a GPU run had none); None on the CPU."""
+    g = result.graphs
+    if g is None:
+        return "CUDA graphs: off (every forward launched from the host)" if result.on_gpu else None
+    sizes = ", ".join(map(str, g.sizes))
+    return (
+        f"CUDA graphs: decode batch sizes {sizes} captured in {value(g.capture_ns, 'ms')}, "
+        f"{value(g.memory_bytes, 'bytes')} (allocator reserved {value(g.reserved_before, 'bytes')} → "
+        f"{value(g.reserved_after, 'bytes')}, allocated {value(g.allocated_before, 'bytes')} → "
+        f"{value(g.allocated_after, 'bytes')})"
+    )
 
 
 def _check_lines(result: RunResult) -> list[str]:
@@ -124,6 +141,7 @@ def summary_dict(result: RunResult, view: Derived) -> dict[str, Any]:
         "model": result.model["name"],
         "device": result.environment.get("device"),
         "complete": result.complete,
+        "cuda_graphs": result.graphs.to_dict() if result.graphs else None,
         "window": derived["window"],
         "steps": derived["steps"],
         "paths": {
