@@ -193,6 +193,15 @@ class NsysExport:
         except sqlite3.Error as e:
             raise self._unreadable(e) from None
 
+    def batches(self, sql: str, params: tuple[Any, ...] = (), size: int = _BATCH) -> Iterator[list[tuple]]:
+        """The rows of `sql` in lists of up to `size`, for readers that turn rows into arrays; errors as InputError."""
+        try:
+            cursor = self._db.execute(sql, params)
+            while rows := cursor.fetchmany(size):
+                yield rows
+        except sqlite3.Error as e:
+            raise self._unreadable(e) from None
+
     def columns(self, table: str) -> frozenset[str]:
         """The column names of `table` (empty when the table is missing)."""
         if table not in self.tables:
