@@ -30,7 +30,7 @@ _exit_at_once_outside_main()
 import typer  # noqa: E402
 
 from fdoverlap_cli import __version__  # noqa: E402
-from fdoverlap_cli.commands import nsys, ops, report, run, trace  # noqa: E402
+from fdoverlap_cli.commands import instrument, nsys, ops, report, run, trace  # noqa: E402
 from fdoverlap_cli.errors import ExitCode, FdoError, Interrupted  # noqa: E402
 
 app = typer.Typer(
@@ -68,6 +68,7 @@ ops.register(app)
 run.register(app)
 report.register(app)
 nsys.register(app)
+instrument.register(app)
 
 
 class _Signals:
