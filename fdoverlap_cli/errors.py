@@ -10,8 +10,16 @@ class ExitCode(IntEnum):
     CHECK_FAILED = 1  # the run worked and a check failed (e.g. tokens differ)
     BAD_INPUT = 2  # bad input or usage
     INTERNAL = 70  # a bug in fdoverlap (EX_SOFTWARE)
+    SIGHUP = 129
     SIGINT = 130
     SIGTERM = 143
+
+
+def clip(text: str, limit: int = 60) -> str:
+    """`text` as an error message shows it: a value longer than `limit` characters cut, with its length."""
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 20]}…{text[-12:]} ({len(text):,} characters)"
 
 
 class FdoError(Exception):
@@ -53,7 +61,7 @@ class CheckFailed(FdoError):
 
 
 class Interrupted(BaseException):
-    """SIGINT or SIGTERM arrived; carries the exit code 128 + signal number.
+    """SIGINT, SIGTERM or SIGHUP arrived; carries the exit code 128 + signal number.
 
     A BaseException so that `except Exception` in cleanup paths does not swallow it.
     """

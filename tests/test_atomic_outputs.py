@@ -8,9 +8,12 @@ signal: the old content stays, no temporary file is left, and the CLI says so in
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import signal
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -198,3 +201,140 @@ def test_every_writer_goes_through_fileio():
             if writes.search(line) and "self._err_path" not in line:
                 found.append(f"{path.relative_to(package)}:{number}: {line.strip()}")
     assert found == []
+
+
+# --------------------------------------------------------------------------- what an output name may be
+
+
+def _one_line(capsys: pytest.CaptureFixture[str], args: list[str], code: int = 2) -> str:
+    assert main([str(a) for a in args]) == code
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) <= 1, err
+    return err
+
+
+def _synth(out: Any) -> list[str]:
+    return ["trace", "synth", "-n", "2", "-o", str(out)]
+
+
+def test_a_device_is_written_through_and_never_replaced(capsys, tmp_path):
+    """Through links to /dev/full and /dev/null (a link: a build that replaced the target would replace the
+    link here, never a device of the machine): the write error is one line, and the devices stay devices."""
+    full, null = tmp_path / "full", tmp_path / "null"
+    full.symlink_to("/dev/full")
+    null.symlink_to("/dev/null")
+    err = _one_line(capsys, _synth(full))
+    assert err == f"fdoverlap: error: {full}: cannot write: No space left on device"
+    assert _one_line(capsys, _synth(null), code=0) == ""
+    for link, device in ((full, "/dev/full"), (null, "/dev/null")):
+        assert link.is_symlink() and os.readlink(link) == device
+        assert os.stat(device).st_mode & 0o170000 == 0o020000  # still a character device
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_a_block_device_is_refused(capsys, tmp_path):
+    device = next((d for d in sorted(Path("/dev").glob("loop*")) if d.is_block_device()), None)
+    if device is None:
+        pytest.skip("no block device here")
+    link = tmp_path / "disk"
+    link.symlink_to(device)
+    assert "cannot write: is a block device" in _one_line(capsys, _synth(link))
+    assert link.is_symlink() and device.is_block_device()
+
+
+def test_a_fifo_is_written_to_its_reader(capsys, tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    held_open = _writer_once_read(fifo)  # the reader is there; it reads to the end once this closes too
+    try:
+        assert _one_line(capsys, _synth(fifo), code=0) == ""
+    finally:
+        os.close(held_open)
+    reader.join(timeout=30)
+    assert json.loads(received[0])["format"] == "fdoverlap-trace"
+    assert fifo.is_fifo()
+
+
+def _writer_once_read(fifo: Path) -> int:
+    """A write end of `fifo`, opened as soon as a process has it open for reading."""
+    while True:
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as e:
+            assert e.errno == errno.ENXIO
+            time.sleep(0.01)
+
+
+def test_a_fifo_nobody_reads_is_refused_at_once(capsys, tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert _one_line(capsys, _synth(fifo)) == f"fdoverlap: error: {fifo}: cannot write: no process reads from this FIFO"
+    assert fifo.is_fifo()
+
+
+@pytest.mark.parametrize("dangling", [False, True], ids=["to a file", "dangling"])
+def test_a_symlink_is_followed_and_kept(capsys, tmp_path, dangling):
+    target, link = tmp_path / "real.json", tmp_path / "link.json"
+    if not dangling:
+        target.write_bytes(OLD)
+    link.symlink_to(target.name)
+    assert _one_line(capsys, _synth(link), code=0) == ""
+    assert link.is_symlink() and os.readlink(link) == target.name
+    assert json.loads(target.read_text())["format"] == "fdoverlap-trace"
+
+
+def test_a_symlink_loop_is_one_line(capsys, tmp_path):
+    (tmp_path / "a").symlink_to("b")
+    (tmp_path / "b").symlink_to("a")
+    assert _one_line(capsys, _synth(tmp_path / "a")).endswith("cannot write: a loop of symbolic links")
+
+
+def test_names_that_cannot_be_written(capsys, tmp_path):
+    assert _one_line(capsys, _synth("")) == "fdoverlap: error: '': cannot write: the file name is empty"
+    deep = tmp_path / "missing" / "a" / "b.json"
+    err = _one_line(capsys, _synth(deep))
+    assert err == f"fdoverlap: error: {deep}: cannot write: no such directory {deep.parent}"
+    assert not (tmp_path / "missing").exists()  # no folder is made, least of all from / down
+    for name in ("x" * 300, "x/" * 3000):  # a name, and a whole path, over the OS's limits
+        err = _one_line(capsys, _synth(tmp_path / name))
+        assert err.endswith("cannot write: the name is longer than the file system allows") and len(err) < 400
+
+
+def test_a_name_just_within_the_limit_is_written(capsys, tmp_path):
+    """The temporary file beside it must not be what exceeds the limit."""
+    target = tmp_path / ("x" * (os.pathconf(tmp_path, "PC_NAME_MAX") - 5) + ".json")
+    assert _one_line(capsys, _synth(target), code=0) == ""
+    assert json.loads(target.read_text())["format"] == "fdoverlap-trace"
+
+
+@pytest.mark.parametrize("how", ["same name", "symlink", "hard link", "relative"])
+def test_an_import_refuses_to_write_over_its_csv(capsys, tmp_path, monkeypatch, how):
+    csv = tmp_path / "in.csv"
+    csv.write_text(AZURE_CSV)
+    out = {"same name": csv, "symlink": tmp_path / "out.json", "hard link": tmp_path / "out.json", "relative": "in.csv"}
+    if how == "symlink":
+        (tmp_path / "out.json").symlink_to(csv)
+    elif how == "hard link":
+        os.link(csv, tmp_path / "out.json")
+    monkeypatch.chdir(tmp_path)
+    err = _one_line(capsys, ["trace", "import", "azure", str(csv), "-o", str(out[how])])
+    assert err.endswith(f"is the same file as the CSV {csv}: refusing to overwrite an input")
+    assert csv.read_text() == AZURE_CSV
+
+
+def test_refuse_overwriting_inputs(tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text("{}")
+    refuse = fileio.refuse_overwriting_inputs
+    refuse({"-o": b, "--timeline": tmp_path / "c.json"}, {"the trace": a})
+    refuse({"-o": "-", "--timeline": "-"}, {"the trace": "-"})  # standard output, standard input
+    refuse({"-o": "/dev/null", "--timeline": "/dev/null"}, {"the trace": "/dev/null"})  # shared devices are fine
+    refuse({"-o": None}, {"the trace": a})
+    with pytest.raises(InputError, match=r"--timeline .*b.json: is the same file as -o .*b.json: each output"):
+        refuse({"-o": b, "--timeline": tmp_path / "." / "b.json"})  # two outputs, neither written yet
+    with pytest.raises(InputError, match="refusing to overwrite an input"):
+        (tmp_path / "x").mkdir()
+        refuse({"--png": a}, {"the results": tmp_path / "x" / ".." / "a.json"})

@@ -184,7 +184,7 @@ def import_azure_command(
     from fdoverlap_cli.trace.azure import AzureImportSpec, import_azure
     from fdoverlap_cli.trace.scheduler import SchedulerOptions
 
-    _check_out(out, as_json)
+    _check_out(out, as_json, inputs={"the CSV": csv_path})
     result = import_azure(
         AzureImportSpec(
             csv_path=csv_path,
@@ -217,9 +217,16 @@ def import_azure_command(
     _report(out, as_json, counts, line)
 
 
-def _check_out(out: str, as_json: bool) -> None:
-    if out == "-" and as_json:
-        raise InputError("--json", "cannot print the summary to standard output when the trace goes there (-o -)")
+def _check_out(out: str, as_json: bool, inputs: dict[str, str] | None = None) -> None:
+    """Refuse an output the command could not write, or that is one of its inputs, before the work."""
+    from fdoverlap_cli.fileio import check_writable, refuse_overwriting_inputs
+
+    if out == "-":
+        if as_json:
+            raise InputError("--json", "cannot print the summary to standard output when the trace goes there (-o -)")
+        return
+    refuse_overwriting_inputs({"-o": out}, inputs)
+    check_writable(out)
 
 
 def _write(trace: Any, out: str) -> None:
