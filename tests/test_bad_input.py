@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import resource
 import shutil
 import signal
 import sqlite3
+import subprocess
+import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +25,7 @@ import pytest
 
 from fdoverlap_cli.cli import main
 from fdoverlap_cli.results import RESULTS_VERSION
+from tests.conftest import REPO
 from tests.test_trace_validate import BASE, _set
 
 BAD = Path(__file__).parent / "fixtures" / "bad"
@@ -105,6 +111,118 @@ def test_a_missing_trace(capsys, tmp_path):
 def test_json_nested_too_deeply(capsys, tmp_path):
     (tmp_path / "deep.json").write_text("[" * 200_000 + "]" * 200_000)
     fails(capsys, ["trace", "validate", tmp_path / "deep.json"], "deep.json", "nested too deeply")
+
+
+def _bounded_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The CLI in a child with 4 GiB of address space and a time limit: a reader that does not cap what it
+    reads, or a command that does the work before checking its limits, fails here instead of eating the
+    machine."""
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (4 * 2**30, 4 * 2**30))
+
+    return subprocess.run(
+        [sys.executable, "-m", "fdoverlap_cli", *args],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=limit,
+    )
+
+
+def _one_error_line(done: subprocess.CompletedProcess, *fragments: str) -> str:
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fdoverlap: error: "), done.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["trace", "validate", "/dev/zero"],
+        ["trace", "show", "/dev/zero"],
+        ["trace", "import", "azure", "/dev/zero", "-o", "-"],
+        ["report", "/dev/zero"],
+    ],
+    ids=lambda a: " ".join(a[:2]),
+)
+def test_an_endless_input_is_cut_short(args):
+    _one_error_line(_bounded_cli(*args), "/dev/zero: is not UTF-8 text (a NUL byte at byte 0)")
+
+
+def test_inputs_are_read_up_to_a_documented_cap(capsys, tmp_path, monkeypatch):
+    from fdoverlap_cli import fileio
+
+    huge = tmp_path / "huge.json"
+    with open(huge, "wb") as f:
+        f.truncate(fileio.MAX_INPUT_BYTES + 1)  # sparse: nothing is written or read
+    fails(
+        capsys, ["trace", "validate", huge], "huge.json: is larger than 1 GiB, the most fdoverlap reads as a trace file"
+    )
+    monkeypatch.setattr(fileio, "MAX_INPUT_BYTES", 4096)
+    stream = tmp_path / "stream"  # a pipe has no size: the cap applies as it is read
+    os.mkfifo(stream)
+    writer = threading.Thread(target=lambda: stream.write_bytes(b" " * 10_000), daemon=True)
+    writer.start()
+    fails(capsys, ["trace", "show", stream], "stream: is larger than 4,096 bytes")
+
+
+def test_a_symlink_loop_is_not_a_missing_file(capsys, tmp_path):
+    (tmp_path / "a.json").symlink_to("b.json")
+    (tmp_path / "b.json").symlink_to("a.json")
+    fails(capsys, ["trace", "validate", tmp_path / "a.json"], "a.json: cannot read: a loop of symbolic links")
+    (tmp_path / "gone.json").symlink_to("nowhere.json")
+    fails(capsys, ["trace", "show", tmp_path / "gone.json"], "is a symbolic link to nowhere.json, which does not exist")
+
+
+def _text_trace(tmp_path: Path, old: str, new: str) -> Path:
+    path = tmp_path / "trace.json"
+    text = json.dumps(BASE)
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    return path
+
+
+def test_an_integer_python_will_not_read(capsys, tmp_path):
+    seed = '"max_num_batched_tokens": 16'
+    path = _text_trace(tmp_path, seed, f"{seed}, " + '"seed": ' + "7" * 5000)
+    line = fails(capsys, ["trace", "validate", path], "trace.json:1:", "an integer of 5,000 digits (at most 4,300)")
+    assert len(line) < len(str(path)) + 120
+    path = _text_trace(tmp_path, seed, f"{seed}, " + '"seed": ' + "7" * 4000)  # read, and refused in a short line
+    line = fails(capsys, ["trace", "validate", path], "config.seed", "is too large", "(4,000 characters)")
+    assert len(line) < len(str(path)) + 150
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "where"),
+    [
+        ('"id": "r1"', '"id": "r\\ud800"', "requests[1].id"),
+        ('"requests": [', '"meta": {"note": ["ok", "\\udfff"]}, "requests": [', "meta.note[1]"),
+        ('"requests": [', '"meta": {"k\\ud83d": 1}, "requests": [', "meta"),
+    ],
+    ids=["request id", "meta value", "meta key"],
+)
+def test_a_lone_surrogate_is_not_text(capsys, tmp_path, old, new, where):
+    """Read whole by validate and show, it used to fail replay later (UnicodeEncodeError, an empty run.json)."""
+    path = _text_trace(tmp_path, old, new)
+    for command in ("validate", "show"):
+        fails(capsys, ["trace", command, path], f"{path}: {where}", "holds a lone UTF-16 surrogate")
+    pair = _text_trace(tmp_path, '"requests": [', '"meta": {"smile": "\\ud83d\\ude00"}, "requests": [')  # one character
+    assert main(["trace", "validate", str(pair)]) == 0
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_meta_holds_json_numbers_only(capsys, tmp_path, number):
+    """NaN and Infinity (Python reads them; 1e999 reads as one) would be written back as bare NaN: not JSON."""
+    path = _text_trace(tmp_path, '"requests": [', f'"meta": {{"x": {{"y": [1, {number}]}}}}, "requests": [')
+    shown = "Infinity" if number == "1e999" else number
+    fails(capsys, ["trace", "validate", path], f"{path}: meta.x.y[1]: {shown} is not a JSON number")
 
 
 TRACE_CASES = [
@@ -212,6 +330,21 @@ def test_azure_bad_rows_fail_or_are_skipped(capsys, tmp_path, name, row, fragmen
     assert main([str(a) for a in _import(csv, tmp_path, "--skip-bad-rows", "--json")]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["bad_rows_skipped"] == 1 and out["requests"] == 2
+
+
+def test_azure_field_over_the_csv_limit_names_its_line(capsys, tmp_path):
+    csv = tmp_path / "long.csv"
+    csv.write_text(AZURE_HEADER + AZURE_ROWS + "2023-11-16 18:15:51.0," + "1" * 200_000 + ",3\n")
+    fails(capsys, _import(csv, tmp_path), f"{csv}:4: cannot parse the row: field larger than field limit")
+
+
+def test_azure_long_values_are_cut_in_messages(capsys, tmp_path):
+    csv = tmp_path / "digits.csv"
+    csv.write_text(AZURE_HEADER + AZURE_ROWS + "2023-11-16 18:15:51.0," + "9" * 5000 + ",3\n")
+    line = fails(capsys, _import(csv, tmp_path), f"{csv}:4: ContextTokens: expected an integer", "(5,000 characters)")
+    assert len(line) < len(str(csv)) + 150
+    csv.write_text(AZURE_HEADER + AZURE_ROWS + "x" * 5000 + ",12,3\n")
+    assert len(fails(capsys, _import(csv, tmp_path), f"{csv}:4: TIMESTAMP")) < len(str(csv)) + 200
 
 
 def test_azure_corpus_files(capsys, tmp_path):
@@ -355,3 +488,62 @@ def test_a_trace_too_large_for_the_host(capsys, tmp_path):
     path = _trace(tmp_path, _set("config.max_num_seqs", 10**9))
     fails(capsys, ["replay", path, "--device", "cpu", "-o", tmp_path / "run.json"], "the host has", "GiB")
     assert not (tmp_path / "run.json").exists()
+
+
+# --------------------------------------------------------------------------- limits checked before the work
+
+
+def test_synth_checks_the_request_count_before_drawing(tmp_path):
+    done = _bounded_cli("trace", "synth", "-n", "100000000", "-o", str(tmp_path / "t.json"))
+    _one_error_line(done, "--requests: at most 1,000,000 (the most a trace holds), got 100,000,000")
+    assert not (tmp_path / "t.json").exists()
+
+
+def test_a_batch_too_wide_for_the_hosts_message_queue(capsys, tmp_path):
+    """max_num_seqs past what one SysV message holds (kernel.msgmax) passes validation, as it should (the
+    trace is fine elsewhere), and is refused before the model is built, naming the limit."""
+    from fdoverlap_cli.engine.msg_queue import _kernel_limit
+
+    msgmax = _kernel_limit("msgmax")
+    if msgmax is None or msgmax // 4 > 2**31 - 1:
+        pytest.skip("no msgmax here, or one no int32 batch reaches")
+    slots = msgmax // 4 - 1  # (slots + 2) * 4 bytes: just over the limit
+    path = _trace(tmp_path, _set("config.max_num_seqs", slots))
+    assert main(["trace", "validate", str(path)]) == 0
+    capsys.readouterr()
+    line = fails(capsys, ["replay", path, "--device", "cpu", "-o", tmp_path / "run.json"], "kernel.msgmax")
+    assert f"max_num_seqs {slots:,}" in line and f"use max_num_seqs {slots - 1:,} or fewer" in line
+    assert not (tmp_path / "run.json").exists()
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def test_a_cache_dir_that_is_a_file(tmp_path):
+    cache = tmp_path / "cache"
+    cache.write_text("not a folder")
+    done = _bounded_cli("ops", "build", env={"FDOVERLAP_CACHE_DIR": str(cache)})
+    _one_error_line(done, f"FDOVERLAP_CACHE_DIR={cache} is not usable: Not a directory")
+
+
+@pytest.mark.parametrize(("errno_", "where"), [(30, "mkdir"), (28, "mkdtemp")], ids=["read-only", "full"])
+def test_a_cache_dir_that_cannot_be_written(tmp_path, monkeypatch, errno_, where):
+    """A read-only or full cache folder (made so here: as root every folder is writable): one line naming
+    the variable and the folder."""
+    import pathlib
+    import tempfile
+
+    from fdoverlap_cli import ops
+    from fdoverlap_cli.errors import FdoError
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno_, os.strerror(errno_))
+
+    cache = tmp_path / "cache"
+    if where == "mkdir":
+        monkeypatch.setattr(pathlib.Path, "mkdir", refuse)
+    else:
+        monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+    monkeypatch.setenv("FDOVERLAP_CACHE_DIR", str(cache))
+    with pytest.raises(FdoError, match=rf"FDOVERLAP_CACHE_DIR={cache} is not usable: {os.strerror(errno_)}"):
+        ops.build(force=True)

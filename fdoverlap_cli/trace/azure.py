@@ -16,9 +16,10 @@ import math
 import os
 from pathlib import Path
 
-from fdoverlap_cli.errors import InputError
+from fdoverlap_cli.errors import InputError, clip
+from fdoverlap_cli.fileio import read_input
 from fdoverlap_cli.trace.format import MAX_INT, Request, Trace
-from fdoverlap_cli.trace.scheduler import SchedulerOptions, schedule_trace
+from fdoverlap_cli.trace.scheduler import MAX_REQUESTS, SchedulerOptions, schedule_trace
 
 COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 LONG_POLICIES = ("truncate", "drop")
@@ -92,6 +93,11 @@ class AzureImport:
     preemptions: int
 
 
+def _shown(field: str) -> str:
+    """A CSV field in a message: quoted, and cut when long (a 5,000-digit count is not a message)."""
+    return repr(field) if len(field) <= 60 else f"{clip(field)!r}"
+
+
 def _parse_time(text: str, days: dict[str, int]) -> float:
     # "2023-11-16 18:15:46.6805900": seconds since 0001-01-01, from the date's ordinal and the clock.
     date, _, clock = text.strip().partition(" ")
@@ -112,15 +118,16 @@ def _parse_row(fields: list[str], columns: tuple[int, int, int], days: dict[str,
     try:
         time_s = _parse_time(raw_time, days)
     except ValueError:
-        raise InputError("TIMESTAMP", f"expected a time like '2023-11-16 18:15:46.6805900', got {raw_time!r}") from None
+        got = _shown(raw_time)
+        raise InputError("TIMESTAMP", f"expected a time like '2023-11-16 18:15:46.6805900', got {got}") from None
     lengths = []
     for name, raw in (("ContextTokens", raw_prompt), ("GeneratedTokens", raw_output)):
         try:
             value = int(raw)
         except ValueError:
-            raise InputError(name, f"expected an integer, got {raw!r}") from None
+            raise InputError(name, f"expected an integer, got {_shown(raw)}") from None
         if value < 1:
-            raise InputError(name, f"expected a count of at least 1, got {value}")
+            raise InputError(name, f"expected a count of at least 1, got {clip(str(value))}")
         lengths.append(value)
     return time_s, lengths[0], lengths[1]
 
@@ -128,33 +135,37 @@ def _parse_row(fields: list[str], columns: tuple[int, int, int], days: dict[str,
 def read_azure_csv(path: str | os.PathLike[str], *, skip_bad_rows: bool = False) -> AzureCsv:
     """Parse the CSV; a malformed row is an InputError 'FILE:LINE: COLUMN: reason' unless skipped."""
     p = Path(path)
-    try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise InputError(str(p), "no such CSV file") from None
-    except IsADirectoryError:
-        raise InputError(str(p), "is a directory, not a CSV file") from None
-    except OSError as e:
-        raise InputError(str(p), f"cannot read: {e.strerror}") from None
+    raw = read_input(p, "CSV file")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise InputError(str(p), f"is not UTF-8 text (byte {e.start})") from None
     reader = csv.reader(text.splitlines())
-    header = next(reader, None)
+    try:
+        header = next(reader, None)
+    except csv.Error as e:
+        raise InputError(f"{p}:1", f"cannot parse the header: {e}") from None
     if header is None:
         raise InputError(f"{p}:1", f"empty file: expected the header {','.join(COLUMNS)}")
     names = [h.strip() for h in header]
     missing = [c for c in COLUMNS if c not in names]
     if missing:
+        got = clip(",".join(names), 120)
         raise InputError(
-            f"{p}:1", f"header lacks column {', '.join(missing)} (expected {','.join(COLUMNS)}, got {','.join(names)})"
+            f"{p}:1", f"header lacks column {', '.join(missing)} (expected {','.join(COLUMNS)}, got {got})"
         )
     columns = (names.index(COLUMNS[0]), names.index(COLUMNS[1]), names.index(COLUMNS[2]))
     days: dict[str, int] = {}
     rows = []
     bad = 0
-    for line, fields in enumerate(reader, start=2):
+    while True:
+        try:
+            fields = next(reader, None)
+        except csv.Error as e:  # e.g. a field over csv.field_size_limit() (131,072 characters)
+            raise InputError(f"{p}:{reader.line_num}", f"cannot parse the row: {e}") from None
+        if fields is None:
+            break
+        line = reader.line_num
         if not fields or (len(fields) == 1 and not fields[0].strip()):
             continue
         try:
@@ -209,6 +220,9 @@ def import_azure(spec: AzureImportSpec) -> AzureImport:
         kept.append(r)
     if not kept:
         raise InputError(spec.csv_path, f"no request left in the window ({len(window)} in it, {dropped} dropped)")
+    if len(kept) > MAX_REQUESTS:
+        too_many = f"{len(kept):,} requests in the window, more than a trace holds ({MAX_REQUESTS:,})"
+        raise InputError(spec.csv_path, f"{too_many}: use --limit or --duration")
     first = kept[0].time_s
     last_step = (kept[-1].time_s - first) * 1000.0 / spec.step_ms  # arrivals are sorted: the latest is the last
     if not last_step <= MAX_INT:

@@ -9,12 +9,14 @@ names the JSON path of the first problem; `validate.py` checks what the replay r
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from fdoverlap_cli.errors import InputError
+from fdoverlap_cli.errors import InputError, clip
+from fdoverlap_cli.fileio import read_input
 
 FORMAT_NAME = "fdoverlap-trace"
 FORMAT_VERSION = 1
@@ -31,7 +33,9 @@ def config_maximum(name: str) -> int:
 
 def too_large(value: int, maximum: int) -> str:
     """Why `value` is out of range, for an error message."""
-    return f"{value} is too large (at most " + ("2^62)" if maximum == MAX_INT else f"{maximum}: int32 buffers)")
+    return f"{clip(str(value))} is too large (at most " + (
+        "2^62)" if maximum == MAX_INT else f"{maximum}: int32 buffers)"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +115,7 @@ def _describe(value: Any) -> str:
     if value is None:
         return "null"
     name = {dict: "an object", list: "an array", str: "a string", float: "a number", int: "an integer"}
-    text = json.dumps(value) if isinstance(value, (int, float, str)) else ""
+    text = clip(json.dumps(value, ensure_ascii=False)) if isinstance(value, (int, float, str)) else ""
     return f"{name.get(type(value), type(value).__name__)} {text}".strip()
 
 
@@ -124,7 +128,7 @@ def _int(
         raise InputError(where, f"missing required field '{key}'")
     value = _expect(obj[key], int, f"{where}.{key}", "an integer")
     if value < minimum:
-        raise InputError(f"{where}.{key}", f"must be at least {minimum}, got {value}")
+        raise InputError(f"{where}.{key}", f"must be at least {minimum}, got {clip(str(value))}")
     if value > maximum:
         raise InputError(f"{where}.{key}", too_large(value, maximum))
     return value
@@ -141,7 +145,20 @@ def _array(value: Any, where: str) -> list:
 def _no_unknown(obj: dict, known: tuple[str, ...], where: str) -> None:
     for key in obj:
         if key not in known:
-            raise InputError(f"{where}.{key}" if where else key, "unknown field")
+            raise InputError(f"{where}.{clip(key)}" if where else clip(key), "unknown field")
+
+
+def _check_numbers(value: Any, where: str) -> None:
+    """Every number in free-form `value` must be one JSON can hold: NaN and ±Infinity are not JSON."""
+    todo = [(value, where)]
+    while todo:
+        node, at = todo.pop()
+        if isinstance(node, float) and not math.isfinite(node):
+            raise InputError(at, f"{json.dumps(node)} is not a JSON number (finite numbers only)")
+        if isinstance(node, dict):
+            todo.extend((v, f"{at}.{clip(k)}") for k, v in node.items())
+        elif isinstance(node, list):
+            todo.extend((v, f"{at}[{i}]") for i, v in enumerate(node))
 
 
 def config_from_dict(obj: Any, where: str = "config") -> TraceConfig:
@@ -235,6 +252,7 @@ def trace_from_dict(obj: Any) -> Trace:
         if key not in obj:
             raise InputError("$", f"missing required field '{key}'")
     meta = _object(obj.get("meta", {}), "meta")
+    _check_numbers(meta, "meta")
     return Trace(
         config=config_from_dict(obj["config"]),
         requests=tuple(
@@ -301,26 +319,69 @@ def dumps(trace: Trace) -> str:
     return "\n".join(lines) + "\n"
 
 
+_LONG_INTEGER = re.compile(r'"(?:[^"\\]|\\.)*"|(-?\d{4301,})')  # strings skipped: digits inside them are text
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
 def read_json_file(path: str | os.PathLike[str], what: str = "file") -> Any:
-    """Parse a JSON file; every way it can be unreadable becomes one InputError naming it."""
-    p = Path(path)
-    if not p.exists():
-        raise InputError(str(p), f"no such {what}")
-    if p.is_dir():
-        raise InputError(str(p), f"is a directory, not a {what}")
-    try:
-        raw = p.read_bytes()
-    except OSError as e:
-        raise InputError(str(p), f"cannot read: {e.strerror}") from None
+    """Parse a JSON file; every way it can be unreadable becomes one InputError naming it: too large
+    (fileio.MAX_INPUT_BYTES), not UTF-8, invalid JSON, an integer Python will not read (over 4,300
+    digits), a string that is not text (a lone UTF-16 surrogate such as \\ud800)."""
+    where = os.fspath(path)
+    raw = read_input(path, what)
     if not raw.strip():
-        raise InputError(str(p), "is empty")
+        raise InputError(where, "is empty")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise InputError(str(p), f"is not UTF-8 text (byte {e.start})") from None
+        raise InputError(where, f"is not UTF-8 text (byte {e.start})") from None
     try:
-        return json.loads(text)
+        doc = json.loads(text)
     except json.JSONDecodeError as e:
-        raise InputError(f"{p}:{e.lineno}:{e.colno}", f"invalid JSON: {e.msg}") from None
+        raise InputError(f"{where}:{e.lineno}:{e.colno}", f"invalid JSON: {e.msg}") from None
     except RecursionError:
-        raise InputError(str(p), "invalid JSON: nested too deeply") from None
+        raise InputError(where, "invalid JSON: nested too deeply") from None
+    except ValueError:  # int() refuses a number of more than sys.get_int_max_str_digits() digits
+        raise _long_integer(where, text) from None
+    if _SURROGATE_ESCAPE.search(text):
+        bad = _first_non_text(doc)
+        if bad is not None:
+            raise InputError(f"{where}: {bad[0]}", f"'{bad[1]}' holds a lone UTF-16 surrogate, which is not text")
+    return doc
+
+
+def _long_integer(where: str, text: str) -> InputError:
+    for m in _LONG_INTEGER.finditer(text):
+        if m.group(1):
+            line = text.count("\n", 0, m.start(1)) + 1
+            column = m.start(1) - (text.rfind("\n", 0, m.start(1)) + 1) + 1
+            digits = len(m.group(1).lstrip("-"))
+            return InputError(
+                f"{where}:{line}:{column}", f"invalid JSON: an integer of {digits:,} digits (at most 4,300)"
+            )
+    return InputError(where, "invalid JSON: an integer of more than 4,300 digits")
+
+
+def _first_non_text(doc: Any) -> tuple[str, str] | None:
+    """(JSON path, clipped value) of the first key or string that cannot be encoded as UTF-8."""
+    todo: list[tuple[Any, str]] = [(doc, "$")]
+    while todo:
+        value, where = todo.pop()
+        if isinstance(value, str):
+            items: list[tuple[Any, str]] = []
+            strings = [value]
+        elif isinstance(value, dict):
+            items = [(v, f"{where}.{clip(k)}" if where != "$" else clip(k)) for k, v in value.items()]
+            strings = list(value)
+        elif isinstance(value, list):
+            items = [(v, f"{where}[{i}]") for i, v in enumerate(value)]
+            strings = []
+        else:
+            continue
+        for s in strings:
+            try:
+                s.encode("utf-8")
+            except UnicodeEncodeError:
+                return where, clip(s.encode("utf-8", "backslashreplace").decode("ascii"))
+        todo.extend(reversed(items))
+    return None

@@ -34,6 +34,7 @@ from fdoverlap_cli.trace.format import Insert, Request, Step, Trace, TraceConfig
 
 _NO_WORK = Step()
 MAX_STEPS = 10_000_000  # hours of replay even for a tiny model: more is a mistake in the options
+MAX_REQUESTS = 1_000_000  # 50 times the Azure conversation trace; a bigger workload is better sampled
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -118,6 +119,8 @@ def check_schedulable(requests: Sequence[Request], config: TraceConfig) -> None:
             raise FdoError(f"{name}: {too_large(getattr(config, name), config_maximum(name))}")
     if not requests:
         raise FdoError("no requests to schedule")
+    if len(requests) > MAX_REQUESTS:
+        raise FdoError(f"{len(requests):,} requests are more than a trace holds ({MAX_REQUESTS:,})")
     seen: set[str] = set()
     for r in requests:
         if r.id in seen:

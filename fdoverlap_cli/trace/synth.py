@@ -17,7 +17,7 @@ from typing import Any
 
 from fdoverlap_cli.errors import InputError
 from fdoverlap_cli.trace.format import MAX_INT, Request, Trace
-from fdoverlap_cli.trace.scheduler import SchedulerOptions, schedule_trace
+from fdoverlap_cli.trace.scheduler import MAX_REQUESTS, SchedulerOptions, schedule_trace
 
 _RANGE = r"(\d+)\.\.(\d+)"
 _NUMBER = r"(\d+(?:\.\d+)?)"
@@ -118,6 +118,8 @@ def draw_requests(spec: SynthSpec) -> list[Request]:
         raise InputError("--arrival-rate", f"must be a finite rate >= 0, got {spec.arrival_rate}")
     if not 0 <= spec.seed <= MAX_INT:
         raise InputError("--seed", f"must be in [0, 2^62], got {spec.seed}")
+    if spec.requests > MAX_REQUESTS:  # before the work: drawing 10^8 requests alone takes minutes and GBs
+        raise InputError("--requests", f"at most {MAX_REQUESTS:,} (the most a trace holds), got {spec.requests:,}")
     rng = random.Random(spec.seed)
     t = 0.0
     requests = []
