@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import sys
 import threading
 from typing import Annotated, Any
+
+from fdoverlap_cli.stop_signals import STOP_SIGNALS
 
 
 def _exit_at_once(signum: int, _frame: object) -> None:
@@ -15,14 +18,19 @@ def _exit_at_once(signum: int, _frame: object) -> None:
 
 
 def _exit_at_once_outside_main() -> None:
-    """Before main() takes over and after it is done, SIGINT/SIGTERM exit at once with 130/143 and one
-    line: importing Typer and the commands takes a while, and nothing needs cleaning up yet; at
-    shutdown everything is cleaned up and written already. Handlers someone else installed stay."""
+    """Before main() takes over and after it is done, SIGINT/SIGTERM/SIGHUP exit at once with 130/143/129
+    and one line: importing Typer and the commands takes a while, and nothing needs cleaning up yet; at
+    shutdown everything is cleaned up and written already. Handlers someone else installed stay.
+
+    The last exit callback holds the signals back: past it the interpreter puts the default actions
+    back while it tears down (paddle included), and a signal then would end the process
+    silently with -2/-15. Held, it is dropped at exit and the exit code is the command's own."""
     defaults = signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    defaults = defaults and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    defaults = defaults and all(signal.getsignal(s) == signal.SIG_DFL for s in STOP_SIGNALS if s != signal.SIGINT)
     if defaults and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, _exit_at_once)
-        signal.signal(signal.SIGTERM, _exit_at_once)
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, _exit_at_once)
+        atexit.register(signal.pthread_sigmask, signal.SIG_BLOCK, STOP_SIGNALS)  # registered first: runs last
 
 
 _exit_at_once_outside_main()
@@ -72,7 +80,7 @@ instrument.register(app)
 
 
 class _Signals:
-    """SIGINT/SIGTERM while main() runs raise Interrupted; each is also remembered, since a library may
+    """SIGINT/SIGTERM/SIGHUP while main() runs raise Interrupted; each is also remembered, since a library may
     turn the exception into an error of its own. Once the command is over they are only remembered."""
 
     def __init__(self) -> None:
@@ -83,7 +91,7 @@ class _Signals:
     def install(self) -> None:
         self.received.clear()
         self._raising = True
-        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        self._previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
 
     def restore(self) -> None:
         """Give the handlers main() found back (a signal in between no longer raises)."""
@@ -166,10 +174,10 @@ def _error_line(e: Exception) -> int:
         return e.exit_code
     if isinstance(e, ModuleNotFoundError) and e.name and not e.name.startswith("fdoverlap_cli"):
         module = e.name.split(".")[0]
-        extra = "[plot]" if module == "matplotlib" else ""
+        package = {"paddle": "paddlepaddle"}.get(module, module)
         print(
-            f"fdoverlap: error: the Python module '{module}' is not installed; "
-            f"install fdoverlap with its dependencies: pip install -e '.{extra}'",
+            f"fdoverlap: error: the Python module '{module}' is not installed: pip install {package} "
+            "(or install fdoverlap with its [cpu] or [gpu] extra, which brings every dependency)",
             file=sys.stderr,
         )
         return ExitCode.BAD_INPUT

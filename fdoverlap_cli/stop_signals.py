@@ -1,10 +1,13 @@
-"""SIGINT and SIGTERM stay with Python's handlers while native libraries load.
+"""SIGINT, SIGTERM and SIGHUP stay with Python's handlers while native libraries load.
 
 paddle's import installs a C handler for SIGTERM that prints a C++ report and kills the process (no
 cleanup, no partial results; it can also deadlock), and numpy's BLAS starts threads the kernel may
-hand a signal to. `held()` keeps both signals pending in the calling thread while such libraries
+hand a signal to. `held()` keeps these signals pending in the calling thread while such libraries
 load, so the threads they start never take them; then it puts Python's handlers back and lets a
-signal that arrived meanwhile through (Python runs it in the main thread, as always).
+signal that arrived meanwhile through (Python runs it in the main thread, as always). The same block
+keeps a short critical section (creating a queue, removing a folder) whole.
+
+SIGHUP (the terminal or the ssh session went away) stops a run as SIGTERM does: exit code 129.
 """
 
 from __future__ import annotations
@@ -13,13 +16,13 @@ import contextlib
 import signal
 from collections.abc import Iterator
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @contextlib.contextmanager
 def held() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM back in this thread and in the threads started meanwhile; on exit give both
-    signals back to Python's handlers and deliver what arrived."""
+    """Hold the stop signals back in this thread and in the threads started meanwhile; on exit give them
+    back to Python's handlers and deliver what arrived."""
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         yield

@@ -1,7 +1,7 @@
-"""SIGINT and SIGTERM at seeded random points of real runs on the CPU: `replay`, `compare`, and `profile`
-with the stand-in nsys.
+"""SIGINT, SIGTERM and SIGHUP at seeded random points of real runs on the CPU: `replay`, `compare`, and
+`profile` with the stand-in nsys; SIGKILL of the tool while its output reader starts.
 
-After each signal: exit code 130 or 143 (or 0 when the run had already finished); no traceback; the
+After each signal: exit code 130, 143 or 129 (or 0 when the run had already finished); no traceback; the
 results measured so far in run.json (valid JSON, "complete": false) once a path has started; and
 nothing left behind: no process the run started, no SysV message queue it created, no output-reader
 folder, no temporary file beside run.json.
@@ -9,6 +9,11 @@ folder, no temporary file beside run.json.
 The points are events seen from outside (the process tree, the message queues, the output file) plus a
 seeded offset: while the CLI and paddle load, while the output reader starts, once a path sends its
 first step (mid-path), in compare's second path, and once run.json is written.
+
+What the run left is found without guessing, so that other runs on the machine (which create queues and
+reuse process ids) never count: tests/probe/sitecustomize.py logs every queue the run's processes create
+and marks them in their environment, and the run gets a TMPDIR of its own. The check waits for the run's
+processes to end (a deadline only guards against a hang), then looks once.
 """
 
 from __future__ import annotations
@@ -31,15 +36,30 @@ from tests.test_nsys_profile import FAKE_NSYS
 
 NSYS_EXPORT = Path(__file__).parent / "fixtures" / "nsys" / "paddle-h100-nvtx-dtoh.sqlite"
 READER = b"fdoverlap_cli.engine.reader"
+PROBE = Path(__file__).parent / "probe"
+PROBE_VARIABLE = "FDOVERLAP_TEST_PROBE"
 
 
-def _queues() -> dict[int, tuple[int, int, int]]:
-    """msqid -> (last sender pid, last receiver pid, change time) of every SysV message queue."""
+def _queues() -> dict[int, tuple[int, int]]:
+    """msqid -> (last sender pid, last receiver pid) of every SysV message queue."""
     rows = {}
     for line in Path("/proc/sysvipc/msg").read_text().splitlines()[1:]:
         f = line.split()
-        rows[int(f[1])] = (int(f[5]), int(f[6]), int(f[13]))
+        rows[int(f[1])] = (int(f[5]), int(f[6]))
     return rows
+
+
+def _marked(marker: bytes) -> list[int]:
+    """The live processes whose environment holds `marker` (NAME=value): the run's, and nobody else's."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if marker in environ.split(b"\0") and _alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
 
 
 def _catches_sigterm(pid: int) -> bool:
@@ -66,38 +86,45 @@ class Watched:
     args: list[str]
     out: Path
     env: dict[str, str] = field(default_factory=dict)
-    started: float = 0.0
-    pids: set[int] = field(default_factory=set)  # every process of the run seen
+    pids: set[int] = field(default_factory=set)  # processes of the run seen while it ran (for the events)
     readers: list[int] = field(default_factory=list)  # output readers, in start order
-    sending: list[int] = field(default_factory=list)  # queues the run has sent on (a path is replaying)
-    reader_dirs: set[Path] = field(default_factory=set)
-    queues_before: dict[int, tuple[int, int, int]] = field(default_factory=dict)
 
     def start(self) -> None:
-        self.queues_before = _queues()
-        self.started = time.time()
+        work = self.out.parent / "probe"
+        work.mkdir()
+        self.probe_log = work / "queues.log"
+        self.probe_log.touch()
+        self.tmpdir = work / "tmp"  # the run's temporary folders land here, and nowhere else
+        self.tmpdir.mkdir()
+        self.marker = f"{PROBE_VARIABLE}={self.probe_log}".encode()
+        python_path = os.pathsep.join(p for p in (str(PROBE), str(REPO), os.environ.get("PYTHONPATH")) if p)
+        env = {PROBE_VARIABLE: str(self.probe_log), "TMPDIR": str(self.tmpdir), "PYTHONPATH": python_path}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "fdoverlap_cli", *self.args],
             cwd=REPO,
-            env={**os.environ, **self.env},
+            env={**os.environ, **self.env, **env},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         self.pids.add(self.proc.pid)
 
+    def created_queues(self) -> list[int]:
+        """Every queue the run's processes created, in order (from the probe's log)."""
+        return [int(line.split()[1]) for line in self.probe_log.read_text().splitlines() if line.startswith("queue ")]
+
+    def sending(self) -> list[int]:
+        """The run's queues some process has sent on (a path is replaying)."""
+        queues = _queues()
+        return [q for q in self.created_queues() if queues.get(q, (0, 0))[0] != 0]
+
     def _look(self) -> None:
         for pid in _descendants(self.proc.pid):
             if pid in self.pids:
                 continue
             self.pids.add(pid)
-            cmd = _cmdline(pid)
-            if READER in cmd:
+            if READER in _cmdline(pid):
                 self.readers.append(pid)
-                self.reader_dirs.add(Path(cmd[cmd.index(b"--plan") + 1].decode()).parent)
-        for msqid, (sender, _, _) in _queues().items():
-            if sender in self.pids and msqid not in self.sending and msqid not in self.queues_before:
-                self.sending.append(msqid)
 
     def wait_for(self, event: str, offset: float, timeout: float = 180.0) -> bool:
         """Watch until `event`, then `offset` seconds more; False if the process ended first."""
@@ -106,8 +133,8 @@ class Watched:
             "start": lambda: _catches_sigterm(self.proc.pid),
             "reader": lambda: len(self.readers) >= 1,
             "second reader": lambda: len(self.readers) >= 2,
-            "sending": lambda: len(self.sending) >= 1,
-            "second sending": lambda: len(self.sending) >= 2,
+            "sending": lambda: len(self.sending()) >= 1,
+            "second sending": lambda: len(self.sending()) >= 2,
             "results": lambda: self.out.exists(),
         }[event]
         while not reached():
@@ -128,27 +155,20 @@ class Watched:
         _, stderr = self.proc.communicate(timeout=180)
         return self.proc.returncode, stderr
 
-    def ours(self, msqid: int, record: tuple[int, int, int]) -> bool:
-        """A queue this run created: new since the start, and used by its processes or not used at all."""
-        sender, receiver, changed = record
-        used_by_us = sender in self.pids or receiver in self.pids
-        unused = sender == 0 and receiver == 0 and changed >= int(self.started) - 1
-        return msqid not in self.queues_before and (used_by_us or unused)
-
-    def debris(self, grace: float) -> list[str]:
-        """What the run left behind, waiting up to `grace` seconds for processes that are dying."""
-        deadline = time.monotonic() + grace
-        while True:
-            left = [f"process {p}: {b' '.join(_cmdline(p))[:120]!r}" for p in sorted(self.pids) if _alive(p)]
-            left += [f"message queue {q}" for q, record in _queues().items() if self.ours(q, record)]
-            left += [f"reader folder {d}" for d in sorted(self.reader_dirs) if d.exists()]
-            left += [f"temporary file {p}" for p in self.out.parent.glob(f".{self.out.name}.*")]
-            if not left or time.monotonic() > deadline:
-                return left
+    def debris(self, deadline_s: float = 120.0) -> list[str]:
+        """What the run left behind, once every process of it has ended (or the deadline passed: a hang)."""
+        deadline = time.monotonic() + deadline_s
+        while (alive := _marked(self.marker)) and time.monotonic() < deadline:
             time.sleep(0.05)
+        left = [f"process {p}: {b' '.join(_cmdline(p))[:120]!r}" for p in alive]
+        existing = _queues()
+        left += [f"message queue {q}" for q in self.created_queues() if q in existing]
+        left += [f"temporary {p}" for p in sorted(self.tmpdir.iterdir())]
+        left += [f"temporary file {p}" for p in self.out.parent.glob(f".{self.out.name}.*")]
+        return left
 
 
-def _check(run: Watched, signum: int, code: int, stderr: str, grace: float) -> None:
+def _check(run: Watched, signum: int, code: int, stderr: str) -> None:
     assert "Traceback" not in stderr, stderr
     doc = None
     if run.out.exists():
@@ -164,7 +184,7 @@ def _check(run: Watched, signum: int, code: int, stderr: str, grace: float) -> N
         assert doc is not None, f"no {run.out.name} although a path had started"
         assert doc["paths"], doc
         assert finished or any(p["complete"] is False for p in doc["paths"].values())
-    assert run.debris(grace) == []
+    assert run.debris() == []
 
 
 def _points(seed: int, events: list[str], n: int) -> list[tuple[str, float, signal.Signals]]:
@@ -199,7 +219,7 @@ def _interrupt(out: Path, args: list[str], event: str, offset: float, signum: in
     run.start()
     run.wait_for(event, offset)
     code, stderr = run.interrupt(signum)
-    _check(run, signum, code, stderr, grace=0.5)
+    _check(run, signum, code, stderr)
     return code
 
 
@@ -285,3 +305,50 @@ def test_signal_while_exiting_is_one_line(signum):
     assert "Traceback" not in done.stderr, done.stderr
     assert done.stderr.strip().splitlines() == [f"fdoverlap: interrupted by signal {int(signum)}"]
     assert done.returncode == 128 + signum
+
+
+HANGUP_POINTS = [("reader", 0.5), ("sending", 0.1)]
+
+
+@pytest.mark.parametrize(("event", "offset"), HANGUP_POINTS, ids=[f"{e}+{o:.2f}s" for e, o in HANGUP_POINTS])
+def test_replay_hung_up(tmp_path, ops, event, offset):
+    """SIGHUP (the terminal or the ssh session closed) stops a run as SIGTERM does: 129, one line, and
+    what was measured saved."""
+    out = tmp_path / "run.json"
+    args = ["replay", "--device", "cpu", "--path", "overlap", "-o", str(out)]
+    assert _interrupt(out, args, event, offset, signal.SIGHUP) in (0, 128 + signal.SIGHUP)
+
+
+@pytest.mark.parametrize("offset", [0.0, 0.1, 0.3])
+def test_a_killed_tool_leaves_nothing_behind(tmp_path, ops, offset):
+    """SIGKILL of the tool as its output reader starts: the reader, told by the kernel (PR_SET_PDEATHSIG)
+    or finding its parent gone before it could ask, removes the queue and its folder, and exits."""
+    out = tmp_path / "run.json"
+    run = Watched(["replay", "--device", "cpu", "--path", "overlap", "-o", str(out)], out)
+    run.start()
+    assert run.wait_for("reader", offset)
+    code, _ = run.interrupt(signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    assert run.created_queues(), "the run had created its queue"
+    assert run.debris() == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_signal_during_the_interpreters_teardown_changes_nothing(signum):
+    """After the last exit callback the interpreter puts the default actions back while it tears modules
+    down; a signal then must not end the process silently with -N: it is held, and the command's code
+    stands (everything was written already)."""
+    script = (
+        "import os, sys, time\n"
+        "from fdoverlap_cli import cli\n"
+        "class Late:\n"  # its __del__ runs as the interpreter clears modules, after every exit callback
+        f"    def __del__(self, kill=os.kill, pid=os.getpid(), sleep=time.sleep):\n"
+        f"        kill(pid, {int(signum)})\n"
+        "        sleep(0.5)\n"
+        "late = Late()\n"
+        "sys.argv = ['fdoverlap', '--version']\n"
+        "cli.entry_point()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.stdout.startswith("fdoverlap "), done.stdout
+    assert (done.returncode, done.stderr) == (0, "")

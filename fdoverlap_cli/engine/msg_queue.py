@@ -14,8 +14,10 @@ import errno
 import os
 import sys
 import time
+from pathlib import Path
 from types import TracebackType
 
+from fdoverlap_cli import stop_signals
 from fdoverlap_cli.errors import FdoError
 
 IPC_PRIVATE = 0
@@ -102,13 +104,46 @@ def remove_queue(msqid: int) -> None:
             raise FdoError(f"message queue {msqid}: cannot remove it: {os.strerror(err)}")
 
 
+def message_bytes(slots: int) -> int:
+    """The size msgsnd is given for one step of `slots` slots: [msg_id, bsz, token_0 … token_bsz-1], int32."""
+    return (slots + 2) * 4
+
+
+def _kernel_limit(name: str) -> int | None:
+    try:
+        return int(Path(f"/proc/sys/kernel/{name}").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def check_message_size(slots: int) -> None:
+    """Raise FdoError when one step's message for `slots` slots is more than this host lets a message
+    (kernel.msgmax) or a new queue (kernel.msgmnb) hold: msgsnd would fail, or wait forever, mid-run."""
+    size = message_bytes(slots)
+    for name, what in (("msgmax", "one message"), ("msgmnb", "a queue")):
+        limit = _kernel_limit(name)
+        if limit is not None and size > limit:
+            raise FdoError(
+                f"max_num_seqs {slots:,}: a step's output message is {size:,} bytes, more than this host lets "
+                f"{what} hold (kernel.{name} = {limit:,} in /proc/sys/kernel/{name}); use max_num_seqs "
+                f"{max(limit // 4 - 2, 0):,} or fewer, or raise the limit (sysctl -w kernel.{name}={size})"
+            )
+
+
 class MessageQueue:
     """A new private SysV message queue, removed on exit from the `with` block whatever happened."""
 
     def __init__(self) -> None:
-        msqid = _lib().msgget(IPC_PRIVATE, IPC_CREAT | 0o600)
+        msqid = -1
+        try:
+            with stop_signals.held():  # a signal right after msgget must not leave a queue nobody knows of
+                msqid = _lib().msgget(IPC_PRIVATE, IPC_CREAT | 0o600)
+                err = ctypes.get_errno()
+        except BaseException:  # the signal, delivered as the block ends: the queue goes with it
+            if msqid >= 0:
+                remove_queue(msqid)
+            raise
         if msqid < 0:
-            err = ctypes.get_errno()
             raise FdoError(f"cannot create the output message queue: {os.strerror(err)} (msgget)")
         self.msqid: int = msqid
         self._removed = False

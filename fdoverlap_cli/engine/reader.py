@@ -236,14 +236,19 @@ class OutputReader:
 
     def stop(self) -> None:
         """Terminate the reader if it still runs (idempotent), and remove its working files."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._dir.cleanup()
+        from fdoverlap_cli import stop_signals
+
+        try:
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+        finally:
+            with stop_signals.held():  # a signal now must not cut the removal short (result.json left behind)
+                self._dir.cleanup()
 
 
 class OutputSender:
@@ -299,12 +304,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent", type=int, required=True)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGHUP, _terminate)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent(args.parent)
-
     try:
+        _die_with_parent(args.parent)  # in the try: a tool that died before this must still be cleaned up
         return _read(args)
-    except BaseException:  # SystemExit from _terminate, or what paddle's import makes of it
+    except BaseException:  # SystemExit from _terminate or _die_with_parent, or what paddle's import makes of it
         if os.getppid() != args.parent:  # the tool died: nobody else will remove the queue and the folder
             remove_queue(args.msqid)
             shutil.rmtree(args.plan.parent, ignore_errors=True)

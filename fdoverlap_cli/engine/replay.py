@@ -22,6 +22,7 @@ from fdoverlap_cli.engine.buffers import ShareInputs
 from fdoverlap_cli.engine.device import Device
 from fdoverlap_cli.engine.graphs import GraphCapture, ModelForward, graphs_enabled
 from fdoverlap_cli.engine.model import ModelConfig, SyntheticDecoder
+from fdoverlap_cli.engine.msg_queue import check_message_size
 from fdoverlap_cli.engine.reader import OutputReader, OutputSender, ReaderResult
 from fdoverlap_cli.engine.recorder import StepRecorder
 from fdoverlap_cli.engine.runner import ModelRunner, RunnerOptions
@@ -75,6 +76,7 @@ class Engine:
         self.model_cfg = model_cfg
         graphs_enabled(cuda_graph, device.has_graphs)  # a mode the device cannot run fails before the model is built
         self._check_memory()
+        check_message_size(trace.config.max_num_seqs)  # before the model: msgsnd would fail mid-run
         self.ops = device.ops
         self.model = SyntheticDecoder(model_cfg, device, self.ops, fused_layers)
         cfg = trace.config
