@@ -176,6 +176,20 @@ def cache_key() -> str:
 
 
 @contextlib.contextmanager
+def _cache_errors() -> Iterator[None]:
+    """An OSError of the cache folder (a file in its place, read-only, full) as one line naming it."""
+    try:
+        yield
+    except OSError as e:
+        configured = os.environ.get("FDOVERLAP_CACHE_DIR")
+        where = (
+            f"FDOVERLAP_CACHE_DIR={configured}" if configured else f"{cache_root()} (FDOVERLAP_CACHE_DIR picks another)"
+        )
+        detail = f" ({e.filename})" if e.filename and os.fspath(e.filename) != configured else ""
+        raise FdoError(f"the op library's cache {where} is not usable: {e.strerror or e}{detail}") from None
+
+
+@contextlib.contextmanager
 def _locked(key: str) -> Iterator[None]:
     """Hold an exclusive lock on one cache entry (across processes) for the block."""
     ops_cache_dir().mkdir(parents=True, exist_ok=True)
@@ -330,7 +344,7 @@ def _build_failed(plan: _Plan, work: Path, returncode: int, log: str) -> FdoErro
 def build(*, force: bool = False, verbose: bool = False) -> BuildInfo:
     """The op library for the current sources: from the cache, or compiled now (`force`: always compile)."""
     plan = _plan()
-    with _locked(plan.key):
+    with _cache_errors(), _locked(plan.key):
         cached = None if force else _read_entry(plan)
         return cached if cached is not None else _compile(plan, verbose)
 
@@ -352,7 +366,7 @@ def _import_library(info: BuildInfo, verbose: bool) -> ModuleType:
 
     # Paddle writes a generated Python file beside the library while importing it; the lock keeps two
     # processes from writing it at the same time.
-    with _locked(info.key), _quiet_paddle_logs(verbose):
+    with _cache_errors(), _locked(info.key), _quiet_paddle_logs(verbose):
         try:
             return _import_module_from_library(LIBRARY_NAME, str(info.path.parent), verbose)
         except Exception as e:
