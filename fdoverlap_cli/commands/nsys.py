@@ -108,6 +108,12 @@ def profile(
     window: WindowOpt = None,
     timeline: TimelineOpt = None,
     as_json: JsonOpt = False,
+    scrub: Annotated[
+        bool,
+        typer.Option(
+            "--scrub", help="Strip the environment and working directory from NAME.sqlite (NAME.nsys-rep keeps them)."
+        ),
+    ] = False,
 ) -> None:
     """Run an fdoverlap command under Nsight Systems, export the report to SQLite, and analyze it.
 
@@ -119,7 +125,7 @@ def profile(
     from fdoverlap_cli.nsys import profile as nsys_profile
 
     steps = parse_window(window)
-    run = nsys_profile.profile(command, name=out, capture=capture, nsys=nsys, quiet_stdout=as_json)
+    run = nsys_profile.profile(command, name=out, capture=capture, nsys=nsys, quiet_stdout=as_json, scrub=scrub)
     analysis, check = _analyze(run.sqlite, steps, run.results, timeline is not None)
     extra = {
         "profile": {

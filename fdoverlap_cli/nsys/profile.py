@@ -212,10 +212,12 @@ def profile(
     capture: str = "measure",
     nsys: str | os.PathLike[str] | None = None,
     quiet_stdout: bool = False,
+    scrub: bool = False,
 ) -> ProfileRun:
     """Run the fdoverlap `command` under nsys, then export the report to SQLite beside it.
 
-    `quiet_stdout` sends the command's and nsys's stdout to stderr (stdout then holds only our JSON).
+    `quiet_stdout` sends the command's and nsys's stdout to stderr (stdout then holds only our JSON);
+    `scrub` takes the machine's environment and working directory out of the export (nsys.scrub).
     """
     exe = find_nsys(nsys)
     base = report_name(name)
@@ -230,6 +232,10 @@ def profile(
     if not report.exists():
         raise FdoError(f"nsys wrote no report {report} (exit status {code})")
     sqlite = export_sqlite(exe, report, base.parent / f"{base.name}.sqlite", stdout=stdout)
+    if scrub:
+        from fdoverlap_cli.nsys.scrub import scrub_export
+
+        scrub_export(sqlite, in_place=True)
     return ProfileRun(report, sqlite, results if results and results.exists() else None, code, argv)
 
 
