@@ -25,11 +25,13 @@ SMOKE_TEST_TIMEOUT_S = 180
 
 @dataclass(frozen=True)
 class Check:
-    """One row of the diagnosis. ok: True fine, False the tool cannot run, None for information."""
+    """One row of the diagnosis. ok: True fine, False the tool cannot run, None for information;
+    warning: the tool runs, but a feature is missing (the value says which, and what still works)."""
 
     name: str
     value: str
     ok: bool | None = None
+    warning: bool = False
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,12 @@ def check_nvcc() -> Check:
 def check_nsys() -> Check:
     path = _tool("nsys", "NSYS")
     if path is None:
-        return Check("nsys", "not found (set $NSYS or put nsys on PATH for `fdoverlap profile`)")
+        return Check(
+            "nsys",
+            "not found: `fdoverlap profile` and reading an .nsys-rep need it (put nsys on PATH or set $NSYS); "
+            "`fdoverlap analyze` of an exported .sqlite works without it",
+            warning=True,
+        )
     version = _version_line([path, "--version"], r"version ([\w.\-]+)")
     return Check("nsys", f"{version or 'unknown version'} ({path})")
 

@@ -84,3 +84,21 @@ def test_nvtx_row_reports_disable_and_no_profiler(monkeypatch):
     monkeypatch.setenv("NVTX_DISABLE", "1")
     value = doctor.check_nvtx().value
     assert "NVTX_DISABLE=1" in value and "profiler not attached" in value
+
+
+def test_a_missing_nsys_is_a_warning_that_says_what_still_works(tmp_path, monkeypatch):
+    from rich.console import Console
+
+    from fdoverlap_cli.render.doctor import render_doctor
+
+    monkeypatch.delenv("NSYS", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    check = doctor.check_nsys()
+    assert check.warning is True and check.ok is None  # the tool still runs
+    assert "`fdoverlap analyze` of an exported .sqlite works without it" in check.value
+    report = Diagnosis([Check("paddle", "3.3", ok=True), check])
+    assert report.can_run and report.to_dict()["checks"][1]["warning"] is True
+    console = Console(width=200, no_color=True, record=True)
+    render_doctor(report, console)
+    row = next(line for line in console.export_text().splitlines() if line.startswith("nsys"))
+    assert row.rstrip().endswith("warning")

@@ -58,5 +58,6 @@ def test_report_png_without_matplotlib_says_how_to_install_it(run_json, tmp_path
     assert main(["report", str(run_json), "--png", str(png)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("fdoverlap: error: the Python module 'matplotlib' is not installed")
-    assert err.endswith("pip install -e '.[plot]'") and "\n" not in err
+    assert "pip install matplotlib" in err and "\n" not in err
+    assert "-e '." not in err  # the hint holds outside a checkout too
     assert not png.exists()

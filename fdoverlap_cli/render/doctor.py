@@ -10,6 +10,7 @@ from fdoverlap_cli.doctor import Diagnosis
 from fdoverlap_cli.ops import BuildInfo
 
 _MARKS = {True: "[green]ok[/green]", False: "[red]FAIL[/red]", None: ""}
+_WARNING = "[yellow]warning[/yellow]"
 
 
 def render_doctor(diagnosis: Diagnosis, console: Console | None = None) -> None:
@@ -20,7 +21,7 @@ def render_doctor(diagnosis: Diagnosis, console: Console | None = None) -> None:
     table.add_column(overflow="fold")
     table.add_column(no_wrap=True)
     for check in diagnosis.checks:
-        table.add_row(check.name, escape(check.value), _MARKS[check.ok])
+        table.add_row(check.name, escape(check.value), _WARNING if check.warning else _MARKS[check.ok])
     console.print(table)
     if diagnosis.can_run:
         console.print("[green]fdoverlap can run here[/green]")
