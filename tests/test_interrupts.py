@@ -352,3 +352,35 @@ def test_a_signal_during_the_interpreters_teardown_changes_nothing(signum):
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.stdout.startswith("fdoverlap "), done.stdout
     assert (done.returncode, done.stderr) == (0, "")
+
+
+def test_a_signal_while_the_reader_folder_is_removed_does_not_leave_it(monkeypatch):
+    """A signal landing in the removal of the reader's folder (result.json and all) used to cut it short;
+    it now waits for the removal, then stops the run."""
+    import tempfile
+
+    from fdoverlap_cli.engine.reader import OutputReader
+    from fdoverlap_cli.errors import Interrupted
+    from fdoverlap_cli.trace.format import trace_from_dict
+    from tests.test_trace_validate import BASE
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise Interrupted(signum)
+
+    reader = OutputReader(trace_from_dict(BASE), msqid=0)
+    folder = Path(reader._dir.name)
+    (folder / "result.json").write_text("{}")
+    real_rmtree = tempfile._shutil.rmtree
+
+    def rmtree_hit_by_a_signal(path: str, *args: object, **kwargs: object) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)  # lands here, mid-removal
+        real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(tempfile._shutil, "rmtree", rmtree_hit_by_a_signal)
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        with pytest.raises(Interrupted):
+            reader.stop()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert not folder.exists()
