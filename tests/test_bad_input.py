@@ -347,6 +347,17 @@ def test_azure_long_values_are_cut_in_messages(capsys, tmp_path):
     assert len(fails(capsys, _import(csv, tmp_path), f"{csv}:4: TIMESTAMP")) < len(str(csv)) + 200
 
 
+def test_azure_file_name_that_is_not_utf8(capsys, tmp_path):
+    """The name goes into the trace's meta: as text, so that the trace reads back."""
+    csv = os.fsdecode(bytes(tmp_path) + b"/\xff.csv")
+    Path(csv).write_text(AZURE_HEADER + AZURE_ROWS)
+    out = tmp_path / "out.json"
+    assert main(["trace", "import", "azure", csv, "-o", str(out)]) == 0
+    assert main(["trace", "validate", str(out)]) == 0
+    assert json.loads(out.read_text())["meta"]["source"]["file"] == "\\xff.csv"
+    capsys.readouterr()
+
+
 def test_azure_corpus_files(capsys, tmp_path):
     fails(capsys, _import(BAD / "azure-bad-header.csv", tmp_path), "azure-bad-header.csv:1: header lacks column")
     fails(capsys, _import(BAD / "azure-few-fields.csv", tmp_path), "azure-few-fields.csv:3: expected 3 fields, got 2")

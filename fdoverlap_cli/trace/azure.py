@@ -66,7 +66,7 @@ class AzureImportSpec:
     def command(self) -> str:
         """The canonical command line (the CSV by file name; every option spelled out)."""
         parts = [
-            f"fdoverlap trace import azure {Path(self.csv_path).name}",
+            f"fdoverlap trace import azure {_file_name(self.csv_path)}",
             f"--step-ms {self.step_ms:g}",
             f"--start {self.start_s:g}",
         ]
@@ -91,6 +91,11 @@ class AzureImport:
     truncated: int  # outputs cut to fit max_model_len
     dropped: int  # requests that could not fit max_model_len
     preemptions: int
+
+
+def _file_name(path: str | os.PathLike[str]) -> str:
+    """The CSV's file name as text for the trace's meta (bytes that are not UTF-8 as \\xNN escapes)."""
+    return os.fsencode(Path(path).name).decode("utf-8", "backslashreplace")
 
 
 def _shown(field: str) -> str:
@@ -239,7 +244,7 @@ def import_azure(spec: AzureImportSpec) -> AzureImport:
     meta = {
         "generator": "fdoverlap trace import azure",
         "command": spec.command(),
-        "source": {**ATTRIBUTION, "file": Path(spec.csv_path).name, "sha256": table.sha256},
+        "source": {**ATTRIBUTION, "file": _file_name(spec.csv_path), "sha256": table.sha256},
         "step_ms": spec.step_ms,
         "import": {
             "rows": len(table.rows),
