@@ -6,8 +6,10 @@ Writing (`atomic_open`, `write_json`, `write_text`; `check_writable` asks the sa
   followed, and the file it points to is replaced, never the link;
 - a character device (/dev/null, /dev/stdout, a terminal) is written directly, a write error being one
   line; a FIFO too, when a process has it open for reading (else nothing would ever take the data);
+- the file's own folder is made when only it is missing (`-o results/run.json`); a deeper path of
+  missing folders is refused, never made from / down;
 - refused, each as one InputError line (exit 2): an empty name, a name longer than the file system
-  allows, a directory, a block device, a socket, a folder that does not exist (no folder is created).
+  allows, a directory, a block device, a socket, two or more missing folders.
 The temporary file is removed whatever happened.
 
 Reading (`read_input`): at most MAX_INPUT_BYTES from one input file (the whole Azure conversation trace
@@ -67,6 +69,12 @@ class _Target:
     named: Path  # as the user gave it (for messages)
     real: Path  # the file replaced (links resolved), or the device/FIFO written
     direct: bool
+    make_folder: bool = False  # real.parent is to be made (its own parent exists)
+
+    def prepare(self) -> None:
+        """Make the file's folder if it is the one missing."""
+        if self.make_folder:
+            self.real.parent.mkdir(exist_ok=True)
 
 
 def _target(path: PathLike) -> _Target:
@@ -91,15 +99,17 @@ def _target(path: PathLike) -> _Target:
             raise InputError(_where(named), f"cannot write: is {kind} (outputs are files, devices or FIFOs)")
     real = Path(os.path.realpath(named))
     folder = real.parent
-    if not folder.is_dir():
-        reason = f"{folder} is not a directory" if folder.exists() else f"no such directory {folder}"
+    make_folder = not folder.exists() and folder.parent.is_dir()
+    writes_in = folder.parent if make_folder else folder
+    if not make_folder and not folder.is_dir():
+        reason = f"{folder} is not a directory" if folder.exists() else f"no such directory {folder.parent}"
         raise InputError(_where(named), f"cannot write: {reason}")
     with contextlib.suppress(OSError, ValueError):
-        if len(os.fsencode(real.name)) > os.pathconf(folder, "PC_NAME_MAX"):
+        if len(os.fsencode(real.name)) > os.pathconf(writes_in, "PC_NAME_MAX"):
             raise _cannot_write(named, OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG)))
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError(_where(named), f"cannot write: no permission to write in {folder}")
-    return _Target(named, real, direct=False)
+    if not os.access(writes_in, os.W_OK | os.X_OK):
+        raise InputError(_where(named), f"cannot write: no permission to write in {writes_in}")
+    return _Target(named, real, direct=False, make_folder=make_folder)
 
 
 def check_writable(path: PathLike) -> None:
@@ -143,6 +153,7 @@ def atomic_open(path: PathLike, mode: str = "w", encoding: str | None = "utf-8")
             with os.fdopen(_open_direct(target), mode, encoding=text_encoding) as f:
                 yield f
             return
+        target.prepare()
         fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(target.real), suffix=".tmp", dir=target.real.parent)
         with os.fdopen(fd, mode, encoding=text_encoding) as f:
             os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a written file gets the usual permissions
@@ -166,6 +177,10 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     target = _target(path)
     if target.direct:
         raise InputError(_where(path), "cannot write: is not a regular file (this output must be one)")
+    try:
+        target.prepare()
+    except OSError as e:
+        raise _cannot_write(path, e) from None
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(target.real), suffix=".tmp", dir=target.real.parent)
     os.close(fd)
     try:

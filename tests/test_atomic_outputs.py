@@ -296,8 +296,10 @@ def test_names_that_cannot_be_written(capsys, tmp_path):
     assert _one_line(capsys, _synth("")) == "fdoverlap: error: '': cannot write: the file name is empty"
     deep = tmp_path / "missing" / "a" / "b.json"
     err = _one_line(capsys, _synth(deep))
-    assert err == f"fdoverlap: error: {deep}: cannot write: no such directory {deep.parent}"
-    assert not (tmp_path / "missing").exists()  # no folder is made, least of all from / down
+    assert err == f"fdoverlap: error: {deep}: cannot write: no such directory {tmp_path / 'missing'}"
+    assert not (tmp_path / "missing").exists()  # a path of folders is not made, least of all from / down
+    assert _one_line(capsys, _synth(tmp_path / "new" / "t.json"), code=0) == ""  # the file's own folder is
+    assert json.loads((tmp_path / "new" / "t.json").read_text())["format"] == "fdoverlap-trace"
     for name in ("x" * 300, "x/" * 3000):  # a name, and a whole path, over the OS's limits
         err = _one_line(capsys, _synth(tmp_path / name))
         assert err.endswith("cannot write: the name is longer than the file system allows") and len(err) < 400
