@@ -62,7 +62,7 @@ nsys_profiles() {
     local small=/tmp/fdo-small-trace.json
     $FDO trace synth -n 6 --max-num-seqs 4 --prompt-len 8..16 --output-len 10..14 -o $small
     banner "nsys: a small fixture (whole run captured)"
-    timeout 300 $FDO profile --capture all -o /tmp/fdoverlap-small -- \
+    timeout 300 $FDO profile --scrub --capture all -o /tmp/fdoverlap-small -- \
         compare --sync --overlap $small --preset 8b --layers 2 -o /tmp/fdoverlap-small-run.json 2>&1 | tail -40
     cp /tmp/fdoverlap-small.sqlite "$OUT/fdoverlap-small-2layers.sqlite"
     banner "nsys: capture range measure@fdoverlap"
@@ -78,7 +78,7 @@ pair() {  # tests/test_nsys_real_pair.py's fixtures: the tool's run.json and nsy
     mkdir -p "$dir"
     $FDO trace synth -n 6 --max-num-seqs 4 --prompt-len 8..16 --output-len 10..14 -o $trace
     banner "fixture pair: compare, 8b with 2 layers, whole run captured"
-    timeout 300 $FDO profile --capture all -o /tmp/$name -- \
+    timeout 300 $FDO profile --scrub --capture all -o /tmp/$name -- \
         compare --sync --overlap $trace --preset 8b --layers 2 -o "$dir/$name.results.json" 2>&1 | tail -45
     cp /tmp/$name.sqlite "$dir/$name.sqlite"
     ls -l "$dir"
