@@ -120,10 +120,9 @@ class Watched:
 
     def _look(self) -> None:
         for pid in _descendants(self.proc.pid):
-            if pid in self.pids:
-                continue
             self.pids.add(pid)
-            if READER in _cmdline(pid):
+            # Asked again at every look: between fork and exec a reader still has the tool's command line.
+            if pid not in self.readers and READER in _cmdline(pid):
                 self.readers.append(pid)
 
     def wait_for(self, event: str, offset: float, timeout: float = 180.0) -> bool:
