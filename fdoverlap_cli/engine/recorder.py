@@ -12,9 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from fdoverlap_cli.measure.schema import GPU_POINTS, HOST_COLUMNS, WAIT_COLUMNS, GpuPoint
+from fdoverlap_cli.measure.records import Kind
+from fdoverlap_cli.measure.schema import GPU_POINTS, HOST_COLUMNS, WAIT_COLUMNS, WAIT_KINDS, GpuPoint
 
-WAITS_PER_STEP = 3  # the token-count read-back, the save's event wait, back-pressure from a full queue
+WAITS_PER_STEP = 3  # the token-count read-back, the save's event wait, back-pressure from a full queue (Kind.WAITS)
 
 
 class StepRecorder:
@@ -47,15 +48,22 @@ class StepRecorder:
     def add(self, row: int, column: str, value: int) -> None:
         self.columns[column][row] = max(int(self.columns[column][row]), 0) + value
 
+    def emitted(self, row: int, producers: list[tuple[int, int]], preempted: np.ndarray) -> None:
+        """The tokens step `row`'s message carries: its producers' slots, less those sent a preemption marker."""
+        marked = np.flatnonzero(preempted == 1)
+        lost = len(set(marked.tolist()) & {slot for slot, _ in producers}) if len(marked) else 0
+        self.columns["emitted"][row] = len(producers) - lost
+
     def mark(self, row: int, point: GpuPoint, stream: Any = None) -> None:
         """GPU timestamp `point` of `row`, taken when `stream` reaches this point."""
         if self._gpu is not None:
             self.device.timestamp(self._gpu, row * len(GPU_POINTS) + point, stream)
 
-    def wait(self, iteration_step: int, start: int, end: int) -> None:
+    def wait(self, iteration_step: int, start: int, end: int, kind: str = Kind.WAIT) -> None:
+        """A host wait on the GPU inside the iteration of `iteration_step`; `kind` says which (schema.WAIT_KINDS)."""
         if self.wait_rows == len(self.waits["wait_step"]):  # more waits than foreseen: grow (rare)
             self.waits = {name: np.concatenate([col, np.full_like(col, -1)]) for name, col in self.waits.items()}
-        for name, value in zip(WAIT_COLUMNS, (iteration_step, start, end), strict=True):
+        for name, value in zip(WAIT_COLUMNS, (iteration_step, start, end, WAIT_KINDS.index(kind)), strict=True):
             self.waits[name][self.wait_rows] = value
         self.wait_rows += 1
 

@@ -27,6 +27,7 @@ from fdoverlap_cli.engine.graphs import ModelForward
 from fdoverlap_cli.engine.model import SyntheticDecoder
 from fdoverlap_cli.engine.recorder import StepRecorder
 from fdoverlap_cli.errors import CheckFailed, ExitCode, FdoError, OptionError, first_line
+from fdoverlap_cli.measure.records import Kind
 from fdoverlap_cli.measure.schema import INSERT_TASKS, POSTPROCESS, PREPROCESS, SAVE, STEP, GpuPoint
 from fdoverlap_cli.trace import Step
 
@@ -173,7 +174,7 @@ class ModelRunner:
             return plan.token_num
         t0 = time.monotonic_ns()
         actual = int(self.share.seq_lens_this_time.numpy().sum())
-        self.rec.wait(self._iteration_step, t0, time.monotonic_ns())
+        self.rec.wait(self._iteration_step, t0, time.monotonic_ns(), Kind.READBACK)
         if self.options.verify_token_count and actual != plan.token_num:
             raise CheckFailed(f"step {k}: the host predicted {plan.token_num} tokens but the batch has {actual}")
         if self.options.token_count == "predict" and plan.decode_only:
@@ -254,12 +255,13 @@ class ModelRunner:
         self.nvtx.push(SAVE, k)
         s = self.share
         p.event.synchronize()
-        self.rec.wait(self._iteration_step, t0, time.monotonic_ns())
+        self.rec.wait(self._iteration_step, t0, time.monotonic_ns(), Kind.EVENT_WAIT)
         preempted = s.last_preempted_idx if self.options.snapshot_preempted else s.preempted_idx
         self.device.write_host(s.preempted_for_save, preempted)
         blocked = self.sender.send(s.sampled_token_ids, s.not_need_stop_staged, s.preempted_for_save)
         if blocked is not None:  # back-pressure from a full queue: the host waits, it does not work
-            self.rec.wait(self._iteration_step, *blocked)
+            self.rec.wait(self._iteration_step, *blocked, Kind.BACKPRESSURE)
+        self.rec.emitted(p.row, p.plan.producers, preempted)
         preempted[:] = 0
         self.book.record_tokens(p.plan.producers, s.sampled_token_ids.numpy().reshape(-1))
         # Inserts since the step was launched set the flag; the step's own answer must not clear it.

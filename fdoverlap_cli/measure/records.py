@@ -16,19 +16,28 @@ from fdoverlap_cli.errors import InputError
 
 
 class Kind:
-    """What a span measures. GPU kinds feed C_k and D_k; host kinds feed S_k and B_k."""
+    """What a span measures. GPU kinds feed C_k and D_k; host kinds feed S_k and B_k.
+
+    A new host stage is a kind here, its step-table columns or NVTX range in measure/schema.py
+    (`STEP_SPANS`, `STAGE_KINDS`) and its entry in `schema.EXPOSED`; a new kind of wait also goes
+    into `WAITS` and `schema.WAIT_KINDS`."""
 
     COMPUTE = "compute"  # GPU: step k's forward and postprocess kernels (part of C_k)
     COPY = "copy"  # GPU: step k's device-to-host copies (D_k)
     SAVE = "save"  # host: save_model_output(k), event wait start to send end (S_k)
     ITERATION = "iteration"  # host: the loop iteration that launched step k (inserts included)
-    WAIT = "wait"  # host: time inside an iteration spent waiting on the GPU (not busy)
+    WAIT = "wait"  # host: time inside an iteration spent waiting on the GPU (not busy), of no known kind
     INSERT = "insert"  # host: insert_tasks for step k
     PREPROCESS = "preprocess"  # host: preprocess_and_execute_model(k)
     POSTPROCESS = "postprocess"  # host: postprocess(k)
+    # The waits the engine tells apart (each is a WAIT: B_k leaves it out, and W holds it).
+    READBACK = "readback"  # host: reading a device value back before a launch (the token count)
+    EVENT_WAIT = "event_wait"  # host: save(k) waiting for its step's event E_k
+    BACKPRESSURE = "backpressure"  # host: the send blocked on a full output queue
 
     GPU = (COMPUTE, COPY)
-    HOST = (SAVE, ITERATION, WAIT, INSERT, PREPROCESS, POSTPROCESS)
+    WAITS = (WAIT, READBACK, EVENT_WAIT, BACKPRESSURE)
+    HOST = (SAVE, ITERATION, WAIT, INSERT, PREPROCESS, POSTPROCESS, READBACK, EVENT_WAIT, BACKPRESSURE)
     ALL = GPU + HOST
 
 

@@ -25,6 +25,10 @@ MEASURE = "measure"  # the measured part of a run, the capture range of `profile
 STAGE_RANGES = (INSERT_TASKS, PREPROCESS, POSTPROCESS, SAVE)
 STAGE_KINDS = {INSERT_TASKS: Kind.INSERT, PREPROCESS: Kind.PREPROCESS, POSTPROCESS: Kind.POSTPROCESS, SAVE: Kind.SAVE}
 COMPUTE_STAGES = (PREPROCESS, POSTPROCESS)  # the stages whose kernels are C_k
+# The kind of a host-blocking CUDA call inside a stage range, as the nsys reader tells the waits apart: in stage 1
+# it reads the token count back, in stage 3 it waits for E_k. Elsewhere a wait is a Kind.WAIT. (Back-pressure
+# blocks in msgsnd, not in CUDA: nsys sees it as save time.)
+STAGE_WAITS = {PREPROCESS: Kind.READBACK, SAVE: Kind.EVENT_WAIT}
 # Every range, in the order the engine registers them as categories of the domain (category id = index + 1).
 RANGES = (*STAGE_RANGES, STEP, MEASURE, *PATHS)
 CAPTURE_RANGE = f"{MEASURE}@{DOMAIN}"  # `nsys profile -c nvtx -p CAPTURE_RANGE`
@@ -55,6 +59,7 @@ HOST_COLUMNS = (
     "step",  # the trace step this executed step is
     "tokens",  # packed tokens of the batch
     "generated",  # slots that emit a token at this step
+    "emitted",  # tokens the step's message carried (a preemption marker sent in a token's place is none)
     "running",  # slots that ran
     "prefill_tokens",
     "model_ns",  # host time launching the model's own work (forward, logits, sampling); the rest is harness
@@ -70,7 +75,9 @@ HOST_COLUMNS = (
     "save_start",  # save_model_output of this step (in the next iteration on the overlap path)
     "save_end",
 )
-WAIT_COLUMNS = ("wait_step", "wait_start", "wait_end")  # host waits on the GPU; wait_step: the iteration's step
+# Host waits on the GPU; wait_step: the iteration's step; wait_kind: the index of the wait's kind in WAIT_KINDS.
+WAIT_COLUMNS = ("wait_step", "wait_start", "wait_end", "wait_kind")
+WAIT_KINDS = Kind.WAITS  # a wait_kind outside them (or a table without the column) is a Kind.WAIT
 # (kind, start column, end column, track) of each span a step row holds; None: the copy stream's track,
 # or the compute stream's when the copies run there.
 STEP_SPANS = (
@@ -85,6 +92,26 @@ STEP_SPANS = (
 )
 WAIT_SPAN = (Kind.WAIT, "wait_start", "wait_end", Track.HOST)  # stepped by wait_step
 TIME_COLUMNS = (*(c for _, s, e, _ in STEP_SPANS for c in (s, e)), "wait_start", "wait_end")
+
+# --------------------------------------------------------------------------- exposed host time (measure/exposure.py)
+
+# What the host did while the GPU idled between steps, by category, in the order the tables show them:
+# (category, label). A host span kind is the category of its own name unless EXPOSED_AS folds it into
+# another; OTHER is the iteration outside every stage and the time outside every iteration. A new host
+# kind (a stage or a wait) gets a row here and is attributed, tabled and drawn with no other change.
+OTHER = "other"
+EXPOSED = (
+    (Kind.INSERT, "insert"),
+    (Kind.PREPROCESS, "preprocess (before the launch)"),
+    (Kind.POSTPROCESS, "postprocess"),
+    (Kind.SAVE, "save (after its wait)"),
+    (Kind.BACKPRESSURE, "send back-pressure"),
+    (Kind.READBACK, "token-count read-back"),
+    (Kind.EVENT_WAIT, "event wait"),
+    (Kind.WAIT, "other host waits"),
+    (OTHER, "other (between stages)"),
+)
+EXPOSED_AS = {Kind.ITERATION: OTHER}
 
 # --------------------------------------------------------------------------- timing kernels (custom_ops/timing/)
 
