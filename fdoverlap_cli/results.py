@@ -27,8 +27,8 @@ from fdoverlap_cli.errors import InputError
 from fdoverlap_cli.fileio import write_json
 from fdoverlap_cli.measure import schema
 from fdoverlap_cli.measure.derive import Derived, PathTiming, Window, derive
-from fdoverlap_cli.measure.metrics import StepFacts
-from fdoverlap_cli.measure.records import KIND_CODE, SpanTable, Track
+from fdoverlap_cli.measure.metrics import RequestFacts, StepFacts
+from fdoverlap_cli.measure.records import KIND_CODE, Kind, SpanTable, Track
 
 RESULTS_FORMAT = "fdoverlap-run"
 RESULTS_VERSION = 2
@@ -44,9 +44,9 @@ def step_spans(columns: dict[str, np.ndarray], copy_track: str) -> SpanTable:
     tracks = (Track.HOST, Track.COMPUTE_STREAM, copy_track)
     kind, step, start, end, track = [], [], [], [], []
 
-    def add(k: str, steps: np.ndarray, s: np.ndarray, e: np.ndarray, t: str) -> None:
+    def add(k: str | np.ndarray, steps: np.ndarray, s: np.ndarray, e: np.ndarray, t: str) -> None:
         ok = (s >= 0) & (e >= s)
-        kind.append(np.full(int(ok.sum()), KIND_CODE[k], np.int8))
+        kind.append(np.broadcast_to(np.asarray(KIND_CODE[k] if isinstance(k, str) else k, np.int8), ok.shape)[ok])
         step.append(steps[ok])
         start.append(s[ok])
         end.append(e[ok])
@@ -55,11 +55,24 @@ def step_spans(columns: dict[str, np.ndarray], copy_track: str) -> SpanTable:
     for k, s_col, e_col, t in schema.STEP_SPANS:
         if s_col in columns:
             add(k, columns["step"], columns[s_col], columns[e_col], t or copy_track)
-    k, s_col, e_col, t = schema.WAIT_SPAN
+    _, s_col, e_col, t = schema.WAIT_SPAN
     if s_col in columns:
-        add(k, columns["wait_step"], columns[s_col], columns[e_col], t)
+        add(_wait_kinds(columns), columns["wait_step"], columns[s_col], columns[e_col], t)
     cat = np.concatenate
     return SpanTable(cat(kind), cat(step), cat(start), cat(end), cat(track), tracks)
+
+
+def _wait_kinds(columns: dict[str, np.ndarray]) -> np.ndarray:
+    """The kind code of each wait row (schema.WAIT_KINDS by `wait_kind`; a Kind.WAIT where it says none)."""
+    codes = np.array([KIND_CODE[k] for k in schema.WAIT_KINDS], np.int8)
+    which = columns.get("wait_kind", np.full(len(columns["wait_start"]), -1))
+    known = (which >= 0) & (which < len(codes))
+    return np.where(known, codes[np.where(known, which, 0)], KIND_CODE[Kind.WAIT]).astype(np.int8)
+
+
+def _token_steps(x: Any) -> bool:
+    """A request's [first step, last step, tokens], as the session records it."""
+    return isinstance(x, list) and len(x) == 3 and all(type(v) is int and 0 <= v < 2**62 for v in x)
 
 
 @dataclass(frozen=True)
@@ -100,7 +113,8 @@ class PathRecord:
     complete: bool
     columns: dict[str, np.ndarray]  # step table; times int64 ns on the host clock, -1 where absent
     copy_track: str = Track.COMPUTE_STREAM
-    tokens: dict[str, dict[str, Any]] = field(default_factory=dict)  # request -> {"count", "sha256"}
+    # request -> {"count", "sha256", "steps": [the steps of its first and last token, the tokens between]}
+    tokens: dict[str, dict[str, Any]] = field(default_factory=dict)
     reader: ReaderSummary | None = None
     queue_full_waits: int = 0  # sends that found the output queue full (back-pressure)
     clock: ClockInfo | None = None  # None: no GPU timestamps
@@ -108,8 +122,13 @@ class PathRecord:
     def spans(self) -> SpanTable:
         return step_spans(self.columns, self.copy_track)
 
-    def timing(self) -> PathTiming:
-        """What the derivation reads of this path."""
+    @property
+    def gpu_timed(self) -> bool:
+        """Whether the step table holds the GPU's timestamps (not with --no-timestamps)."""
+        return any(c in self.columns for c in schema.GPU_POINTS)
+
+    def timing(self, gpu_timed: bool = True) -> PathTiming:
+        """What the derivation reads of this path; `gpu_timed` false on a run without the GPU's timing."""
         c = self.columns
         facts = None
         if "generated" in c:
@@ -120,11 +139,14 @@ class PathRecord:
                     ("prefill_tokens", "prefill_tokens"),
                     ("model_ns", "model_ns"),
                     ("graph_rows", "graph_rows"),
+                    ("emitted", "emitted"),
                 )
                 if col in c
             }
             facts = StepFacts.of(c["step"], c["generated"], **extra)
-        return PathTiming(self.spans(), self.complete, facts)
+        steps = [t["steps"] for t in self.tokens.values() if _token_steps(t.get("steps"))]
+        requests = RequestFacts.of(steps) if steps else None
+        return PathTiming(self.spans(), self.complete, facts, requests, gpu_timed)
 
     def to_dict(self) -> dict[str, Any]:
         times = [v[v >= 0] for c, v in self.columns.items() if c in schema.TIME_COLUMNS]
@@ -215,7 +237,7 @@ class RunResult:
 
     def view(self, window: Window | None) -> Derived:
         """Every number shown of this run, over `window` (None: every step it measured)."""
-        return derive({name: p.timing() for name, p in self.paths.items()}, window)
+        return derive({name: p.timing(self.on_gpu and p.gpu_timed) for name, p in self.paths.items()}, window)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -7,6 +7,7 @@ marked incomplete. It records; `RunResult.view(window)` derives.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -21,7 +22,7 @@ from fdoverlap_cli.engine.graphs import GRAPH_MODES
 from fdoverlap_cli.engine.model import model_config
 from fdoverlap_cli.engine.replay import Engine, PathRun
 from fdoverlap_cli.engine.runner import RunnerOptions
-from fdoverlap_cli.engine.token_check import check_against_trace, compare_streams
+from fdoverlap_cli.engine.token_check import check_against_trace, compare_streams, token_steps
 from fdoverlap_cli.errors import InputError, OptionError
 from fdoverlap_cli.measure import clock
 from fdoverlap_cli.measure.derive import Window
@@ -153,6 +154,11 @@ class ReplaySession:
             result.identity = compare_streams(self.trace, a, b, ("sync", "overlap"))
         return result
 
+    @functools.cached_property
+    def produced(self) -> dict[str, list[int]]:
+        """Per request: the steps of its first and last token and the tokens between (TPOT per request)."""
+        return {rid: [s[0], s[-1], len(s)] for rid, s in token_steps(self.trace).items() if s}
+
     def _record(self, run: PathRun) -> PathRecord:
         columns = dict(run.host)
         alignment = None
@@ -172,7 +178,10 @@ class ReplaySession:
                 anomaly_count=r.anomaly_count,
                 output_check=check_against_trace(self.trace, r.tokens, r.markers),
             )
-            tokens = {rid: {"count": len(t), "sha256": digest(t)} for rid, t in r.tokens.items()}
+            steps = self.produced
+            tokens = {
+                rid: {"count": len(t), "sha256": digest(t), "steps": steps.get(rid)} for rid, t in r.tokens.items()
+            }
         return PathRecord(
             name=run.path,
             complete=run.complete,

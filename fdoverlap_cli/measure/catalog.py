@@ -3,7 +3,8 @@
 Every renderer reads its rows from here: the run and nsys tables, the JSON summaries (the keys),
 the figures' labels, and the definition table of docs/architecture.md (`markdown()`; a test keeps
 the two equal). A new metric is a field of `PathMetrics` (or of what `source` names) plus one
-entry below; the renderers that show its `where` pick it up.
+entry below; the renderers that show its `where` pick it up. The exposed-time rows come from
+`schema.EXPOSED`: a new host stage gets its row there, not here.
 
 `key` is a dotted path into the JSON of its source: `bubble_ns.mean` is the `mean` of the
 `bubble_ns` summary of `PathMetrics.to_dict()`.
@@ -15,7 +16,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from fdoverlap_cli.measure.schema import EXPOSED, OTHER
+
 RUN, NSYS, FIGURE = "run", "nsys", "figure"  # where a metric shows: a replay's table, an nsys analysis', a figure
+STEP_TIME_SERIES = "per_step.step_time_ns"  # the series the wall time, tokens/s and the speedup are made of
 
 
 @dataclass(frozen=True)
@@ -28,7 +32,14 @@ class Metric:
     definition: str  # one line: what it is, in the notation of docs/architecture.md
     source: str = "path"  # path: PathMetrics; comparison: Comparison; nsys: the nsys path (its GPU work)
     where: tuple[str, ...] = (RUN, NSYS)
-    gpu: bool = False  # needs the GPU's timing (a GPU run's timestamps, or nsys)
+    gpu: bool = False  # needs the GPU's timing (a GPU run's timestamps, or nsys): not measurable on the CPU
+    # The per-step series the comparison pairs to tell a change from noise (measure/noise.py): `per_step.<column>`
+    # (a PerStep column; `per_step.stage_ns.save` one of its dicts'); None for an exact count.
+    series: str | None = None
+    # (a boolean key of the same source, the cell shown instead of the value where it is true, the note that
+    # says why): a value that is what it is by construction, said so instead of a bare number.
+    by_construction: tuple[str, str, str] | None = None
+    shown_when_zero: bool = True  # False: a table leaves the row out where every path has 0 (or none)
 
     @property
     def per_step(self) -> bool:
@@ -50,6 +61,8 @@ def _m(key: str, label: str, unit: str, definition: str, **kw: Any) -> Metric:
 
 
 _STAGES = ("insert", "preprocess", "postprocess", "save")
+_STEPS = STEP_TIME_SERIES
+_EXPOSED_RULE = "each instant goes to the innermost host span covering it, waits split out"
 
 PATH_METRICS = (
     _m(
@@ -59,17 +72,52 @@ PATH_METRICS = (
         "the steps every number of the path covers (the window, the steps both paths ran)",
     ),
     _m("batch_tokens", "batch tokens", "num", "Σ_k rows of step k's packed batch", where=(RUN,)),
-    _m("tokens", "output tokens", "num", "Σ_k tokens step k emitted", where=(RUN,)),
-    _m("wall_ns", "wall time", "ms", "T: the first span's start to the last span's end over the measured steps"),
-    _m("tokens_per_s", "output tokens/s", "num", "output tokens / T", where=(RUN,)),
-    _m("step_time_ns.mean", "step time (mean)", "us", "mean_k start(I_{k+1}) − start(I_k): the loop's period"),
-    _m("tpot_ns.mean", "TPOT (mean)", "us", "mean_k end(S_{k+1}) − end(S_k): between outputs reaching the reader"),
+    _m(
+        "tokens",
+        "output tokens",
+        "num",
+        "Σ_k tokens step k's message carried: what was emitted (a preemption marker sent in a token's place is none)",
+        where=(RUN,),
+    ),
+    _m(
+        "wall_ns",
+        "wall time",
+        "ms",
+        "T: the first span's start to the last span's end over the measured steps",
+        series=_STEPS,
+    ),
+    _m("tokens_per_s", "output tokens/s", "num", "output tokens / T", where=(RUN,), series=_STEPS),
+    _m(
+        "step_time_ns.mean",
+        "step time (mean)",
+        "us",
+        "mean_k start(I_{k+1}) − start(I_k): the loop's period",
+        series=_STEPS,
+    ),
+    _m(
+        "itl_ns.mean",
+        "ITL per step (mean)",
+        "us",
+        "mean_k end(S_{k+1}) − end(S_k): the inter-token latency, between consecutive steps' outputs reaching "
+        "the reader",
+        series="per_step.itl_ns",
+    ),
+    _m(
+        "tpot_ns.mean",
+        "TPOT per request (mean)",
+        "us",
+        "mean over requests of (t_last − t_first) / (n − 1), t the end of the save of the step that produced "
+        "the token (serving benchmarks' TPOT); the requests whose tokens all lie in the measured steps",
+        where=(RUN,),
+        series="per_step.itl_ns",  # made of the per-step latencies: their pairing decides (a request is no unit)
+    ),
     _m(
         "harness_ns_per_decode_step",
         "host harness / decode step",
         "us",
         "mean over decode-only steps of B_k minus the host's model launches: what the replay itself costs",
         where=(RUN,),
+        series="per_step.harness_ns",
     ),
     _m(
         "graph_steps",
@@ -92,29 +140,126 @@ PATH_METRICS = (
             "us",
             f"mean host time of one {stage} stage",
             where=(RUN,),
+            series=f"per_step.stage_ns.{stage}",
         )
         for stage in _STAGES
     ),
-    _m("hidden", "hidden (copy ∪ save)", "pct", "Σ_k |(D_k ∪ S_k) ∩ C_{k+1}| / Σ_k |D_k ∪ S_k|", gpu=True),
-    _m("hidden_per_step.p50", "hidden p50 / step", "pct", "median over steps of |H_k ∩ C_{k+1}| / |H_k|", gpu=True),
-    _m("hidden_per_step.p10", "hidden p10 / step", "pct", "10th percentile of the same", gpu=True),
-    _m("hidden_per_step.min", "hidden min / step", "pct", "the least-hidden step's fraction", gpu=True),
     _m(
-        "hidden_work",
-        "hidden host work (waits out of S_k)",
+        "hidden_copies",
+        "hidden: copies D_k",
         "pct",
-        "the hidden fraction with the host's waits taken out of S_k: H'_k = D_k ∪ (S_k ∖ W)",
+        "Σ_k |D_k ∩ C_{k+1}| / Σ_k |D_k|: 0 by construction when the copies run on the compute stream, before C_{k+1}",
         gpu=True,
+        series="per_step.hidden_copies",
+        by_construction=(
+            "copies_on_compute_stream",
+            "0 by construction",
+            "the DtoH copies run on the compute stream, after postprocess(k) and before C_{k+1} (FastDeploy's "
+            "choice), so none can overlap it; --copy-stream separate puts them on a stream of their own",
+        ),
     ),
-    _m("bubble_ns.mean", "bubble (mean)", "us", "mean_k GPU idle between step k's device work and C_{k+1}", gpu=True),
-    _m("gpu_busy", "GPU busy", "pct", "|∪_k (C_k ∪ D_k)| / (last GPU end − first GPU start)", gpu=True),
-    _m("compute_mean_ns", "compute |C_k| (mean)", "us", "mean_k |C_k|: step k's forward and postprocess", gpu=True),
+    _m(
+        "hidden_save_work",
+        "hidden: save's work S'_k",
+        "pct",
+        "Σ_k |S'_k ∩ C_{k+1}| / Σ_k |S'_k|, S'_k = S_k ∖ W: the save without its waits",
+        gpu=True,
+        series="per_step.hidden_save_work",
+    ),
+    _m(
+        "hidden",
+        "hidden: copy ∪ save",
+        "pct",
+        "Σ_k |(D_k ∪ S_k) ∩ C_{k+1}| / Σ_k |D_k ∪ S_k|: the copies and the whole save, waits included",
+        gpu=True,
+        series="per_step.hidden",
+    ),
+    _m(
+        "save_wait_share",
+        "waiting share of S_k",
+        "pct",
+        "Σ_k |S_k ∩ W| / Σ_k |S_k|: the part of the save that waits for the GPU (its event, back-pressure)",
+        gpu=True,
+        series="per_step.save_wait_share",
+    ),
+    _m(
+        "hidden_per_step.p50",
+        "hidden p50 / step",
+        "pct",
+        "median over steps of |H_k ∩ C_{k+1}| / |H_k|, H_k = D_k ∪ S_k",
+        gpu=True,
+        series="per_step.hidden",
+    ),
+    _m(
+        "hidden_per_step.p10",
+        "hidden p10 / step",
+        "pct",
+        "10th percentile of the same",
+        gpu=True,
+        series="per_step.hidden",
+    ),
+    _m(
+        "hidden_per_step.min",
+        "hidden min / step",
+        "pct",
+        "the least-hidden step's fraction",
+        gpu=True,
+        series="per_step.hidden",
+    ),
+    _m(
+        "bubble_ns.mean",
+        "bubble (mean)",
+        "us",
+        "mean_k GPU idle between step k's device work and C_{k+1}",
+        gpu=True,
+        series="per_step.bubble_ns",
+    ),
+    *(
+        _m(
+            f"exposed.{category}.mean_ns",
+            f"exposed: {label} / step",
+            "us",
+            "mean_k of the part of bubble_k the host spent in "
+            + (label if category != OTHER else "no stage: between stages or outside the iteration")
+            + f" ({_EXPOSED_RULE})",
+            gpu=True,
+            series=f"per_step.exposed_ns.{category}",
+            shown_when_zero=False,
+        )
+        for category, label in EXPOSED
+    ),
+    _m(
+        "exposed_share",
+        "exposed host time / wall",
+        "pct",
+        "Σ_k bubble_k / T: the GPU idle between steps, which the exposed categories split and sum to",
+        gpu=True,
+        series="per_step.bubble_ns",
+    ),
+    _m(
+        "gpu_busy",
+        "GPU busy (stage-bounded)",
+        "pct",
+        "|∪_k (C_k ∪ D_k)| / (last GPU end − first GPU start), C_k a stage's interval: first to last kernel, or the "
+        "GPU timestamps at its boundaries (gaps inside a stage count as busy)",
+        gpu=True,
+        series="per_step.bubble_ns",
+    ),
+    _m(
+        "compute_mean_ns",
+        "compute |C_k| (mean)",
+        "us",
+        "mean_k |C_k|: step k's forward and postprocess",
+        gpu=True,
+        series="per_step.compute_ns",
+    ),
     _m(
         "limit_ns",
         "limit Σ max(G, B)",
         "ms",
         "Σ_k max(G_k, B_k), G_k = |C_k ∪ D_k|, B_k the host's busy time",
         gpu=True,
+        series="per_step.limit_ns",
     ),
     _m(
         "per_step.hidden",
@@ -132,21 +277,30 @@ PATH_METRICS = (
         where=(FIGURE,),
         gpu=True,
     ),
+    _m(
+        "per_step.exposed_ns",
+        "exposed host time",
+        "us",
+        f"per step k: bubble_k split by what the host was doing ({_EXPOSED_RULE}); the bars sum to the bubble",
+        where=(FIGURE,),
+        gpu=True,
+    ),
 )
 COMPARISON_METRICS = (
-    _m("speedup", "speedup", "num", "T_sync / T_overlap over the same steps", source="comparison"),
+    _m("speedup", "speedup", "num", "T_sync / T_overlap over the same steps", source="comparison", gpu=True),
     _m(
         "overlap_efficiency",
         "overlap efficiency",
         "pct",
         "(T_sync − T_overlap) / (T_sync − T_limit), T_limit the overlap path's limit",
         source="comparison",
+        gpu=True,
     ),
 )
 NSYS_METRICS = (
     _m(
         "kernel_busy",
-        "GPU busy, kernels only",
+        "GPU busy (kernels only)",
         "pct",
         "|∪ C_k's kernels| / the GPU window: busy without the gaps between a stage's kernels",
         source="nsys",
@@ -190,6 +344,11 @@ def path_metric(key: str) -> Metric:
 def rows(where: str, *, on_gpu: bool = True, sources: tuple[str, ...] = ("path", "nsys")) -> tuple[Metric, ...]:
     """The per-path rows of the table `where` (RUN or NSYS), in the catalog's order; GPU rows only `on_gpu`."""
     return tuple(m for m in METRICS if m.source in sources and where in m.where and (on_gpu or not m.gpu))
+
+
+def not_measurable(where: str) -> tuple[Metric, ...]:
+    """The rows of `where`, and the comparison's numbers, that only the GPU's timing gives."""
+    return tuple(m for m in METRICS if m.gpu and (where in m.where or m.source == "comparison"))
 
 
 def markdown() -> str:

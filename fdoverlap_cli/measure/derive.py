@@ -24,7 +24,8 @@ import numpy as np
 
 from fdoverlap_cli.errors import InputError
 from fdoverlap_cli.measure import catalog
-from fdoverlap_cli.measure.metrics import PathMetrics, StepFacts, path_metrics
+from fdoverlap_cli.measure.metrics import PathMetrics, RequestFacts, StepFacts, path_metrics
+from fdoverlap_cli.measure.noise import paired
 from fdoverlap_cli.measure.records import Kind, SpanTable
 
 Window = tuple[int, int]
@@ -37,21 +38,27 @@ class PathTiming:
     spans: SpanTable
     complete: bool = True
     facts: StepFacts | None = None  # None where only the spans are known (an nsys export)
+    requests: RequestFacts | None = None  # the steps of each request's tokens (None: an nsys export)
+    gpu_timed: bool = True  # False on the CPU: its copies and waits are synchronous, the GPU-only numbers None
 
 
 @dataclass(frozen=True)
 class Change:
-    """One number on both paths; delta = overlap - sync (None where either is missing)."""
+    """One number on both paths; delta = overlap - sync (None where either is missing).
+
+    within_noise: whether the paired per-step difference behind it is noise (measure/noise.py); None for
+    an exact count, or where nothing was measured."""
 
     sync: float | None
     overlap: float | None
+    within_noise: bool | None = None
 
     @property
     def delta(self) -> float | None:
         return None if self.sync is None or self.overlap is None else self.overlap - self.sync
 
-    def to_dict(self) -> dict[str, float | None]:
-        return {"sync": self.sync, "overlap": self.overlap, "delta": self.delta}
+    def to_dict(self) -> dict[str, float | bool | None]:
+        return {"sync": self.sync, "overlap": self.overlap, "delta": self.delta, "within_noise": self.within_noise}
 
 
 @dataclass(frozen=True)
@@ -60,14 +67,18 @@ class Comparison:
 
     speedup: float | None  # T_sync / T_overlap
     overlap_efficiency: float | None  # (T_sync - T_overlap) / (T_sync - T_limit)
-    limit_ns: int  # T_limit of the overlap path
+    limit_ns: int | None  # T_limit of the overlap path
     changes: dict[str, Change]  # catalog key -> both values
+    measurable: bool = True  # both paths timed the GPU (else speedup, efficiency and limit are None)
+    speedup_within_noise: bool | None = None  # the step times' paired difference is noise
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "speedup": self.speedup,
             "overlap_efficiency": self.overlap_efficiency,
             "limit_ns": self.limit_ns,
+            "measurable": self.measurable,
+            "speedup_within_noise": self.speedup_within_noise,
             "changes": {k: c.to_dict() for k, c in self.changes.items()},
         }
 
@@ -82,7 +93,9 @@ def compare(sync: PathMetrics, overlap: PathMetrics) -> Comparison:
     overlap efficiency = (T_sync - T_overlap) / (T_sync - T_limit): the share of the gain a perfect
     overlap could make that the overlap path makes. T_limit is the overlap path's own: its G_k and B_k
     are measured under the conditions the overlap runs in (its contention, its copies), so it is the
-    floor that path can reach. None when T_sync <= T_limit (nothing to gain).
+    floor that path can reach. None when T_sync <= T_limit (nothing to gain). Without the GPU's timing
+    (the CPU) none of the three means anything: None, and `measurable` false. Each change says whether it
+    is noise by the rule of measure/noise.py, on the per-step series its catalog entry names.
     """
     if (sync.first_step, sync.last_step) != (overlap.first_step, overlap.last_step):
         raise InputError(
@@ -92,13 +105,22 @@ def compare(sync: PathMetrics, overlap: PathMetrics) -> Comparison:
         )
     t_sync, t_overlap, t_limit = sync.wall_ns, overlap.wall_ns, overlap.limit_ns
     s, o = sync.to_dict(), overlap.to_dict()
+    measurable = sync.measurable and overlap.measurable
+    changes = {}
+    for m in catalog.PATH_METRICS:
+        if not m.per_step:
+            a, b = _number(m.value(s)), _number(m.value(o))
+            noise = paired(sync, overlap, m.series) if m.series and a is not None and b is not None else None
+            changes[m.key] = Change(a, b, noise)
     return Comparison(
-        speedup=t_sync / t_overlap if t_overlap else None,
-        overlap_efficiency=(t_sync - t_overlap) / (t_sync - t_limit) if t_sync > t_limit else None,
-        limit_ns=t_limit,
-        changes={
-            m.key: Change(_number(m.value(s)), _number(m.value(o))) for m in catalog.PATH_METRICS if not m.per_step
-        },
+        speedup=t_sync / t_overlap if t_overlap and measurable else None,
+        overlap_efficiency=(t_sync - t_overlap) / (t_sync - t_limit)
+        if measurable and t_limit is not None and t_sync > t_limit
+        else None,
+        limit_ns=t_limit if measurable else None,
+        changes=changes,
+        measurable=measurable,
+        speedup_within_noise=paired(sync, overlap, catalog.STEP_TIME_SERIES) if measurable else None,
     )
 
 
@@ -123,7 +145,7 @@ class Derived:
 
 
 def _without_per_step(m: PathMetrics) -> dict[str, Any]:
-    return {k: v for k, v in m.to_dict().items() if k != "per_step"}
+    return {k: v for k, v in m.to_dict().items() if k not in ("per_step", "per_request")}
 
 
 def _ran(timing: PathTiming) -> np.ndarray:
@@ -155,13 +177,17 @@ def derive(paths: Mapping[str, PathTiming], window: Window | None = None) -> Der
             for name, t in paths.items()
             if not t.complete
         )
-        return Derived(window, None, {name: PathMetrics() for name in paths}, notes=notes)
+        empty = {name: PathMetrics(measurable=t.gpu_timed) for name, t in paths.items()}
+        return Derived(window, None, empty, notes=notes)
     steps = (max(r[0] for r in measured), min(r[1] for r in measured))
     notes = _notes(paths, own, steps)
     if steps[0] > steps[1]:
         raise InputError("step window", f"the paths ran no step in common ({_ranges(own)})")
     metrics = {
-        name: path_metrics(t.spans, t.facts, window=steps) if own[name] else PathMetrics() for name, t in paths.items()
+        name: path_metrics(t.spans, t.facts, window=steps, requests=t.requests, gpu_timed=t.gpu_timed)
+        if own[name]
+        else PathMetrics(measurable=t.gpu_timed)
+        for name, t in paths.items()
     }
     comparison = None
     if {"sync", "overlap"} <= paths.keys() and own["sync"] and own["overlap"]:
