@@ -3,7 +3,8 @@
 `cross_check(analysis, run)` first makes sure the run.json is the run the export profiled (the same
 trace, the same steps on every path, a GPU run on the GPU the export names) and refuses any other
 with one line; then derives the run over the analysis' window with `measure.derive`, the function
-that derived the export's paths, and compares each AGREEMENT quantity.
+that derived the export's paths, and compares each AGREEMENT quantity and each category of the
+exposed host time (both sources split the bubble by the same rule, measure/exposure.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from fdoverlap_cli.errors import InputError
 from fdoverlap_cli.measure import catalog
 from fdoverlap_cli.measure.derive import derive
 from fdoverlap_cli.measure.records import Kind
-from fdoverlap_cli.measure.schema import trace_payload
+from fdoverlap_cli.measure.schema import EXPOSED, trace_payload
 from fdoverlap_cli.nsys.analysis import NsysAnalysis
 from fdoverlap_cli.results import RunResult
 
@@ -28,6 +29,8 @@ AGREEMENT = (
     ("bubble_ns.mean", "relative", None),  # shown, no target
     ("gpu_busy", "points", None),
 )
+# Each category of the exposed host time (mean per step) where either side has some: within 10% or 20 µs.
+EXPOSED_TARGET, EXPOSED_FLOOR_NS = 0.10, 20_000
 
 
 @dataclass(frozen=True)
@@ -38,14 +41,17 @@ class Agreement:
     quantity: str  # a catalog key
     tool: float | None
     nsys: float | None
-    difference: float | None  # nsys - tool, in points (fractions) or relative to the tool's value
-    measure: str  # "points" or "relative"
-    target: float | None
+    difference: float | None  # nsys - tool: in points (fractions), relative to the tool's value, or in ns (time)
+    measure: str  # "points", "relative" or "time"
+    target: float | None  # points, or relative (also for "time")
+    floor_ns: float | None = None  # "time": agrees within the target or within this many ns
 
     @property
     def agrees(self) -> bool | None:
         if self.target is None or self.difference is None:
             return None
+        if self.measure == "time":
+            return abs(self.difference) <= max(self.target * abs(self.tool or 0), self.floor_ns or 0)
         return abs(self.difference) <= self.target
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,4 +116,9 @@ def cross_check(analysis: NsysAnalysis, run: RunResult, where: str) -> CrossChec
             else:
                 diff = (b - a) / a if a else None
             rows.append(Agreement(name, key, a, b, diff, measure, target))
+        for category, _ in EXPOSED:
+            m = catalog.path_metric(f"exposed.{category}.mean_ns")
+            a, b = m.value(ours), m.value(theirs)
+            if a is not None and b is not None and (a or b):
+                rows.append(Agreement(name, m.key, a, b, b - a, "time", EXPOSED_TARGET, EXPOSED_FLOOR_NS))
     return CrossCheck(where, rows)

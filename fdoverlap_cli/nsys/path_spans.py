@@ -16,7 +16,7 @@ import numpy as np
 from fdoverlap_cli.measure.records import KIND_CODE, Kind, SpanTable, Track
 from fdoverlap_cli.nsys import export as nsys
 
-COMPUTE, COPY, WAIT, ITERATION = (KIND_CODE[k] for k in (Kind.COMPUTE, Kind.COPY, Kind.WAIT, Kind.ITERATION))
+COMPUTE, COPY, ITERATION = (KIND_CODE[k] for k in (Kind.COMPUTE, Kind.COPY, Kind.ITERATION))
 
 
 @dataclass
@@ -69,6 +69,7 @@ class PathBuilder:
     name: str
     columns: SpanColumns = field(default_factory=SpanColumns)
     growing: dict[tuple[int, int, int, str], list[int]] = field(default_factory=dict)  # (kind, step, track, stage)
+    opened: set[tuple[int, str]] = field(default_factory=set)  # (step, stage) whose C_k interval has begun
     kernel_busy_ns: int = 0  # |union of the C_k kernels themselves|, summed as they arrive
     _busy: list[int] | None = None  # the union's interval still growing
     newest_step: int = -(2**62)
@@ -83,14 +84,26 @@ class PathBuilder:
 
     def gpu(self, kind: int, step: int, start: int, end: int, track: int, stage: str) -> None:
         """Extend the (kind, step, track, stage) interval to cover a GPU record: first start to last end."""
+        self._extend(kind, step, start, end, track, stage)
+        if kind == COMPUTE:
+            self.opened.add((step, stage))
+            self._add_busy(start, end)
+
+    def open_stage(self, step: int, start: int, end: int, track: int, stage: str) -> None:
+        """A timing kernel launched in a compute stage before any of its kernels: the engine's stage-start
+        timestamp, where the tool's own timing starts C_k. It opens the stage's interval (and is no kernel of
+        C_k: not in the kernels-only busy time)."""
+        if (step, stage) not in self.opened:
+            self.opened.add((step, stage))
+            self._extend(COMPUTE, step, start, end, track, stage)
+
+    def _extend(self, kind: int, step: int, start: int, end: int, track: int, stage: str) -> None:
         key = (kind, step, track, stage)
         current = self.growing.get(key)
         if current is not None:
             current[0], current[1] = min(current[0], start), max(current[1], end)
         else:
             self.growing[key] = [start, end]
-        if kind == COMPUTE:
-            self._add_busy(start, end)
         if step > self.newest_step:
             self.newest_step = step
             self._settle(older_than=step - 1)
@@ -109,6 +122,7 @@ class PathBuilder:
         for key in [key for key in self.growing if key[1] < older_than]:
             s, e = self.growing.pop(key)
             self.columns.add(key[0], key[1], s, e, key[2])  # key: (kind, step, track, stage)
+        self.opened = {key for key in self.opened if key[0] >= older_than}
 
     def begin_iteration(self, step: int, start: int, end: int, track: int) -> None:
         self.end_iteration()

@@ -14,14 +14,20 @@ definitions, the same as the engine's own timing (schema.STEP_SPANS):
              that launches slower than the GPU runs) only nsys sees: `kernel_busy_ns` sums the
              union of the kernels themselves. The kernels of schema.TIMING_KERNELS are the
              engine's own instrumentation (record_timestamp, clock_samples): counted apart, never
-             in C_k.
+             a kernel of C_k; but a timing kernel launched in a compute stage before any of the
+             stage's kernels is the engine's stage-start timestamp, where its own timing starts
+             C_k, and it opens the stage's interval here too (so the bubble before C_{k+1} ends at
+             the same point in both sources; the first op's launch after it shows in kernels-only
+             busy).
   D_k        device-to-host copies launched inside postprocess(k), first start to last end: Kind.COPY.
   S_k        the save_model_output range with payload k: Kind.SAVE.
   iteration  the `step` range with payload k, when the step ran (it holds a preprocess range): Kind.ITERATION.
   waits      API calls that block the host: the synchronize calls, synchronous copies, and any
              device-to-host copy into pageable memory (CUDA completes those before returning, so the
-             token-count read-back in preprocess is a wait, not D_k): Kind.WAIT, with the step of the
-             enclosing iteration. cudaStreamWaitEvent makes the GPU wait, not the host: not a wait.
+             token-count read-back in preprocess is a wait, not D_k), with the step of the enclosing
+             iteration; their kind by the innermost stage range (schema.STAGE_WAITS: Kind.READBACK in
+             preprocess, Kind.EVENT_WAIT in save, Kind.WAIT elsewhere). cudaStreamWaitEvent makes
+             the GPU wait, not the host: not a wait.
   insert, preprocess, postprocess  their ranges: Kind.INSERT, PREPROCESS, POSTPROCESS. GPU work
              launched inside insert_tasks is insert work (counted, in no C_k).
 
@@ -44,11 +50,16 @@ from fdoverlap_cli.measure.schema import (
     POSTPROCESS,
     PREPROCESS,
     STAGE_KINDS,
+    STAGE_WAITS,
     STEP,
 )
 from fdoverlap_cli.nsys import export as nsys
 from fdoverlap_cli.nsys.calls import is_host_wait_call, is_timing_kernel
-from fdoverlap_cli.nsys.path_spans import COMPUTE, COPY, WAIT, GpuWork, PathBuilder, Tracks
+from fdoverlap_cli.nsys.path_spans import COMPUTE, COPY, GpuWork, PathBuilder, Tracks
+
+# The kind code of a host-blocking call inside each stage range (a Kind.WAIT elsewhere).
+_WAIT = KIND_CODE[Kind.WAIT]
+_STAGE_WAITS = {stage: KIND_CODE[kind] for stage, kind in STAGE_WAITS.items()}
 
 
 @dataclass
@@ -208,13 +219,16 @@ class StepAttributor:
         )
         if blocking and step is not None and self._last_wait != (c.tid, c.start, c.end):
             self._last_wait = (c.tid, c.start, c.end)
-            path.columns.add(WAIT, step, c.start, c.end, self.tracks("thread", c.tid))
+            kind = _STAGE_WAITS.get(ctx.stage, _WAIT)
+            path.columns.add(kind, step, c.start, c.end, self.tracks("thread", c.tid))
             path.count("waits", c.start, c.end)
         if c.gpu is None:
             return
         s, e, stage, k = c.gpu_start, c.gpu_end, ctx.stage, ctx.stage_step
         if c.gpu == nsys.KERNEL and c.kernel_name_id in self.instrumentation_ids:
             path.count("instrumentation", s, e)
+            if stage in COMPUTE_STAGES and k is not None:
+                path.open_stage(k, s, e, self.tracks("stream", c.stream), stage)
         elif stage == INSERT_TASKS:
             path.count("insert", s, e)
         elif c.gpu == nsys.KERNEL and stage in COMPUTE_STAGES and k is not None:
