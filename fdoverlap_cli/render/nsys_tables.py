@@ -8,7 +8,7 @@ from rich.table import Table
 from fdoverlap_cli.measure import catalog
 from fdoverlap_cli.nsys.analysis import NsysAnalysis, NsysPath
 from fdoverlap_cli.nsys.crosscheck import Agreement, CrossCheck
-from fdoverlap_cli.render.cells import change, comparison_line, steps_line, value
+from fdoverlap_cli.render.cells import comparison_line, metric_rows, row_unit, steps_line, value
 
 TOP_RANGES = 20
 
@@ -29,8 +29,9 @@ def _ranges(a: NsysAnalysis, console: Console) -> None:
     for column in ("count", "total", "mean"):
         table.add_column(column, justify="right")
     for r in a.ranges[:TOP_RANGES]:
+        unit = row_unit([r.total_ns])
         table.add_row(
-            r.domain, r.name, value(r.count, "num"), value(r.total_ns, "ms"), value(r.total_ns / r.count, "us")
+            r.domain, r.name, value(r.count, "num"), value(r.total_ns, unit), value(r.total_ns / r.count, unit)
         )
     console.print(table)
     if len(a.ranges) > TOP_RANGES:
@@ -51,7 +52,8 @@ def _gpu(a: NsysAnalysis, console: Console) -> None:
         for column in ("count", "total", "mean"):
             table.add_column(column, justify="right")
         for name, count, total in k.top:
-            table.add_row(name, value(count, "num"), value(total, "ms"), value(total / count, "us"))
+            unit = row_unit([total])
+            table.add_row(name, value(count, "num"), value(total, unit), value(total / count, unit))
         console.print(table)
     by_kind = " · ".join(f"{kind} {n:,}" for kind, n in c.by_kind().items())
     by_dst = " · ".join(f"{dst} {n:,}" for dst, n in c.by_destination().items())
@@ -78,14 +80,13 @@ def _paths(a: NsysAnalysis, console: Console) -> None:
         table.add_column(name, justify="right")
     if both:
         table.add_column("change", justify="right")
-    docs = {name: p.to_dict() for name, p in a.paths.items()}
-    for m in catalog.rows(catalog.NSYS):
-        of = {n: docs[n] if m.source == "nsys" else docs[n]["metrics"] for n in names}
-        cells = [value(m.value(of[n]), m.unit) for n in names]
-        if both:
-            cells.append(change(m.value(of["sync"]), m.value(of["overlap"]), m.unit))
-        table.add_row(m.label, *cells)
+    docs = {name: {"nsys": (d := p.to_dict()), "path": d["metrics"]} for name, p in a.paths.items()}
+    rows, notes = metric_rows(catalog.rows(catalog.NSYS), docs, a.derived.comparison.changes if both else None)
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
+    for note in notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
     if a.derived.comparison:
         console.print(comparison_line(a.derived.comparison))
     for name, p in a.paths.items():
@@ -134,6 +135,9 @@ def _against(against: CrossCheck | None, console: Console) -> None:
         if r.measure == "points":
             diff = "–" if r.difference is None else f"{100 * r.difference:+.2f} pt"
             target = "" if r.target is None else f"±{100 * r.target:.0f} pt"
+        elif r.measure == "time":
+            diff = "–" if r.difference is None else ("+" if r.difference > 0 else "") + value(r.difference, unit)
+            target = f"±{100 * r.target:.0f}% or {value(r.floor_ns, unit)}"
         else:
             diff = "–" if r.difference is None else f"{100 * r.difference:+.1f}%"
             target = "" if r.target is None else f"±{100 * r.target:.0f}%"

@@ -16,8 +16,10 @@ from rich.table import Table
 
 from fdoverlap_cli.measure import catalog
 from fdoverlap_cli.measure.derive import Derived
-from fdoverlap_cli.render.cells import change, comparison_line, steps_line, value
+from fdoverlap_cli.render.cells import comparison_line, metric_rows, not_measurable_line, steps_line, value
 from fdoverlap_cli.results import RunResult
+
+NO_TIMESTAMPS = "not measured: the run has no GPU timestamps (--no-timestamps), so no GPU-only number"
 
 
 @contextlib.contextmanager
@@ -41,8 +43,22 @@ def progress(enabled: bool = True) -> Iterator[Any]:
         yield update
 
 
-def _gpu_timed(result: RunResult) -> bool:
-    return result.on_gpu and any(p.clock for p in result.paths.values())
+HAZARD_NOTES = {
+    # option -> the note a run with it gets: the hazards the tool reproduces on purpose
+    ("snapshot_preempted", False): "--no-snapshot-preempted reproduces a known hazard (fixed in FastDeploy by "
+    "#6259): on the overlap path save(k) reads the preemption flags the inserts of step k+1 already set, so a "
+    "preempted request's last token goes out as its marker and is lost; output tokens count what was emitted",
+}
+
+
+def hazard_notes(result: RunResult) -> list[str]:
+    """One note per option of the run that reproduces a known hazard."""
+    runner = result.options.get("runner") or {}
+    return [note for (option, value), note in HAZARD_NOTES.items() if runner.get(option, not value) == value]
+
+
+def _gpu_timed(view: Derived) -> bool:
+    return any(m.measurable for m in view.paths.values())
 
 
 def print_run(result: RunResult, view: Derived, console: Console | None = None) -> None:
@@ -51,9 +67,10 @@ def print_run(result: RunResult, view: Derived, console: Console | None = None) 
     names = list(result.paths)
     model, env = result.model, result.environment
     console.print(
-        f"[b]{result.trace['file']}[/b]: {result.trace['requests']} requests, {result.trace['steps']} steps · "
-        f"model {model['name']} ({model['num_layers']} layers, {model['dtype']}) · "
-        f"device {env.get('device')}" + (f" ({env['paddle'].get('gpu_name')})" if result.on_gpu else "")
+        f"[b]{result.trace['file']}[/b]: {value(result.trace['requests'], 'num')} requests, "
+        f"{value(result.trace['steps'], 'num')} steps · model {model['name']} ({model['num_layers']} layers, "
+        f"{model['dtype']}) · device {env.get('device')}"
+        + (f" ({env['paddle'].get('gpu_name')})" if result.on_gpu else "")
     )
     graphs = graph_line(result)
     if graphs:
@@ -66,24 +83,28 @@ def print_run(result: RunResult, view: Derived, console: Console | None = None) 
     both = view.comparison is not None
     if both:
         table.add_column("change", justify="right")
-    docs = {name: view.paths[name].to_dict() for name in names}
-    for m in catalog.rows(catalog.RUN, on_gpu=_gpu_timed(result), sources=("path",)):
-        cells = [value(m.value(docs[n]), m.unit, digits=0) for n in names]
-        if both:
-            cells.append(change(m.value(docs["sync"]), m.value(docs["overlap"]), m.unit))
-        table.add_row(m.label, *cells)
+    docs = {name: {"path": view.paths[name].to_dict()} for name in names}
+    rows, notes = metric_rows(
+        catalog.rows(catalog.RUN, on_gpu=_gpu_timed(view), sources=("path",)),
+        docs,
+        view.comparison.changes if view.comparison else None,
+    )
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
-    if view.comparison and _gpu_timed(result):
+    if view.comparison and _gpu_timed(view):
         console.print(comparison_line(view.comparison))
+    elif not _gpu_timed(view):
+        console.print(not_measurable_line(catalog.RUN) if not result.on_gpu else NO_TIMESTAMPS)
     for name, p in result.paths.items():
-        if _gpu_timed(result) and p.clock:
+        if _gpu_timed(view) and p.clock:
             console.print(
                 f"[dim]{name}: GPU clock aligned to the host within ±{value(p.clock.error_ns, 'us')}, "
                 f"drift {value(p.clock.drift_ns, 'us')}[/dim]"
             )
     for line in _check_lines(result):
         console.print(line)
-    for note in (*view.notes, *result.notes):
+    for note in (*notes, *hazard_notes(result), *view.notes, *result.notes):
         console.print(f"[yellow]note:[/yellow] {note}")
 
 
@@ -156,5 +177,5 @@ def summary_dict(result: RunResult, view: Derived) -> dict[str, Any]:
         },
         "identity": result.identity.to_dict() if result.identity else None,
         "comparison": derived["comparison"],
-        "notes": [*derived["notes"], *result.notes],
+        "notes": [*hazard_notes(result), *derived["notes"], *result.notes],
     }

@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from fdoverlap_cli.render.cells import value
 from fdoverlap_cli.trace.summary import Distribution, Peak, TraceSummary
 
 _SPARKS = "▁▂▃▄▅▆▇█"
@@ -23,12 +24,14 @@ def sparkline(values: list[float], top: float) -> str:
 
 
 def _dist(d: Distribution) -> str:
-    return f"{d.min} / {d.mean:.1f} / {d.p50} / {d.p90} / {d.max}"
+    return (
+        f"{value(d.min, 'num')} / {d.mean:,.1f} / {value(d.p50, 'num')} / {value(d.p90, 'num')} / {value(d.max, 'num')}"
+    )
 
 
 def _peak(p: Peak, unit: str) -> str:
-    share = f" ({100 * p.peak / p.limit:.0f}%)" if p.limit else ""
-    return f"{p.peak} of {p.limit} {unit}{share} at step {p.step}"
+    share = f" ({value(p.peak / p.limit, 'pct')})" if p.limit else ""
+    return f"{value(p.peak, 'num')} of {value(p.limit, 'num')} {unit}{share} at step {value(p.step, 'num')}"
 
 
 def render_trace_summary(summary: TraceSummary, *, title: str = "", console: Console | None = None) -> None:
@@ -39,21 +42,23 @@ def render_trace_summary(summary: TraceSummary, *, title: str = "", console: Con
     table = Table(title=escape(title) or None, show_header=False, box=None, pad_edge=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("requests", str(summary.requests))
-    table.add_row("steps", str(summary.steps))
+    table.add_row("requests", value(summary.requests, "num"))
+    table.add_row("steps", value(summary.steps, "num"))
     table.add_row("prompt tokens", f"{_dist(summary.prompt_len)}  [dim](min / mean / p50 / p90 / max)[/dim]")
     table.add_row("output tokens", _dist(summary.output_len))
     prefill_share = 100 * summary.prefill_tokens / total if total else 0.0
     table.add_row(
         "token mix",
-        f"{summary.prefill_tokens} prefill + {summary.decode_tokens} decode  [dim]({prefill_share:.1f}% prefill)[/dim]",
+        f"{value(summary.prefill_tokens, 'num')} prefill + {value(summary.decode_tokens, 'num')} decode  "
+        f"[dim]({prefill_share:.1f}% prefill)[/dim]",
     )
     table.add_row(
         "prefill chunks",
-        f"{summary.chunks} chunks; {summary.chunked_prefills} prefills split in more than one",
+        f"{value(summary.chunks, 'num')} chunks; "
+        f"{value(summary.chunked_prefills, 'num')} prefills split in more than one",
     )
-    table.add_row("preemptions", str(summary.preemptions))
-    table.add_row("batch", f"{_dist(summary.batch)} of {c.max_num_seqs} slots")
+    table.add_row("preemptions", value(summary.preemptions, "num"))
+    table.add_row("batch", f"{_dist(summary.batch)} of {value(c.max_num_seqs, 'num')} slots")
     table.add_row("token budget", _peak(summary.token_budget, "tokens"))
     table.add_row("KV blocks", _peak(summary.kv_blocks, f"blocks of {c.block_size} tokens"))
     if summary.batch_bins:
