@@ -130,7 +130,8 @@ class _Loop:
             self._extend(kind, start, end)
         return end
 
-    def memcpy(self, stream: int, ready: int, duration: int, kind: int, src: int, dst: int, sync: bool = False):
+    def memcpy(self, stream: int, ready: int, duration: int, kind: int, src: int, dst: int, sync: str | None = None):
+        """A copy; `sync` (a wait kind): a synchronous copy, the host waits for it."""
         corr_start = self.host
         start, end = self._on(stream, ready, duration)
         corr = self._call(
@@ -139,7 +140,7 @@ class _Loop:
         if self.w:
             self.w.memcpy(start, end, stream=stream, correlation_id=corr, kind=kind, src=src, dst=dst, nbytes=64)
         if sync:
-            self.spans.append(Span(Kind.WAIT, self.iteration_step, corr_start, self.host, Track.HOST))
+            self.spans.append(Span(sync, self.iteration_step, corr_start, self.host, Track.HOST))
         return start, end
 
     def _extend(self, kind: str, start: int, end: int) -> None:
@@ -172,9 +173,9 @@ class _Loop:
         self.host += self.d["preprocess"][k]
         every = self.costs.readback_every
         if every and k % every == 0:  # the token count read back: a synchronous pageable copy, a wait (not D_k)
-            self.memcpy(COMPUTE_STREAM, self.host + 1_000, 3_000, DTOH, DEVICE, PAGEABLE, sync=True)
-        if self.costs.timestamps:
-            self.kernel(TIMESTAMP_KERNEL, 1_000, kind=None)
+            self.memcpy(COMPUTE_STREAM, self.host + 1_000, 3_000, DTOH, DEVICE, PAGEABLE, sync=Kind.READBACK)
+        if self.costs.timestamps:  # the stage-start timestamp: where the engine's C_k begins (not a kernel of it)
+            self.kernel(TIMESTAMP_KERNEL, 1_000, kind=Kind.COMPUTE)
         n = self.costs.forward_kernels
         for i in range(n):
             self.kernel(f"forward_kernel_{i % 3}", self.d["forward"][k] // n)
@@ -206,7 +207,7 @@ class _Loop:
         until = max(self.copy_end[j], start) + self.costs.sync_ns
         self._call("cudaEventSynchronize_v3020", until)
         if until > start:
-            self.spans.append(Span(Kind.WAIT, self.iteration_step, start, until, Track.HOST))
+            self.spans.append(Span(Kind.EVENT_WAIT, self.iteration_step, start, until, Track.HOST))
         self.host += self.d["save"][j]
         self.host_stage(Kind.SAVE, j, start, schema.SAVE)
 
@@ -312,12 +313,13 @@ def step_table(path_spans: list[Span], save_shift_ns: int = 0) -> dict[str, np.n
         a, b = columns_of[s.kind][n]
         shift = save_shift_ns if s.kind == Kind.SAVE else 0
         cols[a][i], cols[b][i] = s.start_ns + shift, s.end_ns + shift
-    waits = [s for s in path_spans if s.kind == Kind.WAIT]
+    waits = [s for s in path_spans if s.kind in Kind.WAITS]
     cols["step"] = np.array(steps, np.int64)
     cols["tokens"] = np.ones(len(steps), np.int64)
     cols["generated"] = np.ones(len(steps), np.int64)
+    rows = [(s.step, s.start_ns, s.end_ns, schema.WAIT_KINDS.index(s.kind)) for s in waits]
     for j, name in enumerate(schema.WAIT_COLUMNS):
-        cols[name] = np.array([(s.step, s.start_ns, s.end_ns)[j] for s in waits], np.int64)
+        cols[name] = np.array([row[j] for row in rows], np.int64)
     return cols
 
 

@@ -16,6 +16,8 @@ from fdoverlap_cli.engine.replay import Engine
 from fdoverlap_cli.engine.runner import ModelRunner, RunnerOptions
 from fdoverlap_cli.engine.token_check import check_against_trace, compare_streams, token_steps
 from fdoverlap_cli.errors import CheckFailed, FdoError
+from fdoverlap_cli.measure import schema
+from fdoverlap_cli.measure.records import Kind
 from fdoverlap_cli.resources import traces_dir
 from fdoverlap_cli.trace import load_trace
 from tests import engine_traces
@@ -130,6 +132,36 @@ def test_without_the_snapshot_overlap_sends_markers_a_step_early():
     assert _marker_steps(overlap) != expected
     check = check_against_trace(trace, overlap.reader.tokens, overlap.reader.markers)
     assert not check.ok  # the marker overwrote r1's last token before the preemption
+
+
+def test_the_step_table_counts_the_tokens_the_messages_carried():
+    """Without the snapshot a marker goes out in a token's place: `emitted` counts what the reader got."""
+    trace = engine_traces.preemption()
+    overlap = _engine(trace, snapshot_preempted=False).replay("overlap")
+    h = overlap.host
+    assert h["emitted"].sum() == sum(map(len, overlap.reader.tokens.values())) < h["generated"].sum()
+    sync = _engine(trace).replay("sync")
+    assert sync.host["emitted"].sum() == sync.host["generated"].sum() == sum(map(len, sync.reader.tokens.values()))
+
+
+def test_a_hazard_run_says_so_and_counts_what_was_emitted():
+    proc = run_cli(
+        "compare", "--device", "cpu", "--warmup", "1", "--no-snapshot-preempted", str(traces_dir() / "preempt.json"),
+        "--json",
+    )  # fmt: skip
+    assert proc.returncode == 1  # the tokens differ: the hazard, shown on purpose
+    s = json.loads(proc.stdout)
+    assert s["paths"]["overlap"]["metrics"]["tokens"] < s["paths"]["sync"]["metrics"]["tokens"]
+    assert any("reproduces a known hazard" in note for note in s["notes"])
+
+
+def test_each_wait_is_tagged_with_its_kind():
+    run = _engine(engine_traces.preemption(), token_count="sync").replay("sync")
+    kinds = [schema.WAIT_KINDS[c] for c in run.host["wait_kind"].tolist()]
+    steps = len(run.host["step"])
+    assert kinds.count(Kind.EVENT_WAIT) == steps  # every save waits for its event
+    assert kinds.count(Kind.READBACK) == steps  # --token-count sync reads the count back every step
+    assert set(kinds) <= {Kind.EVENT_WAIT, Kind.READBACK, Kind.BACKPRESSURE}
 
 
 # ----------------------------------------------------------------------------- hazard: pinned buffer reuse

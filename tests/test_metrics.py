@@ -6,13 +6,15 @@ import dataclasses
 import json
 import random
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fdoverlap_cli.errors import InputError
 from fdoverlap_cli.measure.derive import compare
-from fdoverlap_cli.measure.metrics import StepFacts, path_metrics
+from fdoverlap_cli.measure.metrics import RequestFacts, StepFacts, path_metrics
+from fdoverlap_cli.measure.quantities import GPU_FIELDS
 from fdoverlap_cli.measure.records import Kind, Span, SpanTable, Track
 from tests.loop_model import StepCosts
 from tests.loop_model import spans as simulate
@@ -76,7 +78,7 @@ def test_fully_hidden_overlap():
     assert m.limit_ns == 100 + 210 + 210
     assert m.wall_ns == 560  # the first iteration's start to the last save's end (after the loop)
     assert m.per_step.step_time_ns.tolist()[:2] == [60.0, 140.0] and m.step_time_ns.mean == 100.0
-    assert m.tpot_ns.mean == 190.0  # save ends 180, 380, 560
+    assert m.itl_ns.mean == 190.0  # save ends 180, 380, 560
     assert m.tokens == 12 and m.tokens_per_s == pytest.approx(12 / 560e-9)
     assert m.host_stages[Kind.SAVE].count == 3 and m.host_stages[Kind.SAVE].total_ns == 80 + 75 + 50
     assert m.host_stages[Kind.WAIT].mean_ns == 7.5
@@ -254,16 +256,54 @@ def _nan(a):
     return a != a
 
 
-def test_hidden_work_leaves_out_the_wait_a_gpu_bound_overlap_cannot_hide():
-    """GPU-bound overlap: save(k) mostly waits for step k's own GPU work; the send and copy are hidden."""
+def test_hidden_in_parts_on_a_gpu_bound_overlap():
+    """GPU-bound overlap: save(k) mostly waits for step k's own GPU work (the whole is barely hidden); its own
+    work is all behind C_{k+1}; copies on the compute stream, by construction, none."""
     spans = simulate("overlap", 40, StepCosts(forward=400_000, save=30_000))
     m = path_metrics(spans)
     assert m.bubble_ns.mean == 0
     assert m.hidden < 0.5  # the contract's H_k counts the wait, which overlaps C_k, not C_{k+1}
-    assert m.hidden_work > 0.8  # the send and the copies are behind C_{k+1}
-    assert m.hidden_work_per_step.count == m.hidden_per_step.count
+    assert m.hidden_save_work == 1.0  # S'_k = S_k ∖ W: the send, behind C_{k+1}
+    assert m.save_wait_share > 0.8  # most of S_k is the event wait
+    assert m.hidden_copies == 0.0 and m.copies_on_compute_stream is True
+    assert (~np.isnan(m.per_step.hidden_save_work)).sum() == m.hidden_per_step.count
 
 
-def test_hidden_work_is_zero_on_a_sync_path():
+def test_copies_on_a_copy_stream_can_be_hidden():
+    m = path_metrics(simulate("overlap", 20, StepCosts(copy_stream=True, postprocess=0)))
+    assert m.copies_on_compute_stream is False and m.hidden_copies is not None
+
+
+def test_nothing_is_hidden_on_a_sync_path():
     m = path_metrics(simulate("sync", 20, StepCosts()))
-    assert m.hidden_work == 0.0
+    assert m.hidden == m.hidden_save_work == m.hidden_copies == 0.0
+
+
+def test_tpot_per_request_on_a_known_run():
+    """Saves end at 180, 380, 560: a request with tokens at steps 0..2 has TPOT (560 - 180) / 2; one of a single
+    token has none; one cut by the window has none over it; ITL per step is the mean save-to-save time."""
+    requests = RequestFacts.of([(0, 2, 3), (1, 2, 2), (2, 2, 1), (0, 1, 2)])
+    m = path_metrics(OVERLAP, requests=requests)
+    assert m.per_request.request.tolist() == [0, 1, 2, 3]
+    assert m.per_request.tpot_ns.tolist()[:2] == [190.0, 180.0] and np.isnan(m.per_request.tpot_ns[2])
+    assert m.per_request.tpot_ns[3] == 200.0
+    assert m.tpot_ns.count == 3 and m.tpot_ns.mean == pytest.approx((190 + 180 + 200) / 3)
+    windowed = path_metrics(OVERLAP, requests=requests, window=(1, 2))
+    assert windowed.per_request.request.tolist() == [1, 2]  # requests 0 and 3 began before the window
+
+
+def test_output_tokens_are_what_the_messages_carried():
+    """A step whose message sent a preemption marker in a token's place emitted one token fewer than it produced."""
+    facts = StepFacts.of([0, 1, 2], [4, 4, 4], emitted=[4, 3, 4])
+    assert path_metrics(OVERLAP, facts).tokens == 11
+    assert path_metrics(OVERLAP, StepFacts.of([0, 1, 2], [4, 4, 4], emitted=[-1, -1, -1])).tokens == 12
+
+
+def test_without_gpu_timing_the_gpu_quantities_are_none_not_zero():
+    m = path_metrics(SYNC, gpu_timed=False)
+    d = json.loads(json.dumps(m.to_dict(), allow_nan=False))
+    assert d["measurable"] is False
+    for key in GPU_FIELDS:
+        assert d[key] is None, key
+    assert all(v is None for v in d["per_step"]["bubble_ns"]) and all(v is None for v in d["per_step"]["hidden"])
+    assert d["wall_ns"] == 400 and d["step_time_ns"]["mean"] == 200.0  # the host's own timing stays

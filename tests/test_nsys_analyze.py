@@ -140,17 +140,19 @@ def test_against_matching_results_agrees(simulated, tmp_path):
     run_json = write_results(expected, tmp_path / "run.json", trace_sha256=TRACE_SHA)
     out = _json(str(folder / "sim.sqlite"), "--against", str(run_json))
     rows = out["against"]["rows"]
-    assert {(r["path"], r["quantity"]) for r in rows} == {
+    assert {(r["path"], r["quantity"]) for r in rows if not r["quantity"].startswith("exposed.")} == {
         (p, q) for p in ("sync", "overlap") for q in ("hidden", "compute_mean_ns", "bubble_ns.mean", "gpu_busy")
     }
+    exposed = [r for r in rows if r["quantity"].startswith("exposed.")]
+    assert {r["quantity"] for r in exposed if r["path"] == "sync"} >= {"exposed.save.mean_ns", "exposed.insert.mean_ns"}
     targeted = [r for r in rows if r["target"] is not None]
-    assert len(targeted) == 4 and all(r["agrees"] for r in targeted)
+    assert len(targeted) == 4 + len(exposed) and all(r["agrees"] for r in targeted)
     hidden = next(r for r in rows if r["path"] == "overlap" and r["quantity"] == "hidden")
     assert hidden["tool"] > 0.1 and abs(hidden["difference"]) <= 0.02
 
     printed = run_cli("analyze", str(folder / "sim.sqlite"), "--against", str(run_json), env={"COLUMNS": "160"})
     assert printed.returncode == 0, printed.stderr
-    assert printed.stdout.count("agrees") == 4 and "differs" not in printed.stdout
+    assert printed.stdout.count("agrees") == 4 + len(exposed) and "differs" not in printed.stdout
 
 
 def test_against_shifted_saves_differs(simulated, tmp_path):
@@ -215,7 +217,7 @@ def test_timeline(simulated, tmp_path):
         out["paths"][p]["work"][w]["count"] for p in ("sync", "overlap") for w in ("compute_kernels", "dtoh_copies")
     )
     assert sum(e["ph"] == "s" for e in events) == sum(e["ph"] == "f" for e in events) == launched
-    assert {e["name"] for e in events if e["ph"] == "X"} >= {"compute", "copy", "save", "iteration", "wait"}
+    assert {e["name"] for e in events if e["ph"] == "X"} >= {"compute", "copy", "save", "iteration", "event_wait"}
 
 
 def test_timeline_of_an_export_without_steps(tmp_path):

@@ -56,6 +56,17 @@ def test_compute_and_hidden_agree(pair):
 def test_the_cross_check_accepts_the_run_and_every_target_holds(pair):
     analysis, run = pair
     check = cross_check(analysis, run, str(RESULTS))
-    targeted = [r for r in check.rows if r.target is not None]
+    targeted = [r for r in check.rows if r.target is not None and not r.quantity.startswith("exposed.")]
     assert len(targeted) == 4
     assert all(r.agrees for r in targeted), [r for r in targeted if not r.agrees]
+
+
+def test_both_sources_split_the_bubble_alike(pair):
+    """Per path the exposed host time sums to the bubble on each side, and each stage agrees within 10% or 20 µs."""
+    analysis, run = pair
+    tool = run.view(None).paths
+    for name, p in analysis.paths.items():
+        for m in (tool[name], p.metrics):
+            assert sum(t.total_ns for t in m.exposed.values()) == m.bubble_total_ns > 0, name
+    rows = [r for r in cross_check(analysis, run, str(RESULTS)).rows if r.quantity.startswith("exposed.")]
+    assert rows and all(r.agrees for r in rows), [r for r in rows if not r.agrees]

@@ -85,6 +85,11 @@ def test_hand_built_overlap_path(tmp_path):
     assert m.hidden == pytest.approx(100 / 110)
     # bubble_0 = start of C_1 (320) - end of C_0 ∪ D_0 (260).
     assert m.bubble_ns.mean == 60
+    # [260, 320), each instant to the innermost host span: iteration 0 to 290, then iteration 1 (other), the
+    # insert [291, 299), iteration 1 again, preprocess(1) from 300 but its read-back [301, 309) split out.
+    exposed = {k: v.total_ns for k, v in m.exposed.items() if v.total_ns}
+    assert exposed == {"other": 30 + 1 + 1, "insert": 8, "preprocess": 1 + 11, "readback": 8}
+    assert sum(exposed.values()) == m.bubble_total_ns
     # GPU busy = |[30, 260) ∪ [320, 660)| / (660 - 30): the insert, read-back and timestamp work is not C_k or D_k.
     assert m.gpu_busy == pytest.approx(570 / 630)
     # B_0 = 300; B_1 = 410 - 8 (read-back) - 10 (event wait); G_0 = 230, G_1 = 340.
@@ -119,7 +124,10 @@ def test_hand_built_spans(tmp_path):
     assert sorted(by_kind[Kind.COPY]) == [(0, 250, 260, gpu), (1, 650, 660, gpu)]
     assert sorted(by_kind[Kind.ITERATION]) == [(0, 0, 300, host), (1, 290, 700, host)]
     assert sorted(by_kind[Kind.SAVE]) == [(0, 400, 500, host), (1, 700, 800, host)]
-    assert sorted(by_kind[Kind.WAIT]) == [(1, 301, 309, host), (1, 400, 410, host), (1, 700, 705, host)]
+    # A wait's kind is its stage's: the read-back in preprocess, the event wait in save.
+    assert sorted(by_kind[Kind.READBACK]) == [(1, 301, 309, host)]
+    assert sorted(by_kind[Kind.EVENT_WAIT]) == [(1, 400, 410, host), (1, 700, 705, host)]
+    assert Kind.WAIT not in by_kind
     assert sorted(by_kind[Kind.INSERT]) == [(1, 291, 299, host)]
     assert sorted(by_kind[Kind.PREPROCESS]) == [(0, 10, 100, host), (1, 300, 400, host)]
     assert sorted(by_kind[Kind.POSTPROCESS]) == [(0, 100, 150, host), (1, 500, 560, host)]
@@ -149,7 +157,30 @@ def test_idle_iteration_and_graph_launch(tmp_path):
     # The stage's C_k spans the gap between kernels; the kernels themselves were busy 35 of those 40 ns.
     assert sorted((s.start_ns, s.end_ns) for s in spans if s.kind == Kind.COMPUTE) == [(20, 60)]
     assert p.kernel_busy_ns == 35
-    assert [(s.step, s.start_ns) for s in spans if s.kind == Kind.WAIT] == [(1, 110)]
+    assert [(s.step, s.start_ns) for s in spans if s.kind == Kind.EVENT_WAIT] == [(1, 110)]
+
+
+def test_the_stage_start_timestamp_opens_c_k(tmp_path):
+    """A timing kernel before a compute stage's first kernel opens C_k, as the engine's own timing does; one after
+    it changes nothing; neither is a kernel of C_k (kernels-only busy, the count)."""
+    w = ExportWriter(tmp_path / "stamp.sqlite")
+    d = w.domain("fdoverlap")
+    w.nvtx_range(0, 1000, "sync", domain=d)
+    w.nvtx_range(0, 300, "step", domain=d, payload=0)
+    w.nvtx_range(0, 200, "preprocess_and_execute_model", domain=d, payload=0)
+    for call, gpu, name in (((5, 10), (12, 14), "RecordTimestampKernel"), ((60, 70), (75, 150), "k")):
+        w.kernel(*gpu, name, stream=STREAM, correlation_id=w.call(*call, LAUNCH))
+    w.kernel(152, 154, "RecordTimestampKernel", stream=STREAM, correlation_id=w.call(150, 151, LAUNCH))
+    w.nvtx_range(200, 250, "postprocess", domain=d, payload=0)
+    w.kernel(210, 240, "k", stream=STREAM, correlation_id=w.call(205, 208, LAUNCH))
+    w.close()
+    with NsysExport.open(tmp_path / "stamp.sqlite") as export:
+        p = attribute(export).paths["sync"]
+    assert sorted((s.start_ns, s.end_ns) for s in p.spans.to_spans() if s.kind == Kind.COMPUTE) == [
+        (12, 150),
+        (210, 240),
+    ]
+    assert p.kernel_busy_ns == 75 + 30 and p.compute_kernels.count == 2 and p.instrumentation.count == 2
 
 
 def test_no_fdoverlap_domain(tmp_path):

@@ -15,6 +15,7 @@ import pytest
 from fdoverlap_cli.errors import InputError
 from fdoverlap_cli.measure import catalog
 from fdoverlap_cli.measure.derive import PathTiming, derive
+from fdoverlap_cli.measure.quantities import GPU_FIELDS
 from fdoverlap_cli.measure.records import SpanTable
 from fdoverlap_cli.results import RunResult
 from tests.conftest import REPO, run_cli
@@ -68,12 +69,15 @@ def test_every_number_of_a_window_covers_its_steps(runs):
         assert (m["first_step"], m["last_step"]) == (10, 20)
         cols = run.paths[name].columns
         inside = (cols["step"] >= 10) & (cols["step"] <= 20)
-        assert m["tokens"] == int(cols["generated"][inside].sum())
+        assert m["tokens"] == int(cols["emitted"][inside].sum()) == int(cols["generated"][inside].sum())
         assert m["batch_tokens"] == int(cols["tokens"][inside].sum())
         assert m["tokens_per_s"] == pytest.approx(m["tokens"] / (m["wall_ns"] * 1e-9))  # the same measured span
     sync, overlap = (s["paths"][p]["metrics"]["wall_ns"] for p in ("sync", "overlap"))
-    assert s["comparison"]["speedup"] == pytest.approx(sync / overlap)
-    assert s["comparison"]["changes"]["wall_ns"] == {"sync": sync, "overlap": overlap, "delta": overlap - sync}
+    change = s["comparison"]["changes"]["wall_ns"]
+    assert (change["sync"], change["overlap"], change["delta"]) == (sync, overlap, overlap - sync)
+    assert isinstance(change["within_noise"], bool)
+    # On the CPU the speedup is not measurable: null, and said so.
+    assert s["comparison"]["speedup"] is None and s["comparison"]["measurable"] is False
 
 
 def test_the_json_keys_are_the_catalogs(runs):
@@ -102,7 +106,7 @@ def test_an_interrupted_path_is_compared_over_the_steps_both_ran(runs, tmp_path)
     for p in ("sync", "overlap"):
         m = s["paths"][p]["metrics"]
         assert (m["first_step"], m["last_step"]) == (0, 60) and m["wall_ns"] > 0
-    assert s["comparison"]["speedup"] > 0
+    assert s["comparison"]["changes"]["wall_ns"]["delta"] is not None
     assert "overlap was interrupted after step 60" in s["notes"]
     assert any("measured over 0–60" in n for n in s["notes"])
     printed = run_cli("report", str(run_json), env={"COLUMNS": "200"}).stdout
@@ -159,15 +163,53 @@ def test_every_catalog_key_names_a_metric():
     doc = path_metrics(spans("overlap", 6)).to_dict()
     for m in catalog.PATH_METRICS:
         value = m.value(doc)
-        assert value is not None or m.key in (
-            "tokens",
-            "tokens_per_s",
-            "batch_tokens",
-            "harness_ns_per_decode_step",
-            "graph_steps",
-            "eager_steps",
-        )
-        if m.per_step:
-            assert isinstance(value, list) and len(value) == 6
+        facts = ("tokens", "tokens_per_s", "batch_tokens", "harness_ns_per_decode_step", "tpot_ns.mean")
+        assert value is not None or m.key in (*facts, "graph_steps", "eager_steps"), m.key
+        if m.per_step:  # a series, or (exposed host time) one series per category
+            series = value.values() if isinstance(value, dict) else [value]
+            assert all(isinstance(v, list) and len(v) == 6 for v in series), m.key
         elif value is not None:
             assert np.isscalar(value), m.key
+
+
+# --------------------------------------------------------------------------- what a CPU run cannot measure
+
+
+def test_a_cpu_run_writes_no_gpu_number_as_measured(runs):
+    run_json, printed = runs["whole"]
+    s = _summary(str(run_json))
+    for p in s["paths"].values():
+        m = p["metrics"]
+        assert m["measurable"] is False
+        for key in GPU_FIELDS:
+            assert m[key] is None, key
+        for metric in catalog.PATH_METRICS:
+            if metric.gpu and not metric.per_step:
+                assert metric.value(m) is None, metric.key
+        assert m["wall_ns"] > 0 and m["step_time_ns"]["mean"] > 0  # the host's own timing stays
+    c = s["comparison"]
+    assert c["measurable"] is False and (c["speedup"], c["overlap_efficiency"], c["limit_ns"]) == (None, None, None)
+    table, _, after = printed.partition("not measurable on the CPU")
+    assert after and all(label not in table for label in ("bubble", "GPU busy", "hidden", "speedup", "exposed"))
+    derived = json.loads(run_json.read_text())["derived"]  # the file's own summary, for its readers
+    assert derived["paths"]["sync"]["bubble_ns"] is None and derived["comparison"]["speedup"] is None
+
+
+def test_tpot_per_request_is_timed_by_the_saves_of_its_first_and_last_token(runs):
+    """TPOT = (t_last - t_first) / (n - 1), t the end of the save of the step that produced the token: recomputed
+    here from the run's step table and the steps the run recorded for each request's tokens."""
+    run_json, _ = runs["whole"]
+    run = RunResult.load(run_json)
+    s = _summary(str(run_json))
+    for name, p in run.paths.items():
+        save_end = dict(zip(p.columns["step"].tolist(), p.columns["save_end"].tolist(), strict=True))
+        tpot = []
+        for t in p.tokens.values():
+            first, last, n = t["steps"]
+            assert n == t["count"]  # every request got the tokens its steps produced
+            if n > 1:
+                tpot.append((save_end[last] - save_end[first]) / (n - 1))
+        m = s["paths"][name]["metrics"]
+        assert m["tpot_ns"]["count"] == len(tpot) > 10
+        assert m["tpot_ns"]["mean"] == pytest.approx(np.mean(tpot))
+        assert m["itl_ns"]["mean"] != pytest.approx(m["tpot_ns"]["mean"])  # two quantities, named apart
