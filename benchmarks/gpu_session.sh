@@ -7,6 +7,9 @@
 #   bash benchmarks/gpu_session.sh pair       the committed fixture pair: a real run.json and the nsys export of
 #                                             the same run, in $OUT/fixture-pair/ (copy both to tests/fixtures/nsys/)
 #   bash benchmarks/gpu_session.sh sanitizer  compute-sanitizer memcheck/racecheck on the op tests and a replay
+#   bash benchmarks/gpu_session.sh exposed    the exposed host time on decode-b64 (8B-class, default and
+#                                             --token-count sync; their figures) and its nsys cross-check
+#                                             on the sync path; prints the acceptance, PASS/FAIL per check
 # On an offline host, first send the paddlepaddle-gpu bundle and `source /tmp/fdo/tools/env.sh`
 # (see the GPU host notes in docs/BENCHMARKS.md). Logs and results go to $OUT (default ./gpu-out).
 set -uo pipefail
@@ -96,6 +99,27 @@ sanitizer() {
     done
 }
 
+exposed() {  # ~4 min on an H200: two comparisons, one profiled replay of the sync path
+    local trace=traces/decode-b64.json
+    for run in default hostsync; do
+        local extra=()
+        [ "$run" = hostsync ] && extra=(--token-count sync)
+        banner "exposed: compare decode-b64 ($run) ${extra[*]}"
+        timeout 300 $FDO compare --sync --overlap $trace --preset 8b --layers "$LAYERS" "${extra[@]}" \
+            -o "$OUT/exposed-$run.json" | tail -50
+        $FDO report "$OUT/exposed-$run.json" --png "$OUT/exposed-$run.png" | tail -1
+        $FDO report "$OUT/exposed-$run.json" --json > "$OUT/exposed-$run.report.json"
+    done
+    banner "exposed: nsys profile of the sync path, against its run.json"
+    timeout 420 $FDO profile -o /tmp/fdoverlap-exposed --json -- \
+        replay $trace --path sync --preset 8b --layers "$LAYERS" -o "$OUT/exposed-nsys-run.json" \
+        > "$OUT/exposed-nsys.analyze.json" 2> "$OUT/exposed-nsys.log"
+    tail -5 "$OUT/exposed-nsys.log"
+    banner "exposed: acceptance"
+    python benchmarks/exposed_check.py --compare default="$OUT/exposed-default.report.json" \
+        --compare hostsync="$OUT/exposed-hostsync.report.json" --analyze "$OUT/exposed-nsys.analyze.json"
+}
+
 for phase in "${@:-check}"; do
     case $phase in
         check) check ;;
@@ -104,6 +128,7 @@ for phase in "${@:-check}"; do
         nsys) nsys_profiles ;;
         pair) pair ;;
         sanitizer) sanitizer ;;
+        exposed) exposed ;;
         *) echo "unknown phase $phase" >&2; exit 2 ;;
     esac
 done 2>&1 | tee -a "$OUT/gpu-session.log"
