@@ -104,7 +104,7 @@ def compare(sync: PathMetrics, overlap: PathMetrics) -> Comparison:
             f"overlap: {overlap.steps} steps {overlap.first_step}..{overlap.last_step})",
         )
     t_sync, t_overlap, t_limit = sync.wall_ns, overlap.wall_ns, overlap.limit_ns
-    s, o = sync.to_dict(), overlap.to_dict()
+    s, o = sync.to_dict(per_step=False), overlap.to_dict(per_step=False)
     measurable = sync.measurable and overlap.measurable
     changes = {}
     for m in catalog.PATH_METRICS:
@@ -138,14 +138,10 @@ class Derived:
         return {
             "window": list(self.window) if self.window else None,
             "steps": list(self.steps) if self.steps else None,
-            "paths": {name: _without_per_step(m) for name, m in self.paths.items()},
+            "paths": {name: m.to_dict(per_step=False) for name, m in self.paths.items()},
             "comparison": self.comparison.to_dict() if self.comparison else None,
             "notes": list(self.notes),
         }
-
-
-def _without_per_step(m: PathMetrics) -> dict[str, Any]:
-    return {k: v for k, v in m.to_dict().items() if k not in ("per_step", "per_request")}
 
 
 def _ran(timing: PathTiming) -> np.ndarray:

@@ -61,7 +61,8 @@ def exposed_by_category(bubbles: np.ndarray, host: SpanTable) -> np.ndarray:
     span, bubble, p_start, p_end = span[keep], bubble[keep], p_start[keep], p_end[keep]
 
     # Elementary segments between every boundary; each inside a bubble goes to its winning piece.
-    points = np.unique(np.concatenate([bs, be, p_start, p_end]))
+    points = np.sort(np.concatenate([bs, be, p_start, p_end]))
+    points = points[np.concatenate([[True], points[1:] != points[:-1]])]
     seg_start, seg_end = points[:-1], points[1:]
     seg_bubble = np.searchsorted(bs, seg_start, side="right") - 1
     inside = (seg_bubble >= 0) & (seg_end <= be[np.maximum(seg_bubble, 0)])

@@ -207,10 +207,13 @@ class PathMetrics:
     per_step: PerStep = field(default_factory=PerStep.empty)
     per_request: PerRequest = field(default_factory=PerRequest.empty)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, per_step: bool = True) -> dict[str, Any]:
+        """Every field as JSON; without the per-step and per-request arrays unless `per_step`."""
         out: dict[str, Any] = {}
         for f in fields(self):
             v = getattr(self, f.name)
+            if not per_step and f.name in ("per_step", "per_request"):
+                continue
             if isinstance(v, Summary | PerStep | PerRequest):
                 v = v.to_dict()
             elif isinstance(v, dict):

@@ -36,7 +36,7 @@ class NsysPath:
         return self.work["kernel_busy_ns"] / window if window else None
 
     def to_dict(self) -> dict[str, Any]:
-        m = {k: v for k, v in self.metrics.to_dict().items() if k != "per_step"}
+        m = self.metrics.to_dict(per_step=False)
         return {"metrics": m, "kernel_busy": self.kernel_busy, "work": self.work}
 
 

@@ -105,7 +105,7 @@ def cross_check(analysis: NsysAnalysis, run: RunResult, where: str) -> CrossChec
         analysis.notes.append(f"{where} has no {', '.join(missing)} path to compare with")
     rows = []
     for name, metrics in tool.items():
-        ours, theirs = metrics.to_dict(), analysis.paths[name].metrics.to_dict()
+        ours, theirs = metrics.to_dict(per_step=False), analysis.paths[name].metrics.to_dict(per_step=False)
         for key, measure, target in AGREEMENT:
             m = catalog.path_metric(key)
             a, b = m.value(ours), m.value(theirs)

@@ -76,7 +76,7 @@ def _rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
 
 def _legend(name: str, m: PathMetrics, shown: tuple[str, ...]) -> str:
     """`name: label value, label value` for the catalog metrics `shown` that the path has."""
-    doc = m.to_dict()
+    doc = m.to_dict(per_step=False)
     parts = [(catalog.path_metric(k), catalog.path_metric(k).value(doc)) for k in shown]
     shown_parts = [f"{metric.label} {value(v, metric.unit)}" for metric, v in parts if v is not None]
     return ", ".join([name] * bool(name) + shown_parts)

@@ -83,7 +83,7 @@ def print_run(result: RunResult, view: Derived, console: Console | None = None) 
     both = view.comparison is not None
     if both:
         table.add_column("change", justify="right")
-    docs = {name: {"path": view.paths[name].to_dict()} for name in names}
+    docs = {name: {"path": view.paths[name].to_dict(per_step=False)} for name in names}
     rows, notes = metric_rows(
         catalog.rows(catalog.RUN, on_gpu=_gpu_timed(view), sources=("path",)),
         docs,
