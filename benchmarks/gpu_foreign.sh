@@ -103,7 +103,7 @@ self_runs() {
     cp "$TMP/self-own.sqlite" "$TMP/self-injected.sqlite" "$DIR/" 2> /dev/null
     analysis - "$DIR/self-own.json" "$DIR/self-injected.json" << 'EOF'
 import json, sys
-rows = ("steps", "hidden", "hidden_work", "gpu_busy", "gpu_window_ns", "wall_ns")
+rows = ("steps", "hidden", "hidden_save_work", "gpu_busy", "gpu_window_ns", "wall_ns")
 runs = [json.load(open(p)) for p in sys.argv[1:]]
 for path in ("sync", "overlap"):
     ms = [r.get("paths", {}).get(path, {}).get("metrics", {}) for r in runs]

@@ -45,7 +45,7 @@ from fdoverlap_cli.measure.quantities import (
 )
 from fdoverlap_cli.measure.records import KIND_CODE, Kind, Span, SpanTable, Track
 
-__all__ = ["PathMetrics", "RequestFacts", "StepFacts", "path_metrics", "select_steps"]
+__all__ = ["PathMetrics", "PerStep", "RequestFacts", "StepFacts", "Summary", "path_metrics", "select_steps"]
 
 
 def select_steps(table: SpanTable, window: tuple[int, int] | None) -> SpanTable:
