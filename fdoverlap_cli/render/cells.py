@@ -21,6 +21,7 @@ from fdoverlap_cli.measure.derive import Change, Comparison, Derived
 MISSING = "–"
 NOT_MEASURABLE_ON_CPU = "not measurable on the CPU"
 WITHIN_NOISE = "within noise"
+_DETAIL = ("exposed.", "hidden_per_step.")  # rows a CPU run's one line leaves to their totals
 _SCALE = {"ms": 1e6, "us": 1e3}
 _SUFFIX = {"ms": " ms", "us": " µs"}
 _FINEST = {"ms": 3, "us": 1}  # decimals: 1 µs in ms, 0.1 µs in µs
@@ -54,6 +55,19 @@ def value(x: float | None, unit: str) -> str:
     return _significant(x, 3)
 
 
+def difference(d: float | None, unit: str) -> str:
+    """A signed difference by the same rule: a fraction's in percentage points, a time's in `unit` (ms or us),
+    `relative` (a fraction of the first value) in percent; a dash when missing."""
+    if d is None:
+        return MISSING
+    if unit == "pct":
+        return _fixed(100 * d, 1, "+") + " pt"
+    if unit == "relative":
+        return _fixed(100 * d, 1, "+") + "%"
+    text = value(d, unit)
+    return text if text.startswith(("-", "0")) else "+" + text
+
+
 def row_unit(times_ns: Iterable[float | None]) -> str:
     """The one unit of a row of times: ms when its largest is a millisecond or more, else µs."""
     largest = max((abs(t) for t in times_ns if t is not None), default=0)
@@ -71,8 +85,8 @@ def change(c: Change, unit: str) -> str:
     if c.within_noise:
         return WITHIN_NOISE
     if unit == "pct":
-        return _fixed(100 * (overlap - sync), 1, "+") + " pt"
-    return _fixed(100 * (overlap - sync) / sync, 1, "+") + "%" if sync else ""
+        return difference(overlap - sync, "pct")
+    return difference((overlap - sync) / sync, "relative") if sync else ""
 
 
 def steps_line(view: Derived) -> str:
@@ -98,9 +112,6 @@ def not_measurable_line(where: str) -> str:
     shown = [m for m in catalog.not_measurable(where) if not m.per_step and not m.key.startswith(_DETAIL)]
     labels = ", ".join(m.label for m in shown)
     return f"{NOT_MEASURABLE_ON_CPU} (every copy and wait is synchronous there): {labels}; null in the JSON"
-
-
-_DETAIL = ("exposed.", "hidden_per_step.")
 
 
 def metric_rows(

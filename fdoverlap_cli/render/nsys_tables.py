@@ -8,7 +8,7 @@ from rich.table import Table
 from fdoverlap_cli.measure import catalog
 from fdoverlap_cli.nsys.analysis import NsysAnalysis, NsysPath
 from fdoverlap_cli.nsys.crosscheck import Agreement, CrossCheck
-from fdoverlap_cli.render.cells import comparison_line, metric_rows, row_unit, steps_line, value
+from fdoverlap_cli.render.cells import comparison_line, difference, metric_rows, row_unit, steps_line, value
 
 TOP_RANGES = 20
 
@@ -133,13 +133,13 @@ def _against(against: CrossCheck | None, console: Console) -> None:
         metric = catalog.path_metric(r.quantity)
         unit = metric.unit
         if r.measure == "points":
-            diff = "–" if r.difference is None else f"{100 * r.difference:+.2f} pt"
+            diff = difference(r.difference, "pct")
             target = "" if r.target is None else f"±{100 * r.target:.0f} pt"
         elif r.measure == "time":
-            diff = "–" if r.difference is None else ("+" if r.difference > 0 else "") + value(r.difference, unit)
+            diff = difference(r.difference, unit)
             target = f"±{100 * r.target:.0f}% or {value(r.floor_ns, unit)}"
         else:
-            diff = "–" if r.difference is None else f"{100 * r.difference:+.1f}%"
+            diff = difference(r.difference, "relative")
             target = "" if r.target is None else f"±{100 * r.target:.0f}%"
         table.add_row(
             r.path,
