@@ -83,8 +83,9 @@ def test_bad_steps_are_one_line_naming_the_spec(text, says):
 
 def _nvtx_steps(path: Path) -> dict[str, dict[str, np.ndarray]]:
     """Per path, from the tool's NVTX: each step's GPU end (max end of C_k and D_k), its kernels' union
-    (kernels-only), its bubble (metrics), and whether the next step inserts (its insert kernel is GPU work
-    that the NVTX analysis keeps out of C_{k+1} and a marker cannot tell from the next step's compute)."""
+    (kernels-only), its bubble to the next step's first kernel (kernels-only), and whether the next step
+    inserts (its insert kernel is GPU work that the NVTX analysis keeps out of C_{k+1} and a marker cannot
+    tell from the next step's compute)."""
     with nsys.NsysExport.open(path) as export:
         a = attribute(export, keep_flows=True)
     out = {}
@@ -97,10 +98,14 @@ def _nvtx_steps(path: Path) -> dict[str, dict[str, np.ndarray]]:
             if record.kind == Kind.COMPUTE:
                 kernels.setdefault(record.step, []).append((record.start_ns, record.end_ns))
         inserts = set(s.step[s.kind == KIND_CODE[Kind.INSERT]].tolist())
+        gpu_end = np.array([s.end_ns[gpu & (s.step == k)].max() for k in per.step])
+        # The bubble as the kernels alone show it (a marker sees no more): to C_{k+1}'s first kernel, where the
+        # NVTX analysis starts C_{k+1} at the engine's stage-start timestamp, as the tool's own timing does.
+        first = np.array([min((a for a, _ in kernels.get(int(k) + 1, [])), default=np.nan) for k in per.step])
         out[name] = {
-            "gpu_end": np.array([s.end_ns[gpu & (s.step == k)].max() for k in per.step]),
+            "gpu_end": gpu_end,
             "kernel_busy": np.array([iv.measure(kernels.get(int(k), [])) for k in per.step]),
-            "bubble": per.bubble_ns,
+            "bubble": np.where(np.isnan(per.bubble_ns), np.nan, np.maximum(first - gpu_end, 0)),
             "next_inserts": np.array([int(k) + 1 in inserts for k in per.step]),
         }
     return out

@@ -308,6 +308,16 @@ NSYS_METRICS = (
         gpu=True,
     ),
     _m(
+        "kernel_bubble_ns.mean",
+        "bubble, kernels only (mean)",
+        "us",
+        "mean_k GPU idle from step k's device work to the first kernel of C_{k+1} (timing kernels left out): the "
+        "bubble and the launch of the first op after C_{k+1}'s stage-start timestamp",
+        source="nsys",
+        where=(NSYS,),
+        gpu=True,
+    ),
+    _m(
         "work.compute_kernels.count",
         "kernels in C_k",
         "num",

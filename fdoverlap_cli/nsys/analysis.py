@@ -12,22 +12,25 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from fdoverlap_cli.errors import InputError
 from fdoverlap_cli.measure.derive import Derived, PathTiming, Window, derive
-from fdoverlap_cli.measure.metrics import PathMetrics
-from fdoverlap_cli.measure.records import Span, SpanTable
+from fdoverlap_cli.measure.metrics import PathMetrics, Summary
+from fdoverlap_cli.measure.records import Kind, Span, SpanTable
 from fdoverlap_cli.nsys import export as nsys
 from fdoverlap_cli.nsys import summary
-from fdoverlap_cli.nsys.steps import Attribution, attribute
+from fdoverlap_cli.nsys.steps import Attribution, PathAttribution, attribute
 
 
 @dataclass(frozen=True)
 class NsysPath:
-    """One path of an fdoverlap export: its metrics, and where its GPU work went."""
+    """One path of an fdoverlap export: its metrics, where its GPU work went, and its kernels-only bubble."""
 
     name: str
     metrics: PathMetrics
     work: dict[str, Any]  # PathAttribution.counts()
+    kernel_bubble_ns: Summary = field(default_factory=Summary)
 
     @property
     def kernel_busy(self) -> float | None:
@@ -37,7 +40,12 @@ class NsysPath:
 
     def to_dict(self) -> dict[str, Any]:
         m = self.metrics.to_dict(per_step=False)
-        return {"metrics": m, "kernel_busy": self.kernel_busy, "work": self.work}
+        return {
+            "metrics": m,
+            "kernel_busy": self.kernel_busy,
+            "kernel_bubble_ns": self.kernel_bubble_ns.to_dict(),
+            "work": self.work,
+        }
 
 
 @dataclass
@@ -126,5 +134,25 @@ def analyze(file: str | os.PathLike[str], *, window: Window | None = None, keep_
         paths = attribution.paths
         analysis.derived = derive({name: PathTiming(p.spans) for name, p in paths.items()}, window)
         analysis.notes.extend(analysis.derived.notes)
-        analysis.paths = {name: NsysPath(name, analysis.derived.paths[name], p.counts()) for name, p in paths.items()}
+        derived = analysis.derived.paths
+        analysis.paths = {
+            name: NsysPath(name, derived[name], p.counts(), _kernel_bubble(p, derived[name]))
+            for name, p in paths.items()
+        }
     return analysis
+
+
+def _kernel_bubble(p: PathAttribution, m: PathMetrics) -> Summary:
+    """Per measured step k with a step k+1: the GPU's idle time from the end of step k's device work (C_k ∪ D_k)
+    to the first kernel of C_{k+1}, the engine's timing kernels left out: the bubble as the kernels alone show
+    it, so also the launch of the first op after the stage-start timestamp that opens C_{k+1}."""
+    steps = m.per_step.step
+    gpu = p.spans.of_kind(Kind.COMPUTE, Kind.COPY)
+    end = np.full(len(steps), np.iinfo(np.int64).min)
+    inside = np.isin(gpu.step, steps)
+    np.maximum.at(end, np.searchsorted(steps, gpu.step[inside]), gpu.end_ns[inside])
+    first = np.array([p.first_kernel_ns.get(int(k) + 1, -1) for k in steps], dtype=np.int64)
+    bubble = np.full(len(steps), np.nan)
+    ok = (np.append(steps[1:] == steps[:-1] + 1, False)) & (first >= 0) & (end > np.iinfo(np.int64).min)
+    bubble[ok] = np.maximum(first[ok] - end[ok], 0)
+    return Summary.of(bubble)

@@ -70,6 +70,7 @@ class PathBuilder:
     columns: SpanColumns = field(default_factory=SpanColumns)
     growing: dict[tuple[int, int, int, str], list[int]] = field(default_factory=dict)  # (kind, step, track, stage)
     opened: set[tuple[int, str]] = field(default_factory=set)  # (step, stage) whose C_k interval has begun
+    first_kernel: dict[int, int] = field(default_factory=dict)  # step -> start of its first kernel of C_k
     kernel_busy_ns: int = 0  # |union of the C_k kernels themselves|, summed as they arrive
     _busy: list[int] | None = None  # the union's interval still growing
     newest_step: int = -(2**62)
@@ -88,6 +89,7 @@ class PathBuilder:
         if kind == COMPUTE:
             self.opened.add((step, stage))
             self._add_busy(start, end)
+            self.first_kernel[step] = min(start, self.first_kernel.get(step, start))
 
     def open_stage(self, step: int, start: int, end: int, track: int, stage: str) -> None:
         """A timing kernel launched in a compute stage before any of its kernels: the engine's stage-start

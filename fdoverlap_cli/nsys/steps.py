@@ -39,7 +39,7 @@ one stack of open ranges per thread, the last interval of each (kind, step, stre
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fdoverlap_cli.measure.records import KIND_CODE, Kind, Span, SpanTable
 from fdoverlap_cli.measure.schema import (
@@ -77,6 +77,7 @@ class PathAttribution:
     other_work: GpuWork  # GPU records launched elsewhere in the path (e.g. the token-count read-back)
     idle_iterations: int  # step ranges without a preprocess range (the worker idled)
     kernel_busy_ns: int = 0  # |union of the C_k kernels|: C_k without the idle gaps inside its stages
+    first_kernel_ns: dict[int, int] = field(default_factory=dict)  # step -> start of its first kernel of C_k
 
     def counts(self) -> dict[str, dict[str, int] | int]:
         return {
@@ -284,6 +285,7 @@ class StepAttributor:
                 other_work=w.get("other", GpuWork()),
                 idle_iterations=p.idle_iterations,
                 kernel_busy_ns=p.kernel_busy_ns,
+                first_kernel_ns=p.first_kernel,
             )
         return Attribution(
             paths=paths,

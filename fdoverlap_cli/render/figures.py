@@ -217,6 +217,9 @@ def _exposed(ax: Any, name: str, color: str, m: PathMetrics) -> None:
         _not_measurable(ax)
         return
     steps = m.per_step.step
+    if len(steps) == 0:
+        ax.text(0.5, 0.5, "no measured step", transform=ax.transAxes, ha="center", va="center")
+        return
     none = np.full(len(steps), np.nan)
     columns = {c: m.per_step.exposed_ns.get(c, none) / 1e3 for c, _ in EXPOSED}
     x, columns, width = _binned(steps, {**columns, "bubble": m.per_step.bubble_ns / 1e3}, MANY_STEPS)
