@@ -67,6 +67,24 @@ class StepCosts:
         }
 
 
+def costs_strategy(steps: tuple[int, int], most_ns: int, **fixed: object):
+    """A hypothesis strategy of (n, StepCosts) with n in `steps` and every duration of DURATIONS a list of n in
+    0..most_ns; `fixed` gives the other StepCosts fields (values or strategies)."""
+    from hypothesis import strategies as st
+
+    other = {name: v if isinstance(v, st.SearchStrategy) else st.just(v) for name, v in fixed.items()}
+    return st.integers(*steps).flatmap(
+        lambda n: st.tuples(
+            st.just(n),
+            st.builds(
+                StepCosts,
+                **{name: st.lists(st.integers(0, most_ns), min_size=n, max_size=n) for name in DURATIONS},
+                **other,
+            ),
+        )
+    )
+
+
 # What an engine step looks like under nsys: several kernels a stage, launch costs, two copies, uploads.
 ENGINE = StepCosts(
     insert=10_000,

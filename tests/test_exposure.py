@@ -20,7 +20,7 @@ from fdoverlap_cli.measure.metrics import path_metrics
 from fdoverlap_cli.measure.records import Kind, Span, SpanTable, Track
 from fdoverlap_cli.nsys.analysis import analyze
 from fdoverlap_cli.results import RunResult, step_spans
-from tests.loop_model import ENGINE, StepCosts, step_table, write_export, write_results
+from tests.loop_model import ENGINE, StepCosts, costs_strategy, step_table, write_export, write_results
 from tests.loop_model import spans as simulate
 
 TRACE_SHA = "5" * 64
@@ -93,27 +93,18 @@ def test_a_path_with_no_bubble_exposes_nothing():
 # --------------------------------------------------------------------------- the sum property on step tables
 
 
-durations = st.lists(st.integers(0, 300_000), min_size=1, max_size=1)
-costs_strategy = st.integers(2, 10).flatmap(
-    lambda n: st.tuples(
-        st.just(n),
-        st.builds(
-            StepCosts,
-            **{
-                name: st.lists(st.integers(0, 300_000), min_size=n, max_size=n)
-                for name in ("insert", "preprocess", "forward", "postprocess", "postprocess_gpu", "copy", "save")
-            },
-            readback_every=st.integers(0, 3),
-            sync_ns=st.integers(0, 5_000),
-            loop_ns=st.integers(0, 5_000),
-            copy_stream=st.booleans(),
-        ),
-    )
+costs = costs_strategy(
+    (2, 10),
+    300_000,
+    readback_every=st.integers(0, 3),
+    sync_ns=st.integers(0, 5_000),
+    loop_ns=st.integers(0, 5_000),
+    copy_stream=st.booleans(),
 )
 
 
 @settings(max_examples=120, deadline=None)
-@given(costs_strategy, st.sampled_from(schema.PATHS))
+@given(costs, st.sampled_from(schema.PATHS))
 def test_per_step_the_categories_sum_to_the_bubble(n_and_costs, path):
     n, costs = n_and_costs
     spans = simulate(path, n, costs, start_ns=10**12)

@@ -16,7 +16,7 @@ from fdoverlap_cli.measure.derive import compare
 from fdoverlap_cli.measure.metrics import RequestFacts, StepFacts, path_metrics
 from fdoverlap_cli.measure.quantities import GPU_FIELDS
 from fdoverlap_cli.measure.records import Kind, Span, SpanTable, Track
-from tests.loop_model import StepCosts
+from tests.loop_model import StepCosts, costs_strategy
 from tests.loop_model import spans as simulate
 
 
@@ -206,22 +206,11 @@ def test_compare_rejects_different_steps():
         compare(path_metrics(OVERLAP), path_metrics(SYNC))
 
 
-costs_strategy = st.integers(1, 12).flatmap(
-    lambda n: st.tuples(
-        st.just(n),
-        st.builds(
-            StepCosts,
-            **{
-                name: st.lists(st.integers(0, 500), min_size=n, max_size=n)
-                for name in ("insert", "preprocess", "forward", "postprocess", "postprocess_gpu", "copy", "save")
-            },
-        ),
-    )
-)
+costs = costs_strategy((1, 12), 500)
 
 
 @settings(max_examples=150, deadline=None)
-@given(costs_strategy, st.sampled_from(["sync", "overlap"]), st.booleans())
+@given(costs, st.sampled_from(["sync", "overlap"]), st.booleans())
 def test_properties_of_simulated_runs(n_and_costs, path, copy_stream):
     n, costs = n_and_costs
     m = path_metrics(simulate(path, n, dataclasses.replace(costs, copy_stream=copy_stream), start_ns=10**12))
