@@ -43,7 +43,8 @@ _TABLES = {
     "shortName INTEGER NOT NULL, registersPerThread INTEGER NOT NULL, gridX INTEGER NOT NULL, gridY INTEGER NOT NULL, "
     "gridZ INTEGER NOT NULL, blockX INTEGER NOT NULL, blockY INTEGER NOT NULL, blockZ INTEGER NOT NULL, "
     "staticSharedMemory INTEGER NOT NULL, dynamicSharedMemory INTEGER NOT NULL, "
-    "localMemoryPerThread INTEGER NOT NULL, localMemoryTotal INTEGER NOT NULL, gridId INTEGER NOT NULL",
+    "localMemoryPerThread INTEGER NOT NULL, localMemoryTotal INTEGER NOT NULL, gridId INTEGER NOT NULL, "
+    "graphNodeId INTEGER",
     nsys.MEMCPY: "start INTEGER NOT NULL, end INTEGER NOT NULL, deviceId INTEGER NOT NULL, contextId INTEGER NOT NULL, "
     "streamId INTEGER NOT NULL, correlationId INTEGER, globalPid INTEGER, bytes INTEGER NOT NULL, "
     "copyKind INTEGER NOT NULL, srcKind INTEGER, dstKind INTEGER",
@@ -59,11 +60,19 @@ _INSERT = {
     "returnValue) VALUES (?, ?, 1, ?, ?, ?, 0)",
     nsys.KERNEL: "INSERT INTO CUPTI_ACTIVITY_KIND_KERNEL (start, end, deviceId, contextId, streamId, correlationId, "
     "globalPid, demangledName, shortName, registersPerThread, gridX, gridY, gridZ, blockX, blockY, blockZ, "
-    "staticSharedMemory, dynamicSharedMemory, localMemoryPerThread, localMemoryTotal, gridId) "
-    "VALUES (?, ?, 0, 1, ?, ?, ?, ?, ?, 32, 1, 1, 1, 128, 1, 1, 0, 0, 0, 0, 0)",
+    "staticSharedMemory, dynamicSharedMemory, localMemoryPerThread, localMemoryTotal, gridId, graphNodeId) "
+    "VALUES (?, ?, 0, 1, ?, ?, ?, ?, ?, 32, 1, 1, 1, 128, 1, 1, 0, 0, 0, 0, 0, ?)",
     nsys.MEMCPY: "INSERT INTO CUPTI_ACTIVITY_KIND_MEMCPY (start, end, deviceId, contextId, streamId, correlationId, "
     "globalPid, bytes, copyKind, srcKind, dstKind) VALUES (?, ?, 0, 1, ?, ?, ?, ?, ?, ?, ?)",
+    nsys.GRAPH_TRACE: "INSERT INTO CUPTI_ACTIVITY_KIND_GRAPH_TRACE (start, end, deviceId, contextId, streamId, "
+    "correlationId, globalPid, graphId, graphExecId) VALUES (?, ?, 0, 1, ?, ?, ?, ?, ?)",
 }
+# Created on first use, as nsys creates it only for graphs traced as a whole (--cuda-graph-trace=graph).
+_GRAPH_TRACE_COLUMNS = (
+    "start INTEGER NOT NULL, end INTEGER NOT NULL, deviceId INTEGER NOT NULL, contextId INTEGER NOT NULL, "
+    "greenContextId INTEGER, streamId INTEGER NOT NULL, correlationId INTEGER, globalPid INTEGER, "
+    "graphId INTEGER NOT NULL, graphExecId INTEGER"
+)
 
 PID = 4242
 GLOBAL_PID = (1 << 48) | (PID << 24)  # nsys's GlobalId layout: the pid above the low 24 bits of the tid
@@ -99,6 +108,7 @@ class ExportWriter:
         self._rows: dict[str, list[tuple]] = {table: [] for table in _INSERT}
         self._domains: dict[str, int] = {}
         self._correlation = 0
+        self._graph_table = False
         self.first_ns: int | None = None
         self.last_ns = 0
 
@@ -180,9 +190,20 @@ class ExportWriter:
         self._seen(start, end)
         return self._correlation
 
-    def kernel(self, start: int, end: int, name: str, *, stream: int, correlation_id: int) -> None:
+    def kernel(
+        self, start: int, end: int, name: str, *, stream: int, correlation_id: int, graph_node: int | None = None
+    ) -> None:
+        """A kernel; `graph_node`: the node of a CUDA graph it ran in (a graph traced per node)."""
         name_id = self.string(name)
-        self._add(nsys.KERNEL, (start, end, stream, correlation_id, GLOBAL_PID, name_id, name_id))
+        self._add(nsys.KERNEL, (start, end, stream, correlation_id, GLOBAL_PID, name_id, name_id, graph_node))
+        self._seen(start, end)
+
+    def graph_trace(self, start: int, end: int, *, stream: int, correlation_id: int, graph_id: int = 1) -> None:
+        """One graph launch traced as a whole (a GRAPH_TRACE row; the table is made on first use)."""
+        if not self._graph_table:
+            self._db.execute(f"CREATE TABLE {nsys.GRAPH_TRACE} ({_GRAPH_TRACE_COLUMNS})")
+            self._graph_table = True
+        self._add(nsys.GRAPH_TRACE, (start, end, stream, correlation_id, GLOBAL_PID, graph_id, graph_id))
         self._seen(start, end)
 
     def memcpy(
@@ -194,7 +215,8 @@ class ExportWriter:
     def close(self) -> None:
         """Write the buffered rows and the profiled window, and close the file."""
         for table, rows in self._rows.items():
-            self._db.executemany(_INSERT[table], rows)
+            if rows:
+                self._db.executemany(_INSERT[table], rows)
             rows.clear()
         first = self.first_ns or 0
         self._db.execute(

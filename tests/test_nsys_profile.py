@@ -59,7 +59,15 @@ def test_profile_runs_exports_and_analyzes_against_the_run(tmp_path, export):
     out = json.loads(result.stdout)  # the command's own output went to stderr
     profile_call, export_call = _calls(tmp_path)
     argv = profile_call["argv"]
-    trace_options = ["-t", "cuda,nvtx", "-s", "none", "--cpuctxsw=none", "--force-overwrite=true"]
+    trace_options = [
+        "-t",
+        "cuda,nvtx",
+        "-s",
+        "none",
+        "--cpuctxsw=none",
+        "--force-overwrite=true",
+        "--cuda-graph-trace=graph",
+    ]
     assert argv[: argv.index("-o")] == ["profile", *trace_options]
     assert argv[argv.index("-o") + 1] == str(tmp_path / "prof")
     assert argv[argv.index("-o") + 2 : argv.index("-o") + 7] == [
@@ -195,3 +203,8 @@ def test_command_lines():
     assert env == {"NSYS_NVTX_PROFILER_REGISTER_ONLY": "0"}
     with pytest.raises(FdoError, match="--capture"):
         profile_argv("nsys", Path("r"), "never", ["compare"])
+    assert "--cuda-graph-trace=graph" in argv  # nsys's default, said explicitly
+    argv, _ = profile_argv("nsys", Path("r"), "all", ["compare"], cuda_graph_trace="node")
+    assert "--cuda-graph-trace=node" in argv and argv.index("--cuda-graph-trace=node") < argv.index("-m")
+    with pytest.raises(FdoError, match="--cuda-graph-trace: expected graph or node, got 'kernels'"):
+        profile_argv("nsys", Path("r"), "all", ["compare"], cuda_graph_trace="kernels")

@@ -14,6 +14,7 @@ from fdoverlap_cli.measure.derive import compare
 from fdoverlap_cli.measure.metrics import path_metrics
 from fdoverlap_cli.measure.records import Kind, SpanTable, Track
 from fdoverlap_cli.measure.schema import TIMING_KERNELS
+from fdoverlap_cli.nsys import analysis
 from fdoverlap_cli.nsys.analysis import analyze
 from fdoverlap_cli.nsys.calls import api_name, is_host_wait_call, is_timing_kernel
 from fdoverlap_cli.nsys.export import NsysExport
@@ -308,3 +309,106 @@ def test_timing_kernels_are_the_kernels_of_custom_ops_timing():
     """The names nsys shows for record_timestamp's and clock_samples' kernels: those the CUDA source defines."""
     source = (REPO / "custom_ops" / "timing" / "timestamp.cu").read_text()
     assert set(re.findall(r"__global__\s+void\s+(\w+)", source)) == TIMING_KERNELS
+
+
+# ----------------------------------------------------------------------------- CUDA graphs, both ways nsys traces them
+
+GRAPH_LAUNCH = "cudaGraphLaunch_v10000"
+GRAPH_NODES = ((30, 100), (100, 180), (182, 200))  # the decode forward's kernels, relative to the step
+
+
+def _graph_steps(path, traced: str) -> None:
+    """Two sync steps whose forward is a graph replay, traced as a whole ('graph') or per node ('node').
+
+    step k at base b = 300 k: preprocess [b+10, b+100) launches get_padding_offset's kernel [b+20, b+25) and
+    the graph (cudaGraphLaunch [b+26, b+29)): one record [b+30, b+200), or its three nodes GRAPH_NODES;
+    postprocess [b+100, b+150) launches K [b+200, b+250) and a pinned DtoH copy [b+250, b+260); save
+    [b+150, b+290) waits [b+150, b+262).
+    """
+    w = ExportWriter(path)
+    d = w.domain("fdoverlap")
+
+    def rng(a, b, name, payload=None):
+        w.nvtx_range(a, b, name, domain=d, payload=payload)
+
+    rng(0, 1000, "sync")
+    for k in (0, 1):
+        b = 300 * k
+        rng(b, b + 295, "step", k)
+        rng(b + 10, b + 100, "preprocess_and_execute_model", k)
+        w.kernel(b + 20, b + 25, "get_padding_offset", stream=STREAM, correlation_id=w.call(b + 12, b + 14, LAUNCH))
+        corr = w.call(b + 26, b + 29, GRAPH_LAUNCH)
+        if traced == "graph":
+            w.graph_trace(b + 30, b + 200, stream=STREAM, correlation_id=corr)
+        else:
+            for node, (s, e) in enumerate(GRAPH_NODES, start=1):
+                w.kernel(b + s, b + e, f"layer_kernel_{node}", stream=STREAM, correlation_id=corr, graph_node=node)
+        rng(b + 100, b + 150, "postprocess", k)
+        w.kernel(b + 200, b + 250, "sample", stream=STREAM, correlation_id=w.call(b + 110, b + 120, LAUNCH))
+        corr = w.call(b + 130, b + 140, "cudaMemcpyAsync_v3020")
+        w.memcpy(b + 250, b + 260, stream=STREAM, correlation_id=corr, kind=DTOH, src=DEVICE, dst=PINNED, nbytes=8)
+        rng(b + 150, b + 290, "save_model_output", k)
+        w.call(b + 150, b + 262, "cudaEventSynchronize_v3020")
+    w.close()
+
+
+@pytest.fixture(scope="module")
+def graph_exports(tmp_path_factory):
+    out = {}
+    for traced in ("graph", "node"):
+        out[traced] = tmp_path_factory.mktemp(traced) / f"{traced}.sqlite"
+        _graph_steps(out[traced], traced)
+    return out
+
+
+@pytest.mark.parametrize("traced", ["graph", "node"])
+def test_a_graph_replay_counts_in_the_stage_that_launched_it(graph_exports, traced):
+    a = analyze(graph_exports[traced])
+    assert a.unavailable is None
+    spans = a.attribution.paths["sync"].spans.to_spans()
+    # C_k of preprocess(k): get_padding_offset's kernel to the graph's end, whichever way the graph was traced.
+    assert sorted((s.step, s.start_ns, s.end_ns) for s in spans if s.kind == Kind.COMPUTE) == [
+        (0, 20, 200),
+        (0, 200, 250),
+        (1, 320, 500),
+        (1, 500, 550),
+    ]
+    work = a.paths["sync"].work
+    assert work["graph_launches"] == {"count": 2, "total_ns": 2 * 3}  # once per call, not per node
+    if traced == "graph":
+        assert work["graph_records"] == {"count": 2, "total_ns": 2 * 170}
+        assert work["compute_kernels"]["count"] == 2 * 2
+        # a whole-graph record counts as busy across the gap between its nodes (180..182)
+        assert work["kernel_busy_ns"] == 2 * (5 + 220)
+        assert analysis.WHOLE_GRAPH_NOTE in a.notes
+    else:
+        assert work["graph_records"]["count"] == 0
+        assert work["compute_kernels"]["count"] == 2 * (2 + len(GRAPH_NODES))
+        assert work["kernel_busy_ns"] == 2 * (5 + 150 + 68)
+        assert analysis.WHOLE_GRAPH_NOTE not in a.notes
+    doc = a.to_dict()
+    assert doc["cuda_graphs"]["traced"] == traced
+    assert doc["cuda_graphs"]["records"] == (2 if traced == "graph" else 0)
+    assert doc["cuda_graphs"]["node_kernels"] == (0 if traced == "graph" else 2 * len(GRAPH_NODES))
+
+
+def test_both_graph_tracings_give_the_same_step_metrics(graph_exports):
+    whole, nodes = (analyze(graph_exports[t]).paths["sync"].metrics for t in ("graph", "node"))
+    for key in ("wall_ns", "gpu_busy", "compute_mean_ns", "limit_ns", "hidden", "bubble_total_ns"):
+        assert getattr(whole, key) == getattr(nodes, key), key
+    # GPU busy of the export counts a whole-graph record like a kernel: |[20,25) ∪ [30,260)| per step
+    a = analyze(graph_exports["graph"])
+    assert a.gpu.busy_ns == 2 * (5 + 230)
+
+
+def test_the_analysis_table_says_how_the_graphs_were_traced(graph_exports):
+    from rich.console import Console
+
+    from fdoverlap_cli.render.nsys_tables import print_analysis
+
+    for traced, fragment in (("graph", "2 launches traced as a whole"), ("node", "6 of the kernels ran inside graphs")):
+        console = Console(record=True, width=200)
+        print_analysis(analyze(graph_exports[traced]), console=console)
+        text = console.export_text()
+        assert f"CUDA graphs: {fragment}" in text
+        assert re.search(r"CUDA graph launches[\s│]+2\b", text)

@@ -105,6 +105,12 @@ def profile(
         str,
         typer.Option("--capture", help="measure: the measured paths only; cuda-profiler: cudaProfilerStart/Stop; all."),
     ] = "measure",
+    cuda_graph_trace: Annotated[
+        str,
+        typer.Option(
+            "--cuda-graph-trace", help="graph: one record per CUDA graph launch; node: the kernels inside them."
+        ),
+    ] = "graph",
     window: WindowOpt = None,
     timeline: TimelineOpt = None,
     as_json: JsonOpt = False,
@@ -117,15 +123,24 @@ def profile(
 ) -> None:
     """Run an fdoverlap command under Nsight Systems, export the report to SQLite, and analyze it.
 
-    Runs `nsys profile -t cuda,nvtx -s none --cpuctxsw=none -o NAME` with the capture range, then
-    `nsys export --type sqlite`; when the command writes -o run.json, the analysis compares against it.
+    Runs `nsys profile -t cuda,nvtx -s none --cpuctxsw=none --cuda-graph-trace=graph|node -o NAME` with the
+    capture range, then `nsys export --type sqlite`; when the command writes -o run.json, the analysis
+    compares against it.
 
     [b]Example[/b]: fdoverlap profile -o compare -- compare --sync --overlap --preset 8b -o run.json
     """
     from fdoverlap_cli.nsys import profile as nsys_profile
 
     steps = parse_window(window)
-    run = nsys_profile.profile(command, name=out, capture=capture, nsys=nsys, quiet_stdout=as_json, scrub=scrub)
+    run = nsys_profile.profile(
+        command,
+        name=out,
+        capture=capture,
+        nsys=nsys,
+        quiet_stdout=as_json,
+        scrub=scrub,
+        cuda_graph_trace=cuda_graph_trace,
+    )
     analysis, check = _analyze(run.sqlite, steps, run.results, timeline is not None)
     extra = {
         "profile": {

@@ -62,6 +62,7 @@ class NsysAnalysis:
     copies: summary.CopySummary
     kernels: summary.KernelSummary
     gpu: summary.GpuBusy
+    graphs: nsys.GraphTotals
     attribution: Attribution
     unavailable: str | None  # why there are no per-step metrics
     derived: Derived | None = None  # the paths' metrics and comparison, when available
@@ -92,6 +93,7 @@ class NsysAnalysis:
             "copies": self.copies.to_dict(),
             "kernels": self.kernels.to_dict(),
             "gpu": self.gpu.to_dict(),
+            "cuda_graphs": {**self.graphs._asdict(), "traced": graph_tracing(self.graphs)},
             "per_step": {
                 "available": self.unavailable is None,
                 "reason": self.unavailable,
@@ -124,6 +126,7 @@ def analyze(file: str | os.PathLike[str], *, window: Window | None = None, keep_
                 copies=summary.copies(export, notes),
                 kernels=summary.kernels(export),
                 gpu=summary.gpu_busy(export),
+                graphs=export.graph_totals(),
                 attribution=(attribution := attribute(export, keep_flows=keep_flows)),
                 unavailable=attribution.unavailable_reason(has_cuda=nsys.RUNTIME in export.tables),
             )
@@ -139,6 +142,8 @@ def analyze(file: str | os.PathLike[str], *, window: Window | None = None, keep_
             name: NsysPath(name, derived[name], p.counts(), _kernel_bubble(p, derived[name]))
             for name, p in paths.items()
         }
+        if any(p.graph_records.count for p in paths.values()):
+            analysis.notes.append(WHOLE_GRAPH_NOTE)
     return analysis
 
 
@@ -156,3 +161,15 @@ def _kernel_bubble(p: PathAttribution, m: PathMetrics) -> Summary:
     ok = (np.append(steps[1:] == steps[:-1] + 1, False)) & (first >= 0) & (end > np.iinfo(np.int64).min)
     bubble[ok] = np.maximum(first[ok] - end[ok], 0)
     return Summary.of(bubble)
+
+
+WHOLE_GRAPH_NOTE = (
+    "nsys traced the CUDA graphs as a whole (its default, --cuda-graph-trace=graph): each replay is one GPU "
+    "record spanning its kernels, so C_k and 'GPU busy, kernels only' count the gaps inside a graph as busy; "
+    "profile with --cuda-graph-trace=node to see the graphs' kernels"
+)
+
+
+def graph_tracing(g: nsys.GraphTotals) -> str | None:
+    """How nsys traced the export's CUDA graphs: 'graph' (whole launches), 'node' (their kernels), None (none)."""
+    return "graph" if g.records else "node" if g.node_kernels else None

@@ -1,4 +1,5 @@
-"""CUDA API calls and kernels as Nsight Systems names them: which block the host, which are the engine's timing.
+"""CUDA API calls and kernels as Nsight Systems names them: which block the host, which launch a graph, which
+are the engine's timing.
 
 Shared by every reading of an export that has to tell a host wait or an instrumentation kernel apart.
 """
@@ -33,6 +34,14 @@ def is_host_wait_call(name: str) -> bool:
     """Whether the API call `name` blocks the host until the GPU catches up (synchronize, synchronous copy)."""
     base = api_name(name)
     return base in SYNCHRONIZE_CALLS or (base.startswith(("cudaMemcpy", "cuMemcpy")) and "Async" not in base)
+
+
+GRAPH_LAUNCH_CALLS = frozenset({"cudaGraphLaunch", "cuGraphLaunch"})
+
+
+def is_graph_launch_call(name: str) -> bool:
+    """Whether the API call `name` launches a CUDA graph (its GPU work comes as kernels or one graph record)."""
+    return api_name(name) in GRAPH_LAUNCH_CALLS
 
 
 def is_timing_kernel(name: str) -> bool:

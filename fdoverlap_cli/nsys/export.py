@@ -7,8 +7,14 @@ the export in time order, fetched in batches, so a large report is never loaded 
 
 Tables read: META_DATA_EXPORT (schema version), StringIds (names), NVTX_EVENTS (ranges, domains,
 categories), CUPTI_ACTIVITY_KIND_RUNTIME (API calls), CUPTI_ACTIVITY_KIND_KERNEL,
-CUPTI_ACTIVITY_KIND_MEMCPY, ENUM_CUDA_MEMCPY_OPER and ENUM_CUDA_MEM_KIND (the copy kinds as nsys
-numbers them), ANALYSIS_DETAILS (the profiled window), TARGET_INFO_GPU (the GPUs' names).
+CUPTI_ACTIVITY_KIND_MEMCPY, CUPTI_ACTIVITY_KIND_GRAPH_TRACE, ENUM_CUDA_MEMCPY_OPER and ENUM_CUDA_MEM_KIND
+(the copy kinds as nsys numbers them), ANALYSIS_DETAILS (the profiled window), TARGET_INFO_GPU (the GPUs' names).
+
+CUDA graphs: a `cudaGraphLaunch` is one API call. Traced per node (`nsys --cuda-graph-trace=node`), each
+kernel of the graph is a KERNEL row with the launch's correlationId (and a graphNodeId); traced as a whole
+(nsys's default, `--cuda-graph-trace=graph`), the launch is one GRAPH_TRACE row (start, end, streamId,
+correlationId, graphId) and its kernels are not in the export. Either way the GPU records join the call
+that launched them on correlationId.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ NVTX = "NVTX_EVENTS"
 RUNTIME = "CUPTI_ACTIVITY_KIND_RUNTIME"
 KERNEL = "CUPTI_ACTIVITY_KIND_KERNEL"
 MEMCPY = "CUPTI_ACTIVITY_KIND_MEMCPY"
+GRAPH_TRACE = "CUPTI_ACTIVITY_KIND_GRAPH_TRACE"  # one row per graph launch traced as a whole
 MEMCPY_KINDS = "ENUM_CUDA_MEMCPY_OPER"
 MEMORY_KINDS = "ENUM_CUDA_MEM_KIND"
 ANALYSIS = "ANALYSIS_DETAILS"
@@ -64,7 +71,8 @@ class NvtxRange(NamedTuple):
 class Launch(NamedTuple):
     """A CUDA API call on thread `tid`, with the GPU record it triggered (gpu = None when it has none).
 
-    gpu is KERNEL or MEMCPY; a call that triggered several (a graph launch) comes once per record.
+    gpu is KERNEL, MEMCPY or GRAPH_TRACE; a call that triggered several (a graph launch traced per node)
+    comes once per record.
     """
 
     start: int
@@ -81,6 +89,14 @@ class Launch(NamedTuple):
     src_kind: int | None  # ENUM_CUDA_MEM_KIND id
     dst_kind: int | None
     bytes: int | None
+
+
+class GraphTotals(NamedTuple):
+    """CUDA graph work in an export: whole-graph records (traced as a whole) and kernels traced per node."""
+
+    records: int  # GRAPH_TRACE rows: graph launches traced as a whole
+    records_ns: int
+    node_kernels: int  # KERNEL rows with a graphNodeId: kernels of graphs traced per node
 
 
 class RangeTotal(NamedTuple):
@@ -300,6 +316,14 @@ class NsysExport:
                 f"SELECT correlationId AS corr, globalPid AS pid, '{MEMCPY}' AS what, start, end, streamId, "
                 f"NULL AS kname, copyKind AS ckind, srcKind AS src, dstKind AS dst, bytes FROM {MEMCPY}"
             )
+        graph_columns = self.columns(GRAPH_TRACE)
+        if {"correlationId", "start", "end"} <= graph_columns:
+            pid = "globalPid" if "globalPid" in graph_columns else "NULL"
+            stream = "streamId" if "streamId" in graph_columns else "NULL"
+            gpu.append(
+                f"SELECT correlationId AS corr, {pid} AS pid, '{GRAPH_TRACE}' AS what, start, end, {stream}, "
+                f"NULL AS kname, NULL AS ckind, NULL AS src, NULL AS dst, NULL AS bytes FROM {GRAPH_TRACE}"
+            )
         if not gpu:  # CUDA traced but no kernel or copy recorded: only the waits
             sql = (
                 "SELECT start, end, globalTid, nameId, correlationId, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
@@ -317,8 +341,8 @@ class NsysExport:
         return map(Launch._make, self._rows(sql))
 
     def gpu_intervals(self) -> Iterator[tuple[int, int]]:
-        """(start, end) of every kernel and memory copy, by start time."""
-        parts = [f"SELECT start, end FROM {t}" for t in (KERNEL, MEMCPY) if t in self.tables]
+        """(start, end) of every kernel, memory copy and whole-graph record, by start time."""
+        parts = [f"SELECT start, end FROM {t}" for t in (KERNEL, MEMCPY, GRAPH_TRACE) if t in self.tables]
         if not parts:
             return iter(())
         return self._rows(f"{' UNION ALL '.join(parts)} ORDER BY 1")
@@ -342,6 +366,17 @@ class NsysExport:
             return iter(())
         sql = f"SELECT shortName, count(*), sum(end - start) FROM {KERNEL} GROUP BY shortName ORDER BY 3 DESC"
         return map(KernelTotal._make, self._rows(sql))
+
+    def graph_totals(self) -> GraphTotals:
+        """Whole-graph records and per-node graph kernels (zeros where the export has neither)."""
+        records = records_ns = node_kernels = 0
+        if GRAPH_TRACE in self.tables:
+            row = next(self._rows(f"SELECT count(*), sum(end - start) FROM {GRAPH_TRACE}"), None)
+            records, records_ns = (int(row[0] or 0), int(row[1] or 0)) if row else (0, 0)
+        if "graphNodeId" in self.columns(KERNEL):
+            row = next(self._rows(f"SELECT count(*) FROM {KERNEL} WHERE graphNodeId IS NOT NULL"), None)
+            node_kernels = int(row[0] or 0) if row else 0
+        return GraphTotals(records, records_ns, node_kernels)
 
     def copy_totals(self) -> Iterator[CopyTotal]:
         """Memory copies grouped by (copy kind, source memory, destination memory)."""

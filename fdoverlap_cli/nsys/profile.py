@@ -1,7 +1,7 @@
 """Running an fdoverlap command under Nsight Systems and exporting the report to SQLite.
 
-    nsys profile -t cuda,nvtx -s none --cpuctxsw=none --force-overwrite=true -o NAME CAPTURE \\
-        python -m fdoverlap_cli COMMAND ...
+    nsys profile -t cuda,nvtx -s none --cpuctxsw=none --force-overwrite=true --cuda-graph-trace=GRAPHS \\
+        -o NAME CAPTURE python -m fdoverlap_cli COMMAND ...
     nsys export --type sqlite --force-overwrite=true -o NAME.sqlite NAME.nsys-rep
 
 CAPTURE is one of (see docs/nsys.md):
@@ -11,6 +11,8 @@ CAPTURE is one of (see docs/nsys.md):
   cuda-profiler  -c cudaProfilerApi --capture-range-end=stop, and the command gets --cuda-profiler-range.
   all            no capture range: the whole process.
 `--capture-range-end=stop` lets the command finish (and write its run.json) after the range ends.
+GRAPHS is how CUDA graph replays are traced: graph (nsys's default: one record per launch) or node (each
+kernel of the graph, at a little more tracing cost per replay).
 
 nsys and the command run in their own process group; SIGINT/SIGTERM are passed on to it and to every
 descendant, and whatever has not stopped after a grace period is killed, so nothing is left running.
@@ -41,6 +43,7 @@ _CAPTURE_OPTIONS = {
 }
 _CAPTURE_ENV = {"measure": {"NSYS_NVTX_PROFILER_REGISTER_ONLY": "0"}}
 _COMMAND_OPTIONS = {"cuda-profiler": ("--cuda-profiler-range",)}
+GRAPH_TRACES = ("graph", "node")  # nsys --cuda-graph-trace
 STOP_GRACE_S = 10.0  # how long nsys gets to stop after the signal before it is killed
 NSYS_HINT = "install Nsight Systems, or point at nsys with --nsys PATH or $NSYS"
 
@@ -83,11 +86,16 @@ def fdoverlap_command(command: Sequence[str], capture: str) -> list[str]:
     return [sys.executable, "-m", "fdoverlap_cli", *args, *_COMMAND_OPTIONS.get(capture, ())]
 
 
-def profile_argv(nsys: str, name: Path, capture: str, command: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+def profile_argv(
+    nsys: str, name: Path, capture: str, command: Sequence[str], cuda_graph_trace: str = "graph"
+) -> tuple[list[str], dict[str, str]]:
     """The `nsys profile` command line, and the environment it needs on top of ours."""
     if capture not in CAPTURES:
         raise FdoError(f"--capture: expected one of {', '.join(CAPTURES)}, got '{capture}'")
-    argv = [nsys, "profile", *TRACE_OPTIONS, "-o", str(name), *_CAPTURE_OPTIONS[capture]]
+    if cuda_graph_trace not in GRAPH_TRACES:
+        raise FdoError(f"--cuda-graph-trace: expected graph or node, got '{cuda_graph_trace}'")
+    argv = [nsys, "profile", *TRACE_OPTIONS, f"--cuda-graph-trace={cuda_graph_trace}", "-o", str(name)]
+    argv += _CAPTURE_OPTIONS[capture]
     return argv + fdoverlap_command(command, capture), dict(_CAPTURE_ENV.get(capture, {}))
 
 
@@ -213,6 +221,7 @@ def profile(
     nsys: str | os.PathLike[str] | None = None,
     quiet_stdout: bool = False,
     scrub: bool = False,
+    cuda_graph_trace: str = "graph",
 ) -> ProfileRun:
     """Run the fdoverlap `command` under nsys, then export the report to SQLite beside it.
 
@@ -221,7 +230,7 @@ def profile(
     """
     exe = find_nsys(nsys)
     base = report_name(name)
-    argv, env = profile_argv(exe, base, capture, command)
+    argv, env = profile_argv(exe, base, capture, command, cuda_graph_trace)
     stdout = _stderr_fd() if quiet_stdout else None
     results = results_file(command)
     if results is not None:

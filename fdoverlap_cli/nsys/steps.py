@@ -12,13 +12,16 @@ definitions, the same as the engine's own timing (schema.STEP_SPANS):
              on the stream's track. That is what the engine's timestamps at the stage boundaries
              measure, so both sources agree; the idle time between kernels inside a stage (a host
              that launches slower than the GPU runs) only nsys sees: `kernel_busy_ns` sums the
-             union of the kernels themselves. The kernels of schema.TIMING_KERNELS are the
-             engine's own instrumentation (record_timestamp, clock_samples): counted apart, never
-             a kernel of C_k; but a timing kernel launched in a compute stage before any of the
-             stage's kernels is the engine's stage-start timestamp, where its own timing starts
-             C_k, and it opens the stage's interval here too (so the bubble before C_{k+1} ends at
-             the same point in both sources; the first op's launch after it shows in kernels-only
-             busy).
+             union of the kernels themselves. A CUDA graph's GPU work belongs to the stage whose
+             cudaGraphLaunch launched it: its kernels when nsys traced it per node, its one
+             whole-graph record (GRAPH_TRACE) when nsys traced it as a whole (then the gaps inside a
+             graph count as busy, in C_k and in kernel_busy_ns alike). The kernels of
+             schema.TIMING_KERNELS are the engine's own instrumentation (record_timestamp,
+             clock_samples): counted apart, never a kernel of C_k; but a timing kernel launched in a
+             compute stage before any of the stage's kernels is the engine's stage-start timestamp,
+             where its own timing starts C_k, and it opens the stage's interval here too (so the
+             bubble before C_{k+1} ends at the same point in both sources; the first op's launch
+             after it shows in kernels-only busy).
   D_k        device-to-host copies launched inside postprocess(k), first start to last end: Kind.COPY.
   S_k        the save_model_output range with payload k: Kind.SAVE.
   iteration  the `step` range with payload k, when the step ran (it holds a preprocess range): Kind.ITERATION.
@@ -54,7 +57,7 @@ from fdoverlap_cli.measure.schema import (
     STEP,
 )
 from fdoverlap_cli.nsys import export as nsys
-from fdoverlap_cli.nsys.calls import is_host_wait_call, is_timing_kernel
+from fdoverlap_cli.nsys.calls import is_graph_launch_call, is_host_wait_call, is_timing_kernel
 from fdoverlap_cli.nsys.path_spans import COMPUTE, COPY, GpuWork, PathBuilder, Tracks
 
 # The kind code of a host-blocking call inside each stage range (a Kind.WAIT elsewhere).
@@ -70,6 +73,8 @@ class PathAttribution:
     spans: SpanTable
     flows: list[tuple[Span, Span]]  # (launch call, GPU record), when asked for
     compute_kernels: GpuWork  # in C_k
+    graph_records: GpuWork  # whole-graph records in C_k (graphs nsys traced as a whole: their kernels are not)
+    graph_launches: GpuWork  # cudaGraphLaunch calls inside the compute stages (total: their host time)
     dtoh_copies: GpuWork  # in D_k
     waits: GpuWork  # host-blocking calls (host time)
     instrumentation: GpuWork  # the engine's timing kernels, in no C_k
@@ -82,6 +87,8 @@ class PathAttribution:
     def counts(self) -> dict[str, dict[str, int] | int]:
         return {
             "compute_kernels": self.compute_kernels.to_dict(),
+            "graph_records": self.graph_records.to_dict(),
+            "graph_launches": self.graph_launches.to_dict(),
             "dtoh_copies": self.dtoh_copies.to_dict(),
             "waits": self.waits.to_dict(),
             "instrumentation_kernels": self.instrumentation.to_dict(),
@@ -117,7 +124,7 @@ class Attribution:
             return f"no `sync`/`overlap` path ranges in the `{DOMAIN}` domain: only warm-up steps were captured"
         if not has_cuda:
             return "no CUDA trace in the export (profile with -t cuda,nvtx): no GPU work to attribute to steps"
-        if not any(p.compute_kernels.count for p in self.paths.values()):
+        if not any(p.compute_kernels.count or p.graph_records.count for p in self.paths.values()):
             return "no kernels were launched inside the stage ranges"
         return None
 
@@ -144,6 +151,7 @@ class StepAttributor:
         self.categories = export.categories()
         calls = export.distinct_names(nsys.RUNTIME, "nameId")
         self.wait_ids = frozenset(i for i, name in calls.items() if is_host_wait_call(name))
+        self.graph_launch_ids = frozenset(i for i, name in calls.items() if is_graph_launch_call(name))
         kernels = export.distinct_names(nsys.KERNEL, "shortName")
         self.instrumentation_ids = frozenset(i for i, name in kernels.items() if is_timing_kernel(name))
         copy_kinds, memory_kinds = export.enum(nsys.MEMCPY_KINDS), export.enum(nsys.MEMORY_KINDS)
@@ -154,6 +162,7 @@ class StepAttributor:
         self.paths: dict[str, PathBuilder] = {}
         self.step_ranges = self.stage_ranges = self.steps_outside_paths = self.gpu_outside_paths = 0
         self._last_wait: tuple[int, int, int] | None = None
+        self._last_graph_launch: tuple[int, int | None] | None = None
         self.trace_ids: set[int] = set()
 
     # ------------------------------------------------------------------ ranges
@@ -226,14 +235,18 @@ class StepAttributor:
         if c.gpu is None:
             return
         s, e, stage, k = c.gpu_start, c.gpu_end, ctx.stage, ctx.stage_step
+        graph_call = c.name_id in self.graph_launch_ids and stage in COMPUTE_STAGES
+        if graph_call and self._last_graph_launch != (c.tid, c.correlation_id):  # once per call, not per kernel
+            self._last_graph_launch = (c.tid, c.correlation_id)
+            path.count("graph_launches", c.start, c.end)
         if c.gpu == nsys.KERNEL and c.kernel_name_id in self.instrumentation_ids:
             path.count("instrumentation", s, e)
             if stage in COMPUTE_STAGES and k is not None:
                 path.open_stage(k, s, e, self.tracks("stream", c.stream), stage)
         elif stage == INSERT_TASKS:
             path.count("insert", s, e)
-        elif c.gpu == nsys.KERNEL and stage in COMPUTE_STAGES and k is not None:
-            path.count("compute", s, e)
+        elif c.gpu in (nsys.KERNEL, nsys.GRAPH_TRACE) and stage in COMPUTE_STAGES and k is not None:
+            path.count("compute" if c.gpu == nsys.KERNEL else "graph_records", s, e)
             self._gpu(path, c, COMPUTE, k, stage)
         elif c.gpu == nsys.MEMCPY and stage == POSTPROCESS and c.copy_kind in self.dtoh and k is not None:
             path.count("dtoh", s, e)
@@ -278,6 +291,8 @@ class StepAttributor:
                 spans=p.columns.table(names),
                 flows=[_flow(f, names) for f in p.flows],
                 compute_kernels=w.get("compute", GpuWork()),
+                graph_records=w.get("graph_records", GpuWork()),
+                graph_launches=w.get("graph_launches", GpuWork()),
                 dtoh_copies=w.get("dtoh", GpuWork()),
                 waits=w.get("waits", GpuWork()),
                 instrumentation=w.get("instrumentation", GpuWork()),

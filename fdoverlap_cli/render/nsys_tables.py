@@ -46,6 +46,14 @@ def _gpu(a: NsysAnalysis, console: Console) -> None:
         + f") · busy {value(g.busy, 'pct')} of the {g.window} ({value(g.window_ns, 'ms')}), "
         f"{value(g.busy_while_active, 'pct')} from its first to its last record"
     )
+    graphs = a.graphs
+    if graphs.records:
+        console.print(
+            f"[b]CUDA graphs[/b]: {graphs.records:,} launches traced as a whole ({value(graphs.records_ns, 'ms')}): "
+            "their kernels are not in the export (nsys --cuda-graph-trace=node shows them)"
+        )
+    elif graphs.node_kernels:
+        console.print(f"[b]CUDA graphs[/b]: {graphs.node_kernels:,} of the kernels ran inside graphs (traced per node)")
     if k.top:
         table = Table(title="top kernels", title_justify="left", show_edge=False, header_style="bold")
         table.add_column("kernel", overflow="ellipsis", max_width=80)
