@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Everything fdoverlap measures on a GPU host, in phases, for one command per phase:
-#   bash benchmarks/gpu_session.sh check      doctor, op build, GPU tests, a short compare
-#   bash benchmarks/gpu_session.sh bench      the compare matrix of docs/BENCHMARKS.md (8B-class preset)
+#   bash benchmarks/gpu_session.sh check      doctor, op build, GPU tests (but the graphs phase's), a short compare
+#   bash benchmarks/gpu_session.sh graphs     decode CUDA graphs: their GPU tests (identity, capture report) and
+#                                             benchmarks/decode_roofline.py (forward vs roofline, host cost per step)
+#   bash benchmarks/gpu_session.sh bench      the compare matrix of docs/BENCHMARKS.md (8B-class preset), CUDA
+#                                             graphs on and off
 #   bash benchmarks/gpu_session.sh overhead   the same replay with and without the GPU timestamps
 #   bash benchmarks/gpu_session.sh nsys       nsys profiles of both paths, analyze --against, fixtures
+#   bash benchmarks/gpu_session.sh nsys-graphs  decode-b64's overlap path with CUDA graphs under nsys, graphs traced
+#                                             as a whole and per node, analyzed (GPU busy, kernels only)
 #   bash benchmarks/gpu_session.sh pair       the committed fixture pair: a real run.json and the nsys export of
 #                                             the same run, in $OUT/fixture-pair/ (copy both to tests/fixtures/nsys/)
 #   bash benchmarks/gpu_session.sh sanitizer  compute-sanitizer memcheck/racecheck on the op tests and a replay
@@ -21,6 +26,11 @@ FDO="python -m fdoverlap_cli"
 LAYERS=${LAYERS:-32}
 
 banner() { printf '\n===== %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
+timed() {  # run a phase and say how long it took (the wall time each phase states is an estimate until then)
+    local start=$SECONDS
+    "$@"
+    printf '===== phase %s took %d s\n' "$1" $((SECONDS - start))
+}
 
 check() {
     banner environment
@@ -31,7 +41,8 @@ check() {
     banner "ops build"
     $FDO ops build --verbose 2>&1 | tail -15
     banner "GPU tests"
-    timeout 420 python -m pytest -q -m gpu -rf -p no:cacheprovider tests > "$OUT/gpu-tests.log" 2>&1
+    timeout 420 python -m pytest -q -m gpu -rf -p no:cacheprovider --ignore=tests/test_graphs_gpu.py tests \
+        > "$OUT/gpu-tests.log" 2>&1
     tail -25 "$OUT/gpu-tests.log"
     banner "short compare (8b, 2 layers, default trace)"
     timeout 300 $FDO compare --sync --overlap --preset 8b --layers 2 -o "$OUT/check-compare.json"
@@ -44,13 +55,44 @@ bench_one() {  # name trace [extra options]
     timeout 560 $FDO compare --sync --overlap "$trace" --preset 8b --layers "$LAYERS" -o "$OUT/bench-$name.json" "$@"
 }
 
-bench() {
-    bench_one b16 traces/default.json
-    bench_one b64 traces/decode-b64.json
-    bench_one b128 traces/decode-b128.json
-    bench_one mixed traces/mixed-chunked.json
-    bench_one b64-copystream traces/decode-b64.json --copy-stream separate
-    bench_one b64-hostsync traces/decode-b64.json --token-count sync
+graphs() {  # about 4 min on an H200 (estimate): 14 GPU tests at 2 layers, then the roofline benchmark at $LAYERS
+    banner "GPU tests of the decode CUDA graphs (8b, 2 layers)"
+    rm -f "$OUT/graph-identity.txt"
+    timeout 500 python -m pytest -q -m gpu -rf -p no:cacheprovider tests/test_graphs_gpu.py \
+        > "$OUT/graphs-tests.log" 2>&1
+    tail -8 "$OUT/graphs-tests.log"
+    banner "graph vs eager, per trace (graphs on vs the same padded batches must be identical)"
+    cat "$OUT/graph-identity.txt"
+    banner "decode forward against the HBM roofline, host cost per decode step (8b, $LAYERS layers)"
+    timeout 500 python benchmarks/decode_roofline.py --layers "$LAYERS"
+}
+
+bench_summary() {  # one line per compare: the speedup, each path's wall time and GPU busy, the steps that replayed
+    python - "$OUT"/bench-*.json <<'PY'
+import json, sys
+for f in sys.argv[1:]:
+    d = json.load(open(f))
+    v, c = d["derived"], d["derived"]["comparison"] or {}
+    paths = " · ".join(
+        f"{n} {m['wall_ns'] / 1e6:,.0f} ms busy {100 * (m['gpu_busy'] or 0):.1f}% graph/eager {m['graph_steps']}/{m['eager_steps']}"
+        for n, m in v["paths"].items()
+    )
+    print(f"{f.rsplit('/', 1)[-1]:28} speedup {c.get('speedup') or 0:.3f}  {paths}")
+PY
+}
+
+bench() {  # about 4 min on an H200 (estimate; 10 compares of 145-324 steps a path)
+    for graphs in on off; do
+        bench_one b16-graphs-$graphs traces/default.json --cuda-graph $graphs
+        bench_one b64-graphs-$graphs traces/decode-b64.json --cuda-graph $graphs
+        bench_one b128-graphs-$graphs traces/decode-b128.json --cuda-graph $graphs
+        bench_one mixed-graphs-$graphs traces/mixed-chunked.json --cuda-graph $graphs
+    done
+    # the overlap design's options, with graphs (as FastDeploy runs decode)
+    bench_one b64-copystream-graphs-on traces/decode-b64.json --copy-stream separate --cuda-graph on
+    bench_one b64-hostsync-graphs-on traces/decode-b64.json --token-count sync --cuda-graph on
+    banner "compare matrix"
+    bench_summary
 }
 
 overhead() {  # the same replay with and without GPU timestamps, alternating, decode-heavy and long steps
@@ -74,6 +116,27 @@ nsys_profiles() {
     banner "nsys: cross-check, default trace, 8b with $LAYERS layers"
     timeout 500 $FDO profile -o /tmp/fdoverlap-b16 -- \
         compare --sync --overlap traces/default.json --preset 8b --layers "$LAYERS" -o "$OUT/nsys-b16-run.json" 2>&1 | tail -70
+}
+
+nsys_graphs() {  # about 2 min on an H200 (estimate): two profiles of one path of 321 steps at $LAYERS layers
+    local name
+    for traced in graph node; do
+        name=/tmp/fdoverlap-b64-graphs-$traced
+        banner "nsys: decode-b64, overlap path, CUDA graphs, --cuda-graph-trace=$traced"
+        timeout 400 $FDO profile --cuda-graph-trace $traced -o $name -- \
+            replay traces/decode-b64.json --path overlap --preset 8b --layers "$LAYERS" --cuda-graph on \
+            -o "$OUT/nsys-b64-graphs-$traced-run.json" 2>&1 | tail -45
+        $FDO analyze $name.sqlite --json > "$OUT/nsys-b64-graphs-$traced.json"
+        python - "$OUT/nsys-b64-graphs-$traced.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+p = d["paths"]["overlap"]
+print(f"overlap: GPU busy, kernels only {100 * p['kernel_busy']:.2f}% (target >= 99%), GPU busy "
+      f"{100 * p['metrics']['gpu_busy']:.2f}%, {p['work']['graph_launches']['count']} graph launches, "
+      f"{p['work']['compute_kernels']['count']} kernels and {p['work']['graph_records']['count']} whole-graph "
+      f"records in C_k; graphs traced: {d['cuda_graphs']['traced']}")
+PY
+    done
 }
 
 pair() {  # tests/test_nsys_real_pair.py's fixtures: the tool's run.json and nsys's export of the same run
@@ -122,13 +185,15 @@ exposed() {  # ~4 min on an H200: two comparisons, one profiled replay of the sy
 
 for phase in "${@:-check}"; do
     case $phase in
-        check) check ;;
-        bench) bench ;;
-        overhead) overhead ;;
-        nsys) nsys_profiles ;;
-        pair) pair ;;
-        sanitizer) sanitizer ;;
-        exposed) exposed ;;
+        check) timed check ;;
+        graphs) timed graphs ;;
+        bench) timed bench ;;
+        overhead) timed overhead ;;
+        nsys) timed nsys_profiles ;;
+        nsys-graphs) timed nsys_graphs ;;
+        pair) timed pair ;;
+        sanitizer) timed sanitizer ;;
+        exposed) timed exposed ;;
         *) echo "unknown phase $phase" >&2; exit 2 ;;
     esac
 done 2>&1 | tee -a "$OUT/gpu-session.log"

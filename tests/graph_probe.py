@@ -14,10 +14,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
 from fdoverlap_cli import ops as op_library
 from fdoverlap_cli.engine.device import Device
 from fdoverlap_cli.engine.graphs import ModelForward, SizeGraph, capture_sizes
 from fdoverlap_cli.platform import probe
+from fdoverlap_cli.trace import Insert, Request, Step, Trace, TraceConfig
 
 
 class _RerunGraph:
@@ -79,3 +82,31 @@ def padded_eager(engine: Any) -> Any:
     """`engine` with its forward replaced by `PaddedEager` (before its first replay)."""
     engine.forward = PaddedEager(engine.device, engine.model, engine.share)
     return engine
+
+
+def decoding_trace(running: int = 5, slots: int = 16, output_len: int = 40) -> Trace:
+    """`running` requests prefilled together at step 0, then decoding side by side in `slots` slots."""
+    requests = tuple(Request(f"r{i}", 8, output_len) for i in range(running))
+    steps = (Step(insert=tuple(Insert(f"r{i}", i, 0, 8) for i in range(running))),) + (Step(),) * (output_len - 1)
+    config = TraceConfig(
+        max_num_seqs=slots, max_model_len=64, block_size=16, num_kv_blocks=64, max_num_batched_tokens=64
+    )
+    return Trace(config=config, requests=requests, steps=steps, meta={"source": "test:decoding"})
+
+
+def one_forward_three_ways(engine: Any) -> dict[str, Any]:
+    """The decode forward of the engine's current batch (all slots decoding) as its graph replays it, as the
+    eager forward of the same padded batch, and as the eager forward of the exact batch: hidden rows as numpy."""
+    n = int(np.asarray(engine.share.seq_lens_this_time.numpy()).sum())
+    graph = engine.forward.run(n, True)
+    assert graph.graph_rows >= n, "the batch did not replay a graph"
+    rows = {"graph": np.array(graph.hidden.numpy())[:n]}
+    padded = PaddedEager(engine.device, engine.model, engine.share)
+    padded.capture_all()
+    rows["padded"] = np.array(padded.run(n, True).hidden.numpy())[:n]
+    rows["exact"] = np.array(engine.forward.run(n, False).hidden.numpy())
+    return {"rows": n, "size": graph.graph_rows, **rows}
+
+
+def bitwise_equal(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()

@@ -26,7 +26,7 @@ from fdoverlap_cli.session import ReplayConfig, ReplaySession
 from fdoverlap_cli.trace import load_trace
 from tests import engine_traces
 from tests.conftest import run_cli
-from tests.graph_probe import CpuGraphDevice, padded_eager
+from tests.graph_probe import CpuGraphDevice, bitwise_equal, decoding_trace, one_forward_three_ways, padded_eager
 
 pytestmark = pytest.mark.usefixtures("ops")
 MODEL = model_config("tiny")
@@ -189,3 +189,13 @@ def test_a_cpu_compare_runs_eagerly_and_says_so_in_run_json(tmp_path):
     assert doc["cuda_graphs"] is None and doc["options"]["cuda_graph"] == "auto"
     metrics = doc["derived"]["paths"]["sync"]
     assert metrics["graph_steps"] == 0 and metrics["eager_steps"] > 0
+
+
+def test_one_forward_replayed_is_bitwise_the_eager_forward_of_its_padded_batch():
+    """The GPU test's probe on the CPU: 5 decoding slots pad to 8; the replay is the padded batch's work."""
+    engine = Engine(decoding_trace(running=5), CpuGraphDevice(), MODEL, RunnerOptions(), cuda_graph="on")
+    engine.warm_up(3)
+    out = one_forward_three_ways(engine)
+    assert (out["rows"], out["size"]) == (5, 8)
+    assert bitwise_equal(out["graph"], out["padded"])
+    assert out["exact"].shape == out["graph"].shape and np.isfinite(out["exact"]).all()
