@@ -16,7 +16,7 @@ host      The overlap path over decode-b64 (the same preset) with graphs: every 
           output send, the bookkeeping), per step; what is left of the iteration's busy time (B_k = the
           iteration without its waits) is Python between the calls. The wrappers' own cost is measured and shown.
 
-Usage: python benchmarks/decode_roofline.py [-o PATH] [--layers N] [--only roofline,host]
+Usage: python benchmarks/decode_roofline.py [-o PATH] [--layers N] [--only roofline|host]
 Writes JSON to PATH (default $OUT/decode_roofline.json, else ./decode_roofline.json) and prints two tables.
 """
 
@@ -162,9 +162,8 @@ class TimedOps:
         return timed
 
 
-def host_step(layers: int) -> dict[str, Any]:
+def host_step(device: Any, layers: int) -> dict[str, Any]:
     log = CallLog()
-    device = open_gpu()
     device.ops = TimedOps(device.ops, log)
     for method in ("copy", "copy_to_host", "new_event", "record_event", "wait_event"):
         setattr(device, method, log.wrap(f"device.{method}", getattr(device, method)))
@@ -248,19 +247,16 @@ def print_host(h: dict[str, Any]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default_out = Path(os.environ["OUT"]) / "decode_roofline.json" if os.environ.get("OUT") else None
-    parser.add_argument("-o", "--output", type=Path, default=default_out or Path("decode_roofline.json"))
+    out = Path(os.environ.get("OUT", ".")) / "decode_roofline.json"
+    parser.add_argument("-o", "--output", type=Path, default=out, help="the JSON (default $OUT/decode_roofline.json)")
     parser.add_argument("--layers", type=int, default=32)
-    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument("--only", choices=SECTIONS, help="one section (default: both)")
     args = parser.parse_args()
-    only = set(args.only.split(","))
-    if not only <= set(SECTIONS):
-        parser.error(f"--only: unknown section(s) {', '.join(sorted(only - set(SECTIONS)))}")
+    sections = (args.only,) if args.only else SECTIONS
     try:
         device = open_gpu()
     except FdoError as e:
-        print(f"decode_roofline.py needs a CUDA GPU: {e}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(f"decode_roofline.py needs a CUDA GPU: {e}")
     cfg = model_config("8b", args.layers)
     result: dict[str, Any] = {
         "device": device.name,
@@ -270,7 +266,7 @@ def main() -> None:
         "model": cfg.to_dict(),
         "target_ratio": TARGET,
     }
-    if "roofline" in only:
+    if "roofline" in sections:
         timer = GpuTimer(device)
         hbm = hbm_bandwidth(timer)
         result["hbm_GBps"] = hbm / 1e9
@@ -279,8 +275,8 @@ def main() -> None:
         print(f"  {'batch':5} {'context':9} {'replay':>9} {'step':>9} {'roofline':>9}  ratio (target <= {TARGET}x)")
         result["roofline"] = roofline(timer, cfg, hbm)
         del timer
-    if "host" in only:
-        result["host"] = host_step(args.layers)
+    if "host" in sections:
+        result["host"] = host_step(device, args.layers)
         print_host(result["host"])
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=1) + "\n")
