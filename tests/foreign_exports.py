@@ -192,7 +192,8 @@ def write_loop(path: str | Path, shape: LoopShape | None = None) -> Expected:
             "INSERT INTO CUPTI_ACTIVITY_KIND_SYNCHRONIZATION VALUES (?, ?, 0, 1, ?, ?, ?, 1, ?)",
             [(a, b, STREAM, corr, GLOBAL_PID, event) for a, b, corr, event in sim.syncs],
         )
-        db.execute("ALTER TABLE CUPTI_ACTIVITY_KIND_KERNEL ADD COLUMN graphNodeId INTEGER")
+        if "graphNodeId" not in {row[1] for row in db.execute("PRAGMA table_info(CUPTI_ACTIVITY_KIND_KERNEL)")}:
+            db.execute("ALTER TABLE CUPTI_ACTIVITY_KIND_KERNEL ADD COLUMN graphNodeId INTEGER")
         db.executemany(
             "UPDATE CUPTI_ACTIVITY_KIND_KERNEL SET graphNodeId = 1 WHERE correlationId = ?",
             [(c,) for c in sim.graph_kernels],
