@@ -74,10 +74,12 @@ for f in sys.argv[1:]:
     d = json.load(open(f))
     v, c = d["derived"], d["derived"]["comparison"] or {}
     paths = " · ".join(
-        f"{n} {m['wall_ns'] / 1e6:,.0f} ms busy {100 * (m['gpu_busy'] or 0):.1f}% graph/eager {m['graph_steps']}/{m['eager_steps']}"
+        f"{n} {m['wall_ns'] / 1e6:,.0f} ms, GPU busy {100 * (m['gpu_busy'] or 0):.1f}%, "
+        f"graph/eager steps {m['graph_steps']}/{m['eager_steps']}"
         for n, m in v["paths"].items()
     )
-    print(f"{f.rsplit('/', 1)[-1]:28} speedup {c.get('speedup') or 0:.3f}  {paths}")
+    speedup = f"{c['speedup']:.3f}" if c.get("speedup") else "–"
+    print(f"{f.rsplit('/', 1)[-1]:28} speedup {speedup}  {paths}")
 PY
 }
 
