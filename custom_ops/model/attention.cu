@@ -115,11 +115,13 @@ AttentionPlan PlanAttention(const AttentionShape& shape, bool float16, const voi
   plan.prefill_tiles = plan.tensor_cores && shape.rows > shape.bsz;
   plan.splits = 1;
   if (!plan.prefill_tiles && shape.rows > 0) {
-    // Row tiles: split each row's keys until the grid fills the GPU once (one wave: every block starts at
-    // once, so the per-block start-up latency is paid once), in parts of at least kMinSplitKeys keys.
+    // Row tiles: split each row's keys until a full batch of slots fills the GPU once (one wave: every block
+    // starts at once, so the per-block start-up latency is paid once), in parts of at least kMinSplitKeys keys.
+    // Sized from the slots, not the rows: a row's result must not depend on how many padding rows its batch
+    // carries, so a CUDA-graph replay of a padded batch and the eager forward of the exact one agree.
     const int heads_per_block = plan.tensor_cores ? (group < 16 ? group : 16) : SimtHeadsPerBlock(group);
     const int per_sm = plan.tensor_cores ? TcRowBlocksPerSm(shape.head_dim) : kSimtBlocksPerSm;
-    const int64_t blocks = shape.rows * shape.num_kv_heads * ((group + heads_per_block - 1) / heads_per_block);
+    const int64_t blocks = shape.bsz * shape.num_kv_heads * ((group + heads_per_block - 1) / heads_per_block);
     const int64_t wanted = static_cast<int64_t>(per_sm > 0 ? per_sm : 1) * MultiprocessorCount() / blocks;
     const int64_t most = (shape.max_model_len + kMinSplitKeys - 1) / kMinSplitKeys;
     const int64_t splits = wanted < most ? wanted : most;
