@@ -62,7 +62,7 @@ def test_real_export_printed():
     assert result.returncode == 0, result.stderr
     text = " ".join(result.stdout.split())
     assert "export schema 3.20.3" in text
-    assert "htod 2 · dtoh 6 · dtod 0" in text
+    assert "[CUDA memcpy Host-to-Device]" in text and "[CUDA memcpy Device-to-Host]" in text
     assert "pinned 6 · pageable 0 · device 2" in text
     assert "per-step metrics: not available" in text
     assert "not a run of the fdoverlap engine" in text
@@ -261,3 +261,42 @@ def test_nsys_rep_without_nsys(tmp_path):
     assert result.returncode == 2
     assert "--nsys PATH or $NSYS" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_tables_follow_nsys_stats_on_the_real_export():
+    """Ranges, kernels and copies carry nsys stats' columns, each computed here again from the export's rows."""
+    import sqlite3
+    import statistics
+
+    def expected(values: list[int]) -> dict:
+        return {
+            "count": len(values),
+            "total": sum(values),
+            "mean": statistics.fmean(values),
+            "median": statistics.median(values),
+            "min": min(values),
+            "max": max(values),
+            "stddev": statistics.stdev(values) if len(values) > 1 else 0.0,
+        }
+
+    def stats(row: dict, unit: str) -> dict:
+        return {k.removesuffix(f"_{unit}"): v for k, v in row.items() if k == "count" or k.endswith(f"_{unit}")}
+
+    with sqlite3.connect(REAL) as db:
+        named = "FROM NVTX_EVENTS e LEFT JOIN StringIds s ON s.id = e.textId WHERE COALESCE(e.text, s.value) = 'step'"
+        step = [d for (d,) in db.execute(f"SELECT e.end - e.start {named} AND e.end IS NOT NULL")]
+        kernels = [d for (d,) in db.execute("SELECT end - start FROM CUPTI_ACTIVITY_KIND_KERNEL")]
+        dtoh = db.execute("SELECT end - start, bytes FROM CUPTI_ACTIVITY_KIND_MEMCPY WHERE copyKind = 2").fetchall()
+    out = _json(str(REAL))
+    ranges = {r["name"]: r for r in out["nvtx"]["ranges"]}
+    assert stats(ranges["step"], "ns") == pytest.approx(expected(step))
+    assert stats(out["kernels"]["top"][0], "ns") == pytest.approx(expected(kernels))
+    copies = {op["kind"]: op for op in out["copies"]["operations"]}
+    assert stats(copies["dtoh"]["time"], "ns") == pytest.approx(expected([t for t, _ in dtoh]))
+    assert stats(copies["dtoh"]["size"], "bytes") == pytest.approx(expected([b for _, b in dtoh]))
+    printed = run_cli("analyze", str(REAL)).stdout
+    header = "Time (%) ┃ Total (ns) ┃ Instances ┃ Avg (ns) ┃ Med (ns) ┃ Min (ns) ┃ Max (ns) ┃ StdDev (ns) ┃ Range"
+    assert header in " ".join(printed.split())
+    assert "Total (MB) ┃ Count ┃ Avg (MB)" in " ".join(printed.split())
+    row = next(line for line in printed.splitlines() if "[CUDA memcpy Device-to-Host]" in line)
+    assert f"{len(dtoh):,}" in row.split("│")[2] and f"{sum(t for t, _ in dtoh):,}" in row  # count, total (ns)

@@ -15,6 +15,11 @@ kernel of the graph is a KERNEL row with the launch's correlationId (and a graph
 (nsys's default, `--cuda-graph-trace=graph`), the launch is one GRAPH_TRACE row (start, end, streamId,
 correlationId, graphId) and its kernels are not in the export. Either way the GPU records join the call
 that launched them on correlationId.
+
+Refused on open, each in one line: a file that is not an export of a known schema, and a record that
+ends before it starts (naming its table and row: nsys never writes one, and every duration and busy
+share read from it would be negative). Text nsys writes as TEXT is read as text even where it is stored
+as a BLOB; a BLOB that is not UTF-8 is an unreadable export.
 """
 
 from __future__ import annotations
@@ -137,8 +142,9 @@ class NsysExport:
             raise InputError(str(path), "an empty SQLite database, not an Nsight Systems export")
         if META not in self.tables or STRINGS not in self.tables:
             raise InputError(str(path), f"not an Nsight Systems export (no {META} or {STRINGS} table)")
-        self.meta = dict(self._rows(f"SELECT name, value FROM {META}"))
+        self.meta = dict(self._rows(f"SELECT CAST(name AS TEXT), CAST(value AS TEXT) FROM {META}"))
         self.version = self._check_version()
+        self._check_order()
 
     # ------------------------------------------------------------------ opening
 
@@ -198,7 +204,20 @@ class NsysExport:
     # ------------------------------------------------------------------ low level
 
     def _unreadable(self, e: sqlite3.Error) -> InputError:
+        if str(e).startswith("Could not decode to UTF-8"):
+            return InputError(str(self.path), "cannot read the export: a text value that is not UTF-8")
         return InputError(str(self.path), f"cannot read the export ({e}); is the file truncated or corrupt?")
+
+    def _check_order(self) -> None:
+        """Refuse a record with end < start (see the module docstring)."""
+        for table in (NVTX, RUNTIME, KERNEL, MEMCPY, GRAPH_TRACE):
+            if not {"start", "end"} <= self.columns(table):
+                continue
+            sql = f"SELECT rowid, start, end FROM {table} WHERE end < start LIMIT 1"
+            for rowid, start, end in self._rows(sql):
+                raise InputError(
+                    str(self.path), f"{table} row {rowid} ends before it starts (start {start}, end {end})"
+                )
 
     def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> Iterator[tuple]:
         """The rows of `sql`, fetched in batches; SQLite errors become one InputError."""
@@ -229,7 +248,7 @@ class NsysExport:
         if string_id is None:
             return None
         if string_id not in self._strings:
-            row = next(self._rows(f"SELECT value FROM {STRINGS} WHERE id = ?", (string_id,)), None)
+            row = next(self._rows(f"SELECT CAST(value AS TEXT) FROM {STRINGS} WHERE id = ?", (string_id,)), None)
             self._strings[string_id] = row[0] if row else None
         return self._strings[string_id]
 
@@ -247,34 +266,37 @@ class NsysExport:
         """NVTX domain id -> name (from the DomainCreate events)."""
         if NVTX not in self.tables:
             return {}
-        sql = f"SELECT domainId, text FROM {NVTX} WHERE eventType = ? AND domainId IS NOT NULL"
+        sql = f"SELECT domainId, CAST(text AS TEXT) FROM {NVTX} WHERE eventType = ? AND domainId IS NOT NULL"
         return {int(d): name for d, name in self._rows(sql, (NVTX_DOMAIN_CREATE,)) if name is not None}
 
     def categories(self) -> dict[tuple[int, int], str]:
         """(domain id, category id) -> category name (from nvtxDomainNameCategory events)."""
         if NVTX not in self.tables:
             return {}
-        sql = f"SELECT domainId, category, text FROM {NVTX} WHERE eventType = ? AND category IS NOT NULL"
+        sql = f"SELECT domainId, category, CAST(text AS TEXT) FROM {NVTX} WHERE eventType = ? AND category IS NOT NULL"
         return {(int(d or 0), int(c)): name for d, c, name in self._rows(sql, (NVTX_CATEGORY,)) if name is not None}
 
     def enum(self, table: str) -> dict[int, str]:
         """An ENUM_* table as id -> symbol name (empty when the export lacks it)."""
         if table not in self.tables:
             return {}
-        return {int(i): name for i, name in self._rows(f"SELECT id, name FROM {table}")}
+        return {int(i): name for i, name in self._rows(f"SELECT id, CAST(name AS TEXT) FROM {table}")}
 
     def distinct_names(self, table: str, column: str) -> dict[int, str]:
         """StringIds id -> value for every id used in `table.column` (API names, kernel names)."""
         if table not in self.tables:
             return {}
-        sql = f"SELECT DISTINCT t.{column}, s.value FROM {table} t LEFT JOIN {STRINGS} s ON s.id = t.{column}"
+        sql = (
+            f"SELECT DISTINCT t.{column}, CAST(s.value AS TEXT) FROM {table} t "
+            f"LEFT JOIN {STRINGS} s ON s.id = t.{column}"
+        )
         return {int(i): name or f"<string {i}>" for i, name in self._rows(sql) if i is not None}
 
     def gpu_names(self) -> list[str]:
         """The names of the GPUs the profiled machine had (empty when the export does not say)."""
         if "name" not in self.columns(GPUS):
             return []
-        return [name for (name,) in self._rows(f"SELECT DISTINCT name FROM {GPUS}") if name]
+        return [name for (name,) in self._rows(f"SELECT DISTINCT CAST(name AS TEXT) FROM {GPUS}") if name]
 
     def profiled_window(self) -> tuple[int, int] | None:
         """[start, stop) of the whole profiled session in the export's clock, when the export says."""
@@ -293,7 +315,7 @@ class NsysExport:
         payload_sql = f"COALESCE({', '.join(payload)}, NULL)" if payload else "NULL"
         sql = (
             f"SELECT e.start, e.end, e.eventType = {NVTX_PUSH_POP}, e.globalTid, COALESCE(e.domainId, 0), e.category, "
-            f"COALESCE(e.text, s.value), {payload_sql} "
+            f"CAST(COALESCE(e.text, s.value) AS TEXT), {payload_sql} "
             f"FROM {NVTX} e LEFT JOIN {STRINGS} s ON s.id = e.textId "
             f"WHERE e.eventType IN ({NVTX_PUSH_POP}, {NVTX_START_END}) ORDER BY e.start, e.end DESC"
         )
@@ -354,7 +376,8 @@ class NsysExport:
         if NVTX not in self.tables:
             return iter(())
         sql = (
-            f"SELECT COALESCE(e.domainId, 0), e.category, COALESCE(e.text, s.value), count(*), sum(e.end - e.start) "
+            f"SELECT COALESCE(e.domainId, 0), e.category, CAST(COALESCE(e.text, s.value) AS TEXT), count(*), "
+            "sum(e.end - e.start) "
             f"FROM {NVTX} e LEFT JOIN {STRINGS} s ON s.id = e.textId "
             f"WHERE e.eventType IN ({NVTX_PUSH_POP}, {NVTX_START_END}) AND e.end IS NOT NULL GROUP BY 1, 2, 3"
         )
@@ -386,3 +409,29 @@ class NsysExport:
             f"SELECT copyKind, srcKind, dstKind, count(*), sum(bytes), sum(end - start) FROM {MEMCPY} GROUP BY 1, 2, 3"
         )
         return map(CopyTotal._make, self._rows(sql))
+
+    # ------------------------------------------------------------------ durations, for the statistics
+
+    def range_durations(self) -> Iterator[tuple[int, int | None, str | None, int]]:
+        """(domain, category, message, end - start) of every closed range."""
+        if NVTX not in self.tables:
+            return iter(())
+        sql = (
+            f"SELECT COALESCE(e.domainId, 0), e.category, CAST(COALESCE(e.text, s.value) AS TEXT), e.end - e.start "
+            f"FROM {NVTX} e LEFT JOIN {STRINGS} s ON s.id = e.textId "
+            f"WHERE e.eventType IN ({NVTX_PUSH_POP}, {NVTX_START_END}) AND e.end IS NOT NULL"
+        )
+        return self._rows(sql)
+
+    def kernel_durations(self, name_ids: frozenset[int]) -> Iterator[tuple[int, int]]:
+        """(shortName id, end - start) of every kernel of these names."""
+        if KERNEL not in self.tables or not name_ids:
+            return iter(())
+        ids = ", ".join(str(int(i)) for i in sorted(name_ids))
+        return self._rows(f"SELECT shortName, end - start FROM {KERNEL} WHERE shortName IN ({ids})")
+
+    def copy_records(self) -> Iterator[tuple[int, int | None, int | None, int, int]]:
+        """(copy kind, source memory, destination memory, end - start, bytes) of every memory copy."""
+        if MEMCPY not in self.tables:
+            return iter(())
+        return self._rows(f"SELECT copyKind, srcKind, dstKind, end - start, COALESCE(bytes, 0) FROM {MEMCPY}")

@@ -1,14 +1,19 @@
 """What any Nsight Systems export holds, summed: NVTX ranges, memory copies, kernels, and how busy the GPU was.
 
 Plain data for `analyze` to report whatever program the export profiled (render/nsys_tables.py shows it).
-Pageable device-to-host copies are flagged: CUDA completes them before returning, so they serialize
-the host with the GPU and cannot overlap.
+Ranges, kernels and copies carry `nsys stats`'s statistics (its nvtx_sum, cuda_gpu_kern_sum,
+cuda_gpu_mem_time_sum and cuda_gpu_mem_size_sum reports): total, instances, mean, median, min, max and
+the sample standard deviation. Pageable device-to-host copies are flagged: CUDA completes them before
+returning, so they serialize the host with the GPU and cannot overlap.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from fdoverlap_cli.errors import InputError
 from fdoverlap_cli.nsys import export as nsys
@@ -27,14 +32,47 @@ def _enum_label(name: str | None, ident: int | None) -> str:
 
 
 @dataclass(frozen=True)
+class Stats:
+    """count, total, mean, median, min, max and sample standard deviation (n - 1; 0 for one value)."""
+
+    count: int
+    total: int
+    mean: float
+    median: float
+    min: int
+    max: int
+    stddev: float
+
+    @classmethod
+    def of(cls, values: Iterable[int]) -> Stats:
+        v = np.fromiter(values, dtype=np.int64)
+        if not len(v):
+            return cls(0, 0, 0.0, 0.0, 0, 0, 0.0)
+        stddev = float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+        return cls(len(v), int(v.sum()), float(v.mean()), float(np.median(v)), int(v.min()), int(v.max()), stddev)
+
+    def to_dict(self, unit: str) -> dict[str, Any]:
+        """{'total_ns': ..., 'mean_ns': ...} for unit 'ns' (count without a unit)."""
+        fields = ("total", "mean", "median", "min", "max", "stddev")
+        return {"count": self.count, **{f"{f}_{unit}": getattr(self, f) for f in fields}}
+
+
+@dataclass(frozen=True)
 class RangeSummary:
     domain: str
     name: str
-    count: int
-    total_ns: int
+    time: Stats  # of the ranges' durations, ns
+
+    @property
+    def count(self) -> int:
+        return self.time.count
+
+    @property
+    def total_ns(self) -> int:
+        return self.time.total
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "mean_ns": self.total_ns / self.count if self.count else None}
+        return {"domain": self.domain, "name": self.name, **self.time.to_dict("ns")}
 
 
 @dataclass(frozen=True)
@@ -48,8 +86,21 @@ class CopyRow:
 
 
 @dataclass(frozen=True)
+class CopyKind:
+    """The copies of one kind (nsys stats' "operation"): their durations (ns) and sizes (bytes)."""
+
+    kind: str
+    time: Stats
+    size: Stats
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "time": self.time.to_dict("ns"), "size": self.size.to_dict("bytes")}
+
+
+@dataclass(frozen=True)
 class CopySummary:
     rows: tuple[CopyRow, ...]
+    kinds: tuple[CopyKind, ...] = ()  # the longest total time first
 
     def by_kind(self) -> dict[str, int]:
         out = dict.fromkeys(COPY_KINDS, 0)
@@ -77,6 +128,7 @@ class CopySummary:
             "by_destination": self.by_destination(),
             "pageable_dtoh": self.pageable_dtoh(),
             "details": [r.__dict__ for r in self.rows],
+            "operations": [k.to_dict() for k in self.kinds],
         }
 
 
@@ -85,14 +137,14 @@ class KernelSummary:
     count: int
     total_ns: int
     instrumentation: int  # the engine's timing kernels among them
-    top: tuple[tuple[str, int, int], ...]  # (name, count, total_ns), the longest total first
+    top: tuple[tuple[str, Stats], ...]  # (name, durations in ns), the longest total first
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "count": self.count,
             "total_ns": self.total_ns,
             "instrumentation_kernels": self.instrumentation,
-            "top": [{"name": n, "count": c, "total_ns": t} for n, c, t in self.top],
+            "top": [{"name": n, **t.to_dict("ns")} for n, t in self.top],
         }
 
 
@@ -120,14 +172,12 @@ class GpuBusy:
 def ranges(export: nsys.NsysExport) -> list[RangeSummary]:
     """Closed ranges by (domain, name), the longest total first; a range with no message is named by its category."""
     domains, categories = export.domains(), export.categories()
-    totals: dict[tuple[str, str], list[int]] = {}
-    for t in export.range_totals():
-        name = t.name if t.name is not None else categories.get((t.domain, t.category or 0), "(unnamed)")
-        key = (domains.get(t.domain, "(default)" if t.domain == 0 else f"domain {t.domain}"), name)
-        acc = totals.setdefault(key, [0, 0])
-        acc[0] += t.count
-        acc[1] += t.total_ns or 0
-    rows = [RangeSummary(d, n, c, t) for (d, n), (c, t) in totals.items()]
+    durations: dict[tuple[str, str], list[int]] = {}
+    for domain, category, text, duration in export.range_durations():
+        name = text if text is not None else categories.get((domain, category or 0), "(unnamed)")
+        key = (domains.get(domain, "(default)" if domain == 0 else f"domain {domain}"), name)
+        durations.setdefault(key, []).append(duration)
+    rows = [RangeSummary(d, n, Stats.of(v)) for (d, n), v in durations.items()]
     return sorted(rows, key=lambda r: (-r.total_ns, r.domain, r.name))
 
 
@@ -146,21 +196,32 @@ def copies(export: nsys.NsysExport, notes: list[str]) -> CopySummary:
         )
         for t in export.copy_totals()
     )
-    return CopySummary(rows)
+    times: dict[str, list[int]] = {}
+    sizes: dict[str, list[int]] = {}
+    for kind, _src, _dst, duration, size in export.copy_records():
+        label = _enum_label(kinds.get(kind), kind)
+        times.setdefault(label, []).append(duration)
+        sizes.setdefault(label, []).append(size)
+    by_kind = [CopyKind(k, Stats.of(times[k]), Stats.of(sizes[k])) for k in times]
+    return CopySummary(rows, tuple(sorted(by_kind, key=lambda k: (-k.time.total, k.kind))))
 
 
 def kernels(export: nsys.NsysExport) -> KernelSummary:
     names = export.distinct_names(nsys.KERNEL, "shortName")
     count = total = instrumentation = 0
-    top = []
+    top_ids = []
     for t in export.kernel_totals():
         name = names.get(t.name_id, f"<string {t.name_id}>")
         count += t.count
         total += t.total_ns or 0
         instrumentation += t.count if is_timing_kernel(name) else 0
-        if len(top) < TOP_KERNELS:
-            top.append((name, t.count, t.total_ns or 0))
-    return KernelSummary(count, total, instrumentation, tuple(top))
+        if len(top_ids) < TOP_KERNELS:
+            top_ids.append(t.name_id)
+    durations: dict[int, list[int]] = {i: [] for i in top_ids}
+    for name_id, duration in export.kernel_durations(frozenset(top_ids)):
+        durations[name_id].append(duration)
+    top = tuple((names.get(i, f"<string {i}>"), Stats.of(durations[i])) for i in top_ids)
+    return KernelSummary(count, total, instrumentation, top)
 
 
 def gpu_busy(export: nsys.NsysExport) -> GpuBusy:

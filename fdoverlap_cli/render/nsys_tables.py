@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from fdoverlap_cli.measure import catalog
 from fdoverlap_cli.nsys.analysis import NsysAnalysis, NsysPath
 from fdoverlap_cli.nsys.crosscheck import Agreement, CrossCheck
-from fdoverlap_cli.render.cells import comparison_line, difference, metric_rows, row_unit, steps_line, value
+from fdoverlap_cli.nsys.summary import TOP_KERNELS, Stats
+from fdoverlap_cli.render.cells import comparison_line, difference, metric_rows, steps_line, value
 
 TOP_RANGES = 20
+# How nsys stats names each copy kind.
+COPY_OPERATIONS = {
+    "htod": "[CUDA memcpy Host-to-Device]",
+    "dtoh": "[CUDA memcpy Device-to-Host]",
+    "dtod": "[CUDA memcpy Device-to-Device]",
+    "htoh": "[CUDA memcpy Host-to-Host]",
+    "peer": "[CUDA memcpy Peer-to-Peer]",
+}
 
 
 def _header(a: NsysAnalysis, console: Console) -> None:
@@ -19,21 +29,59 @@ def _header(a: NsysAnalysis, console: Console) -> None:
         console.print(f"[yellow]warning:[/yellow] {line}")
 
 
+# The columns of `nsys stats`'s summaries, times in ns as it prints them (sizes in MB of 10^6 bytes).
+STATS_COLUMNS = ("Total", "Instances", "Avg", "Med", "Min", "Max", "StdDev")
+
+
+def _stats_table(title: str, unit: str, name: str, *, share: bool, count: str = "Instances") -> Table:
+    table = Table(title=title, title_justify="left", show_edge=False, header_style="bold")
+    if share:
+        table.add_column("Time (%)", justify="right")
+    for column in STATS_COLUMNS:
+        table.add_column(count if column == "Instances" else f"{column} ({unit})", justify="right")
+    table.add_column(name, overflow="ellipsis", max_width=80)
+    return table
+
+
+def _stats_cells(st: Stats, whole: int | None, *, scale: float = 1.0, digits: int = 0) -> list[str]:
+    """Time (%) of `whole` (None: no share column), then total, count, mean, median, min, max, stddev: as
+    nsys stats prints them, in units of `scale` with `digits` decimals (ns: mean, median, stddev with one)."""
+    share = [] if whole is None else [f"{100 * st.total / whole:.1f}" if whole else "–"]
+
+    def number(x: float, extra: int) -> str:
+        return f"{x / scale:,.{digits + extra}f}"
+
+    exact = [number(v, 0) for v in (st.total, st.min, st.max)]
+    derived = [number(v, 1 if scale == 1.0 else 0) for v in (st.mean, st.median, st.stddev)]
+    return [*share, exact[0], f"{st.count:,}", derived[0], derived[1], exact[1], exact[2], derived[2]]
+
+
+def _print_whole(console: Console, table: Table) -> None:
+    """A statistics table at its natural width, wider than the console if need be (nsys stats prints it so):
+    a number is never cut to fit."""
+    natural = console.measure(table, options=console.options.update_width(1000)).maximum
+    if natural <= console.width:
+        console.print(table)
+        return
+    wide = Console(
+        file=console.file,
+        width=natural,
+        color_system=console.color_system,  # type: ignore[arg-type]
+        force_terminal=console.is_terminal,
+        no_color=console.no_color,
+    )
+    wide.print(table)
+
+
 def _ranges(a: NsysAnalysis, console: Console) -> None:
     if not a.ranges:
         console.print("NVTX ranges: none")
         return
-    table = Table(title="NVTX ranges", title_justify="left", show_edge=False, header_style="bold")
-    for column in ("domain", "range"):
-        table.add_column(column)
-    for column in ("count", "total", "mean"):
-        table.add_column(column, justify="right")
+    whole = sum(r.total_ns for r in a.ranges)
+    table = _stats_table("NVTX ranges (nvtx_sum)", "ns", "Range", share=True)
     for r in a.ranges[:TOP_RANGES]:
-        unit = row_unit([r.total_ns])
-        table.add_row(
-            r.domain, r.name, value(r.count, "num"), value(r.total_ns, unit), value(r.total_ns / r.count, unit)
-        )
-    console.print(table)
+        table.add_row(*_stats_cells(r.time, whole), escape(f"{r.domain}:{r.name}"))
+    _print_whole(console, table)
     if len(a.ranges) > TOP_RANGES:
         console.print(f"[dim]… and {len(a.ranges) - TOP_RANGES} more (all of them in --json)[/dim]")
 
@@ -55,17 +103,23 @@ def _gpu(a: NsysAnalysis, console: Console) -> None:
     elif graphs.node_kernels:
         console.print(f"[b]CUDA graphs[/b]: {graphs.node_kernels:,} of the kernels ran inside graphs (traced per node)")
     if k.top:
-        table = Table(title="top kernels", title_justify="left", show_edge=False, header_style="bold")
-        table.add_column("kernel", overflow="ellipsis", max_width=80)
-        for column in ("count", "total", "mean"):
-            table.add_column(column, justify="right")
-        for name, count, total in k.top:
-            unit = row_unit([total])
-            table.add_row(name, value(count, "num"), value(total, unit), value(total / count, unit))
-        console.print(table)
-    by_kind = " · ".join(f"{kind} {n:,}" for kind, n in c.by_kind().items())
+        longest = f", the {TOP_KERNELS} longest" if len(k.top) == TOP_KERNELS else ""
+        table = _stats_table(f"kernels (cuda_gpu_kern_sum{longest})", "ns", "Name", share=True)
+        for name, stats in k.top:
+            table.add_row(*_stats_cells(stats, k.total_ns), escape(name))
+        _print_whole(console, table)
+    if c.kinds:
+        time = _stats_table("memory copies (cuda_gpu_mem_time_sum)", "ns", "Operation", share=True, count="Count")
+        size = _stats_table("memory copies (cuda_gpu_mem_size_sum)", "MB", "Operation", share=False, count="Count")
+        whole = sum(kind.time.total for kind in c.kinds)
+        for kind in c.kinds:
+            operation = COPY_OPERATIONS.get(kind.kind, kind.kind)
+            time.add_row(*_stats_cells(kind.time, whole), operation)
+            size.add_row(*_stats_cells(kind.size, None, scale=1e6, digits=3), operation)
+        _print_whole(console, time)
+        _print_whole(console, size)
     by_dst = " · ".join(f"{dst} {n:,}" for dst, n in c.by_destination().items())
-    console.print(f"[b]memory copies[/b] by kind: {by_kind}; by destination: {by_dst}")
+    console.print(f"[b]memory copies[/b] by destination: {by_dst}")
     pageable = c.pageable_dtoh()
     if pageable["count"]:
         console.print(
