@@ -6,7 +6,8 @@ paths, and per path (`PathRecord`) the step table (host
 times and GPU times aligned to the host clock, int64 ns), the output reader's summary, and
 per-request token digests. Every number shown comes from `view(window)`, which hands the step
 tables to `measure.derive`: the same for the run just measured and for a run.json loaded again.
-JSON exists only in `save` and `load`; a file of another format or version is refused in one line.
+JSON exists only in `save` and `load`; a file of another format or version is refused in one line, and
+one of this version is checked whole (results_format.py) before anything is built from it.
 """
 
 from __future__ import annotations
@@ -29,14 +30,10 @@ from fdoverlap_cli.measure import schema
 from fdoverlap_cli.measure.derive import Derived, PathTiming, Window, derive
 from fdoverlap_cli.measure.metrics import RequestFacts, StepFacts
 from fdoverlap_cli.measure.records import KIND_CODE, Kind, SpanTable, Track
+from fdoverlap_cli.results_format import TIME_REFERENCE, check_results
 
 RESULTS_FORMAT = "fdoverlap-run"
 RESULTS_VERSION = 2
-# run.json stores a row's times relative to its pre_start (set when the row is made, so always there),
-# a wait's end relative to its start, and those two relative to the file's time base: a few digits a
-# value instead of twelve. Missing values are null.
-_REFERENCE = {c: "pre_start" for c in schema.TIME_COLUMNS if c not in ("pre_start", "wait_start", "wait_end")}
-_REFERENCE["wait_end"] = "wait_start"
 
 
 def step_spans(columns: dict[str, np.ndarray], copy_track: str) -> SpanTable:
@@ -155,7 +152,7 @@ class PathRecord:
         for name, values in self.columns.items():
             v = values.astype(np.int64)
             if name in schema.TIME_COLUMNS:
-                ref = self.columns[_REFERENCE[name]] if name in _REFERENCE else base
+                ref = self.columns[TIME_REFERENCE[name]] if name in TIME_REFERENCE else base
                 offsets = (v - ref).tolist()
                 cols[name] = [None if m else x for x, m in zip(offsets, (v < 0).tolist(), strict=True)]
             else:
@@ -178,10 +175,10 @@ class PathRecord:
         raw = d["columns"]
         columns: dict[str, np.ndarray] = {}
         # References first (pre_start and wait_start are relative to the base), then what refers to them.
-        for name in sorted(raw, key=lambda c: c in _REFERENCE):
+        for name in sorted(raw, key=lambda c: c in TIME_REFERENCE):
             values = raw[name]
             if name in schema.TIME_COLUMNS:
-                ref = columns[_REFERENCE[name]] if name in _REFERENCE else base
+                ref = columns[TIME_REFERENCE[name]] if name in TIME_REFERENCE else base
                 missing = np.array([x is None for x in values], dtype=bool)
                 offsets = np.array([0 if x is None else x for x in values], dtype=np.int64)
                 columns[name] = np.where(missing, -1, offsets + ref)
@@ -278,6 +275,10 @@ class RunResult:
                 f"{where}: version",
                 f"unknown results version {d.get('version')!r} (this fdoverlap reads version {RESULTS_VERSION})",
             )
+        try:
+            check_results(d)
+        except InputError as e:
+            raise InputError(f"{where}: {e.where}" if e.where else where, e.reason) from None
         try:
             return cls(
                 command=d["command"],

@@ -51,3 +51,12 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600)
         env=full_env,
         cwd=REPO,
     )
+
+
+@pytest.fixture(scope="session")
+def cpu_run(tmp_path_factory: pytest.TempPathFactory, ops) -> Path:
+    """A real run.json: `compare` of the bundled default trace on the CPU (both paths, identical tokens)."""
+    out = tmp_path_factory.mktemp("cpu-run") / "run.json"
+    proc = run_cli("compare", "--device", "cpu", "--warmup", "2", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    return out

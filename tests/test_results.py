@@ -53,9 +53,9 @@ def test_the_step_table_round_trips_exactly_through_json():
 
 
 def _run(rows: int) -> RunResult:
-    return RunResult(
-        ["fdoverlap"], {"device": "gpu"}, {"file": "t.json"}, {"name": "tiny"}, {}, {"overlap": _path(rows)}
-    )
+    trace = {"file": "t.json", "sha256": "0" * 64, "requests": 1, "steps": rows}
+    model = {"name": "tiny", "num_layers": 2, "dtype": "float32"}
+    return RunResult(["fdoverlap"], {"device": "gpu"}, trace, model, {}, {"overlap": _path(rows)})
 
 
 def test_times_are_stored_as_short_offsets_and_per_step_metrics_are_left_out():

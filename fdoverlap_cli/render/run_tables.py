@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -23,18 +24,30 @@ NO_TIMESTAMPS = "not measured: the run has no GPU timestamps (--no-timestamps), 
 
 
 @contextlib.contextmanager
-def progress(enabled: bool = True) -> Iterator[Any]:
-    """A callback(phase, done, total) drawing a progress bar on stderr (only on a terminal)."""
-    console = Console(stderr=True)
-    if not enabled or not console.is_terminal:
+def progress(enabled: bool = True, console: Console | None = None) -> Iterator[Any]:
+    """A callback(phase, done, total, note) for `ReplaySession.run`, on stderr. On a terminal: a bar per
+    phase, each stopped when the phase is done, and the notes above them. Piped: the notes alone, one
+    line each (the op library's first compile); no bars."""
+    console = console or Console(stderr=True)
+    if not enabled:
         yield None
         return
+    if not console.is_terminal:
+
+        def note_only(phase: str, done: int, total: int, note: str | None = None) -> None:
+            if note:
+                console.print(f"fdoverlap: {note}", highlight=False, markup=False, soft_wrap=True)
+
+        yield note_only
+        return
     bar = Progress(
-        TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+        TextColumn("{task.description:>10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
     )
     tasks: dict[str, Any] = {}
 
-    def update(phase: str, done: int, total: int) -> None:
+    def update(phase: str, done: int, total: int, note: str | None = None) -> None:
+        if note:
+            bar.console.print(note, highlight=False, markup=False)
         if phase not in tasks:
             tasks[phase] = bar.add_task(phase, total=total)
         bar.update(tasks[phase], completed=done, total=total)
@@ -66,11 +79,11 @@ def print_run(result: RunResult, view: Derived, console: Console | None = None) 
     console = console or Console()
     names = list(result.paths)
     model, env = result.model, result.environment
-    console.print(
-        f"[b]{result.trace['file']}[/b]: {value(result.trace['requests'], 'num')} requests, "
-        f"{value(result.trace['steps'], 'num')} steps · model {model['name']} ({model['num_layers']} layers, "
-        f"{model['dtype']}) · device {env.get('device')}"
-        + (f" ({env['paddle'].get('gpu_name')})" if result.on_gpu else "")
+    gpu = f" ({escape(str((env.get('paddle') or {}).get('gpu_name')))})" if result.on_gpu else ""
+    console.print(  # what came from a file is escaped: a name like "[/b]" is text, not markup
+        f"[b]{escape(result.trace['file'])}[/b]: {value(result.trace['requests'], 'num')} requests, "
+        f"{value(result.trace['steps'], 'num')} steps · model {escape(model['name'])} ({model['num_layers']} layers, "
+        f"{escape(model['dtype'])}) · device {escape(str(env.get('device')))}{gpu}"
     )
     graphs = graph_line(result)
     if graphs:
@@ -105,7 +118,7 @@ def print_run(result: RunResult, view: Derived, console: Console | None = None) 
     for line in _check_lines(result):
         console.print(line)
     for note in (*notes, *hazard_notes(result), *view.notes, *result.notes):
-        console.print(f"[yellow]note:[/yellow] {note}")
+        console.print(f"[yellow]note:[/yellow] {escape(note)}")
 
 
 def graph_line(result: RunResult) -> str | None:
@@ -131,13 +144,13 @@ def _check_lines(result: RunResult) -> list[str]:
         else:
             d = identity.first_difference or {}
             lines.append(
-                f"[red]tokens differ[/red]: request {d['request']}, token {d['token_index']} (step {d['step']}): "
-                f"sync {d.get('sync')} vs overlap {d.get('overlap')}"
+                f"[red]tokens differ[/red]: request {escape(d['request'])}, token {d['token_index']} "
+                f"(step {d['step']}): sync {escape(str(d.get('sync')))} vs overlap {escape(str(d.get('overlap')))}"
             )
     for name, p in result.paths.items():
         check = p.reader.output_check if p.reader else None
         if check and not check.ok:
-            lines.append(f"[red]{name}: output check failed[/red]: {'; '.join(check.problems[:3])}")
+            lines.append(f"[red]{name}: output check failed[/red]: {escape('; '.join(check.problems[:3]))}")
     return lines
 
 

@@ -1,0 +1,285 @@
+"""The run.json format checked in one pass before a RunResult is built from it, as trace/format.py checks a trace.
+
+Every field `RunResult`/`PathRecord` read and every field a renderer shows gets its type and range checked;
+the first problem is one InputError naming its JSON path (`paths.sync.columns.pre_start[3]`). Step-table
+times must come out, after their time base and reference are added, within [0, 2^62] ns (int64 with room
+to subtract); counts and ids are integers within ±2^62; the step column is there, increasing, and every
+column of a table has its length. Free-form parts (the environment's paddle record, the trace's config
+and meta, the options) only need to be objects.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from fdoverlap_cli.errors import InputError, clip
+from fdoverlap_cli.measure import schema
+from fdoverlap_cli.measure.records import Track
+
+MAX_VALUE = 2**62
+STEP_COLUMNS = (*schema.HOST_COLUMNS, *schema.GPU_POINTS)
+COLUMNS = (*STEP_COLUMNS, *schema.WAIT_COLUMNS)
+COPY_TRACKS = (Track.COMPUTE_STREAM, Track.COPY_STREAM)
+# run.json stores a row's times relative to its pre_start (set when the row is made, so always there),
+# a wait's end relative to its start, and those two relative to the file's time base: a few digits a
+# value instead of twelve. Missing values are null.
+TIME_REFERENCE = {c: "pre_start" for c in schema.TIME_COLUMNS if c not in ("pre_start", "wait_start", "wait_end")}
+TIME_REFERENCE["wait_end"] = "wait_start"
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return json.dumps(value)
+    name = {dict: "an object", list: "an array", str: "a string", float: "a number", int: "an integer"}
+    text = clip(json.dumps(value, ensure_ascii=False)) if isinstance(value, (int, float, str)) else ""
+    return f"{name.get(type(value), type(value).__name__)} {text}".strip()
+
+
+def _key(where: str, key: str) -> str:
+    return f"{where}.{clip(key)}" if where else clip(key)
+
+
+class _Doc:
+    """Accessors that check as they read; each failure names the JSON path."""
+
+    @staticmethod
+    def object(value: Any, where: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise InputError(where, f"expected an object, got {_describe(value)}")
+        return value
+
+    @staticmethod
+    def field(obj: dict[str, Any], key: str, where: str) -> Any:
+        if key not in obj:
+            raise InputError(where, f"missing required field '{key}'")
+        return obj[key]
+
+    @classmethod
+    def str(cls, obj: dict[str, Any], key: str, where: str, *, nullable: bool = False) -> str | None:
+        value = cls.field(obj, key, where)
+        if (value is None and nullable) or isinstance(value, str):
+            return value
+        raise InputError(_key(where, key), f"expected a string, got {_describe(value)}")
+
+    @classmethod
+    def bool(cls, obj: dict[str, Any], key: str, where: str) -> bool:
+        value = cls.field(obj, key, where)
+        if not isinstance(value, bool):
+            raise InputError(_key(where, key), f"expected true or false, got {_describe(value)}")
+        return value
+
+    @staticmethod
+    def int_value(value: Any, where: str, *, minimum: int = -MAX_VALUE, nullable: bool = False) -> int | None:
+        if value is None and nullable:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InputError(where, f"expected an integer, got {_describe(value)}")
+        if value < minimum:
+            raise InputError(where, f"must be at least {minimum}, got {clip(str(value))}")
+        if value > MAX_VALUE:
+            raise InputError(where, f"{clip(str(value))} is too large (at most 2^62)")
+        return value
+
+    @classmethod
+    def int(cls, obj: dict[str, Any], key: str, where: str, *, minimum: int = 0, nullable: bool = False) -> int | None:
+        return cls.int_value(cls.field(obj, key, where), _key(where, key), minimum=minimum, nullable=nullable)
+
+    @classmethod
+    def list(cls, obj: dict[str, Any], key: str, where: str) -> list[Any]:
+        value = cls.field(obj, key, where)
+        if not isinstance(value, list):
+            raise InputError(_key(where, key), f"expected an array, got {_describe(value)}")
+        return value
+
+    @classmethod
+    def strings(cls, obj: dict[str, Any], key: str, where: str) -> None:
+        for i, item in enumerate(cls.list(obj, key, where)):
+            if not isinstance(item, str):
+                raise InputError(f"{_key(where, key)}[{i}]", f"expected a string, got {_describe(item)}")
+
+    @classmethod
+    def optional(cls, obj: dict[str, Any], key: str, where: str) -> dict[str, Any] | None:
+        value = cls.field(obj, key, where)
+        return None if value is None else cls.object(value, _key(where, key))
+
+
+D = _Doc
+
+
+def check_results(doc: dict[str, Any]) -> None:
+    """Raise InputError(json_path, reason) for the first field of a run.json (format and version already
+    checked) that RunResult.from_dict or a renderer could not use."""
+    D.bool(doc, "complete", "")
+    D.str(doc, "created", "")
+    D.strings(doc, "command", "")
+    environment = D.object(D.field(doc, "environment", ""), "environment")
+    D.str(environment, "device", "environment")
+    if environment.get("paddle") is not None:
+        D.object(environment["paddle"], "environment.paddle")
+    trace = D.object(D.field(doc, "trace", ""), "trace")
+    D.str(trace, "file", "trace")
+    D.str(trace, "sha256", "trace", nullable=True)
+    D.int(trace, "requests", "trace")
+    D.int(trace, "steps", "trace")
+    model = D.object(D.field(doc, "model", ""), "model")
+    D.str(model, "name", "model")
+    D.int(model, "num_layers", "model")
+    D.str(model, "dtype", "model")
+    D.object(D.field(doc, "options", ""), "options")
+    _window(D.field(doc, "window", ""))
+    graphs = D.optional(doc, "cuda_graphs", "")
+    if graphs is not None:
+        _graphs(graphs)
+    identity = D.optional(doc, "identity", "")
+    if identity is not None:
+        _identity(identity)
+    D.strings(doc, "notes", "")
+    paths = D.object(D.field(doc, "paths", ""), "paths")
+    for name, path in paths.items():
+        if name not in schema.PATHS:
+            raise InputError(_key("paths", name), f"unknown path (expected {' or '.join(schema.PATHS)})")
+        _path(D.object(path, f"paths.{name}"), name)
+
+
+def _window(value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, list) or len(value) != 2:
+        raise InputError("window", f"expected null or [FIRST, LAST], got {_describe(value)}")
+    first, last = (D.int_value(v, f"window[{i}]", minimum=0) for i, v in enumerate(value))
+    if first > last:  # type: ignore[operator]
+        raise InputError("window", f"FIRST {first} is after LAST {last}")
+
+
+def _graphs(graphs: dict[str, Any]) -> None:
+    where = "cuda_graphs"
+    for i, size in enumerate(D.list(graphs, "sizes", where)):
+        D.int_value(size, f"{where}.sizes[{i}]", minimum=1)
+    for key in ("capture_ns", "allocated_before", "allocated_after", "reserved_before", "reserved_after"):
+        D.int(graphs, key, where)
+    known = {"sizes", "capture_ns", "allocated_before", "allocated_after", "reserved_before", "reserved_after"}
+    for key in graphs:
+        if key not in known | {"memory_bytes"}:
+            raise InputError(_key(where, key), "unknown field")
+
+
+def _identity(identity: dict[str, Any]) -> None:
+    where = "identity"
+    identical = D.bool(identity, "identical", where)
+    D.int(identity, "requests", where)
+    D.int(identity, "tokens", where)
+    first = D.optional(identity, "first_difference", where)
+    if not identical and first is None:
+        raise InputError(f"{where}.first_difference", "the paths' tokens differ, so it must say where")
+    if first is not None:
+        at = f"{where}.first_difference"
+        D.str(first, "request", at)
+        D.int(first, "token_index", at)
+        D.int(first, "step", at, minimum=-1)
+
+
+def _path(path: dict[str, Any], name: str) -> None:
+    where = f"paths.{name}"
+    if D.str(path, "name", where) != name:
+        raise InputError(f"{where}.name", f"expected '{name}', the path's key, got {_describe(path['name'])}")
+    D.bool(path, "complete", where)
+    if D.str(path, "copy_track", where) not in COPY_TRACKS:
+        raise InputError(
+            f"{where}.copy_track", f"expected {' or '.join(COPY_TRACKS)}, got {_describe(path['copy_track'])}"
+        )
+    base = D.int(path, "time_base_ns", where)
+    _columns(D.object(D.field(path, "columns", where), f"{where}.columns"), base or 0, f"{where}.columns")
+    tokens = D.object(D.field(path, "tokens", where), f"{where}.tokens")
+    for request, digest in tokens.items():
+        at = _key(f"{where}.tokens", request)
+        digest = D.object(digest, at)
+        D.int(digest, "count", at)
+        D.str(digest, "sha256", at)
+    reader = D.optional(path, "reader", where)
+    if reader is not None:
+        _reader(reader, f"{where}.reader")
+    D.int(path, "queue_full_waits", where)
+    clock = D.optional(path, "clock", where)
+    if clock is not None:
+        at = f"{where}.clock"
+        for key in ("offset_ns", "error_ns", "drift_ns"):
+            D.int(clock, key, at, minimum=-MAX_VALUE)
+        D.int(clock, "samples", at)
+        D.int(clock, "resolution_ns", at, nullable=True)
+
+
+def _reader(reader: dict[str, Any], where: str) -> None:
+    for key in ("messages", "stop_messages", "anomaly_count"):
+        D.int(reader, key, where)
+    for i, marker in enumerate(D.list(reader, "markers", where)):
+        if not isinstance(marker, list):
+            raise InputError(f"{where}.markers[{i}]", f"expected an array, got {_describe(marker)}")
+    D.strings(reader, "anomalies", where)
+    at = f"{where}.output_check"
+    check = D.object(D.field(reader, "output_check", where), at)
+    ok = D.bool(check, "ok", at)
+    D.strings(check, "problems", at)
+    if not ok and not check["problems"]:
+        raise InputError(f"{at}.problems", "the check failed, so it must name a problem")
+
+
+def _columns(columns: dict[str, Any], base: int, where: str) -> None:
+    """Types, lengths and ranges of a step table as PathRecord.to_dict wrote it (times as offsets)."""
+    for name in columns:
+        if name not in COLUMNS:
+            raise InputError(_key(where, name), "unknown step-table column")
+    if "step" not in columns:
+        raise InputError(where, "missing required column 'step'")
+    for _, start, end, _ in (*schema.STEP_SPANS, schema.WAIT_SPAN):  # a span needs both ends
+        for have, lack in ((start, end), (end, start)):
+            if have in columns and lack not in columns:
+                raise InputError(where, f"has column '{have}' but not '{lack}'")
+    if ("wait_start" in columns) != ("wait_step" in columns):
+        raise InputError(where, "the wait columns come together (wait_step, wait_start, wait_end)")
+    lists = {name: D.list(columns, name, where) for name in columns}
+    for group, first in ((STEP_COLUMNS, "step"), (schema.WAIT_COLUMNS, None)):
+        present = [name for name in group if name in lists]
+        first = first or (present[0] if present else None)
+        for name in present:
+            if len(lists[name]) != len(lists[first]):
+                raise InputError(
+                    _key(where, name), f"has {len(lists[name]):,} rows, '{first}' has {len(lists[first]):,}"
+                )
+    absolute: dict[str, list[int | None]] = {}
+    for name in sorted(lists, key=lambda c: c in TIME_REFERENCE):  # references first, as PathRecord reads them
+        at = _key(where, name)
+        if name in schema.TIME_COLUMNS:
+            refs = absolute.get(TIME_REFERENCE[name]) if name in TIME_REFERENCE else None
+            absolute[name] = list(_times(lists[name], refs, base, at, TIME_REFERENCE.get(name)))
+        else:
+            minimum = 0 if name in ("step", "wait_step") else -1
+            for i, value in enumerate(lists[name]):
+                D.int_value(value, f"{at}[{i}]", minimum=minimum)
+    steps = lists["step"]
+    for i in range(1, len(steps)):
+        if steps[i] <= steps[i - 1]:
+            raise InputError(f"{where}.step[{i}]", f"steps must increase, got {steps[i]} after {steps[i - 1]}")
+
+
+def _times(
+    values: list[Any], refs: list[int | None] | None, base: int, where: str, ref_name: str | None
+) -> Iterable[int | None]:
+    for i, offset in enumerate(values):
+        at = f"{where}[{i}]"
+        if offset is None:
+            yield None
+            continue
+        D.int_value(offset, at)
+        origin = base
+        if ref_name is not None:
+            origin = refs[i] if refs is not None and i < len(refs) else None  # type: ignore[assignment]
+            if origin is None:
+                raise InputError(at, f"a time relative to {ref_name}, which this row lacks")
+        value = origin + offset
+        if not 0 <= value <= MAX_VALUE:
+            raise InputError(at, f"the time {clip(str(value))} ns is outside [0, 2^62] (time base and offsets)")
+        yield value
