@@ -48,7 +48,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -67,7 +67,8 @@ def _root(
 ) -> None:
     """Replay and profile the overlapped execute_model of FastDeploy's GPU model runner.
 
-    [b]Example[/b]: fdoverlap compare --sync --overlap
+    \b
+    Example: fdoverlap compare --sync --overlap
     """
 
 

@@ -16,6 +16,8 @@ Reading (`read_input`): at most MAX_INPUT_BYTES from one input file (the whole A
 as a trace is ~4 MB, a 100k-step run.json ~20 MB), so /dev/zero or a runaway pipe ends in one line.
 
 `refuse_overwriting_inputs`: the outputs of a command must not name one of its inputs, nor each other.
+
+The name `-` (STDOUT) is standard output for every writer here: written as it comes, never renamed.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import errno
 import json
 import os
 import stat
+import sys
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -37,6 +40,7 @@ MAX_INPUT_BYTES = 2**30  # 1 GiB
 _CHUNK = 2**20
 _TEMP_SUFFIX_BYTES = 14  # "." + "." + mkstemp's 8 characters + ".tmp"
 PathLike = str | os.PathLike[str]
+STDOUT = "-"  # as an output name: standard output
 
 
 def _umask() -> int:
@@ -114,7 +118,8 @@ def _target(path: PathLike) -> _Target:
 
 def check_writable(path: PathLike) -> None:
     """Raise the InputError a write to `path` would, before a long run produces what goes there."""
-    _target(path)
+    if os.fspath(path) != STDOUT:
+        _target(path)
 
 
 def _temp_prefix(target: Path) -> str:
@@ -144,7 +149,12 @@ def _open_direct(target: _Target) -> int:
 @contextlib.contextmanager
 def atomic_open(path: PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
     """Open `path` for writing: a temporary file renamed over it on success and deleted on error, or,
-    for a device or FIFO, the file itself (see the module's docstring)."""
+    for a device or FIFO, the file itself; `-`: standard output (see the module's docstring)."""
+    if os.fspath(path) == STDOUT:
+        stream = sys.stdout.buffer if "b" in mode else sys.stdout
+        yield stream
+        stream.flush()
+        return
     target = _target(path)
     text_encoding = None if "b" in mode else encoding
     tmp = None
@@ -173,7 +183,9 @@ def atomic_open(path: PathLike, mode: str = "w", encoding: str | None = "utf-8")
 @contextlib.contextmanager
 def atomic_path(path: PathLike) -> Iterator[Path]:
     """A temporary path beside `path` for a writer that needs a file name (SQLite): renamed over `path`
-    when the block succeeds, deleted otherwise. Regular files only: a device or FIFO is refused."""
+    when the block succeeds, deleted otherwise. Regular files only: a device, a FIFO or `-` is refused."""
+    if os.fspath(path) == STDOUT:
+        raise InputError(STDOUT, "cannot write this output to standard output: name a file")
     target = _target(path)
     if target.direct:
         raise InputError(_where(path), "cannot write: is not a regular file (this output must be one)")
@@ -290,7 +302,7 @@ def refuse_overwriting_inputs(
     """
 
     def named(files: Mapping[str, PathLike | None] | None) -> list[tuple[str, PathLike]]:
-        return [(label, p) for label, p in (files or {}).items() if p is not None and os.fspath(p) not in ("", "-")]
+        return [(label, p) for label, p in (files or {}).items() if p is not None and os.fspath(p) not in ("", STDOUT)]
 
     seen: dict[tuple[Any, ...], tuple[str, PathLike, bool]] = {}
     for label, p in named(inputs):

@@ -8,7 +8,6 @@ marked incomplete. It records; `RunResult.view(window)` derives.
 from __future__ import annotations
 
 import functools
-import hashlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from fdoverlap_cli import ops as op_library
 from fdoverlap_cli.engine.bookkeeping import digest
 from fdoverlap_cli.engine.device import Device
 from fdoverlap_cli.engine.graphs import GRAPH_MODES
@@ -30,14 +30,16 @@ from fdoverlap_cli.measure.records import Track
 from fdoverlap_cli.measure.schema import GPU_POINTS, MEASURE, PATHS, trace_payload
 from fdoverlap_cli.platform import probe
 from fdoverlap_cli.results import ClockInfo, PathRecord, ReaderSummary, RunResult, environment
-from fdoverlap_cli.trace import load_trace
+from fdoverlap_cli.trace import load_trace_and_digest
 
 CPU_NOTE = (
     "CPU run: every copy and wait is synchronous on the CPU, so what the overlap hides cannot be measured here; "
     "this run checks that both paths emit the same tokens."
 )
 
-Progress = Callable[[str, int, int], None]  # (phase, done, total)
+# (phase, done, total, note): each phase the session starts it also finishes (done == total) unless the
+# run stops; `note` is a line worth saying even where no progress bar is drawn (the op library's compile).
+Progress = Callable[[str, int, int, str | None], None]
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,13 @@ class ReplayConfig:
         return d
 
 
+_COMPILING = "compiling the op library for these sources, once: later runs load it from {where}"
+
+
+def _runs_on_cpu(device: str) -> bool:
+    return device == "cpu" or (device == "auto" and not probe().has_gpu)
+
+
 def resolve_preset(preset: str, device: str) -> str:
     """`auto` is the 8B-class model where a GPU will run it, the tiny one on a CPU."""
     if preset != "auto":
@@ -84,9 +93,14 @@ class ReplaySession:
 
     def __init__(self, config: ReplayConfig) -> None:
         self.config = config
-        self.trace = load_trace(config.trace_file)
-        self.trace_sha256 = hashlib.sha256(Path(config.trace_file).read_bytes()).hexdigest()
+        self.trace, self.trace_sha256 = load_trace_and_digest(config.trace_file)  # the bytes replayed, hashed
         self.model_cfg = model_config(resolve_preset(config.preset, config.device), config.layers, config.dims)
+        if self.model_cfg.dtype == "float16" and _runs_on_cpu(config.device):  # before gigabytes are allocated
+            raise OptionError(
+                "dims" if "dtype" in (config.dims or "") else "preset",
+                f"model '{self.model_cfg.name}' is float16, which runs on a GPU only (paddle's CPU matmul has no "
+                "float16 kernel); on the CPU use --preset tiny, or --dims dtype=float32",
+            )
         eos, vocab = self.trace.config.eos_token_id, self.model_cfg.vocab_size
         if eos >= vocab:  # the model could never emit it, and the replay writes it as each request's last token
             raise InputError(f"{config.trace_file}: config.eos_token_id", f"{eos} is not below vocab_size {vocab}")
@@ -98,9 +112,13 @@ class ReplaySession:
 
     def run(self, progress: Progress | None = None) -> None:
         cfg = self.config
-        if progress:
-            progress("build", 0, 1)
+        say = progress or (lambda *_: None)
+        cached = op_library.status()
+        say("op library", 0, 1, None if cached else _COMPILING.format(where=op_library.ops_cache_dir()))
         self.device = Device.open(cfg.device)
+        built = None if cached else op_library.status()
+        say("op library", 1, 1, built and f"op library compiled in {built.seconds:.0f} s: {built.path.parent}")
+        say("model", 0, 1, None)
         self.engine = Engine(
             self.trace,
             self.device,
@@ -110,17 +128,20 @@ class ReplaySession:
             trace_payload(self.trace_sha256),
             cfg.cuda_graph,
         )
-        if progress:
-            progress("warm-up", 0, 1)
+        say("model", 1, 1, None)
+        say("warm-up", 0, 1, None)
         self.engine.warm_up(cfg.warmup_steps)
+        say("warm-up", 1, 1, None)
         n = len(self.trace.steps)
         with self.engine.annotator.range(MEASURE):
             if cfg.cuda_profiler_range:
                 self.device.profiler_start()
             try:
                 for path in cfg.paths:
-                    step_done = (lambda k, p=path: progress(p, k + 1, n)) if progress else None
+                    say(path, 0, n, None)
+                    step_done = (lambda k, p=path: progress(p, k + 1, n, None)) if progress else None
                     self.engine.replay(path, step_done)
+                    say(path, n, n, None)  # also when the path skipped the trace's idle last steps
             finally:
                 if cfg.cuda_profiler_range:
                     self.device.profiler_stop()

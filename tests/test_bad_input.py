@@ -431,8 +431,93 @@ def test_analyze_against_bad_results(capsys, tmp_path):
     (tmp_path / "v9.json").write_text('{"format": "fdoverlap-run", "version": 9}')
     fails(capsys, [*args, tmp_path / "v9.json"], "v9.json: version: unknown results version 9")
     (tmp_path / "partial.json").write_text(json.dumps({"format": "fdoverlap-run", "version": RESULTS_VERSION}))
-    fails(capsys, [*args, tmp_path / "partial.json"], "partial.json: malformed results file")
+    fails(capsys, [*args, tmp_path / "partial.json"], "partial.json: missing required field 'complete'")
     fails(capsys, [*args, tmp_path / "none.json"], "none.json: no such results file")
+
+
+def _results(tmp_path: Path, cpu_run: Path, change: Callable[[dict[str, Any]], Any]) -> Path:
+    doc = json.loads(cpu_run.read_text())
+    change(doc)
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def _at(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def change(doc: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        node: Any = doc
+        for key in parents:
+            node = node[int(key)] if key.isdigit() else node[key]
+        node[int(last) if last.isdigit() else last] = value
+
+    return change
+
+
+RESULTS_CASES = [
+    ("no trace", _drop("trace"), "missing required field 'trace'"),
+    ("trace not an object", _at("trace", [1]), "trace: expected an object, got an array"),
+    ("trace file a number", _at("trace.file", 3), "trace.file: expected a string, got an integer 3"),
+    ("empty model", _at("model", {}), "model: missing required field 'name'"),
+    ("layers as text", _at("model.num_layers", "2"), 'model.num_layers: expected an integer, got a string "2"'),
+    ("no environment device", _drop("environment.device"), "environment: missing required field 'device'"),
+    ("command not strings", _at("command", [1]), "command[0]: expected a string"),
+    ("null output check", _at("paths.sync.reader.output_check", None), "output_check: expected an object, got null"),
+    ("null identity count", _at("identity.tokens", None), "identity.tokens: expected an integer, got null"),
+    ("differing without where", _at("identity.identical", False), "identity.first_difference: the paths' tokens"),
+    ("a column of 2^70", _at("paths.sync.columns.tokens.0", 2**70), "columns.tokens[0]: 1180591620717411303424 is"),
+    ("a column of Infinity", _at("paths.sync.columns.tokens.0", float("inf")), "got a number Infinity"),
+    ("a huge time base", _at("paths.sync.time_base_ns", 2**63), "time_base_ns: 9223372036854775808 is too large"),
+    ("a time past 2^62", _at("paths.sync.time_base_ns", 2**62), "is outside [0, 2^62]"),
+    ("no step column", _drop("paths.sync.columns.step"), "paths.sync.columns: missing required column 'step'"),
+    ("half a span", _drop("paths.sync.columns.iter_end"), "has column 'iter_start' but not 'iter_end'"),
+    ("a short column", _at("paths.sync.columns.tokens", [1]), "columns.tokens: has 1 rows, 'step' has"),
+    ("steps out of order", _at("paths.sync.columns.step.1", 0), "columns.step[1]: steps must increase"),
+    ("pre_start missing", _at("paths.sync.columns.pre_start.0", None), "[0]: a time relative to pre_start, which"),
+    ("an unknown path", _at("paths.turbo", {}), "paths.turbo: unknown path"),
+    ("a path of another name", _at("paths.sync.name", "overlap"), "paths.sync.name: expected 'sync'"),
+    ("copy track", _at("paths.sync.copy_track", "gpu:9"), "copy_track: expected gpu:compute or gpu:copy"),
+    ("a bad window", _at("window", [9, 3]), "window: FIRST 9 is after LAST 3"),
+    ("a window of text", _at("window", "all"), 'window: expected null or [FIRST, LAST], got a string "all"'),
+    ("token digests", _at("paths.sync.tokens.r0", {"count": 3}), "tokens.r0: missing required field 'sha256'"),
+    ("clock", _at("paths.sync.clock", {"offset_ns": 0.5}), "clock.offset_ns: expected an integer, got a number"),
+]
+
+
+@pytest.mark.parametrize(("case", "change", "fragment"), RESULTS_CASES, ids=[c[0] for c in RESULTS_CASES])
+def test_broken_results_files(capsys, tmp_path, cpu_run, case, change, fragment):
+    """A run.json given to report or to analyze --against: one line naming the file and the JSON path."""
+    path = _results(tmp_path, cpu_run, change)
+    fails(capsys, ["report", path], f"{path}: ", fragment)
+    fails(capsys, ["analyze", NSYS_EXPORT, "--against", path], f"{path}: ", fragment)
+
+
+def test_names_from_a_results_file_are_text_not_markup(capsys, tmp_path, cpu_run):
+    path = _results(tmp_path, cpu_run, _at("trace.file", "[/b]"))
+    assert main(["report", str(path)]) == 0
+    assert "[/b]" in capsys.readouterr().out
+
+
+def test_analyze_text_stored_as_a_blob(capsys, tmp_path):
+    """nsys writes NVTX text as TEXT; stored as a BLOB it reads as the same text, and a BLOB that is not
+    UTF-8 is one line."""
+    blob = _export_copy(tmp_path, "blob.sqlite", "UPDATE NVTX_EVENTS SET text = CAST(text AS BLOB)")
+    assert main(["analyze", str(blob)]) == 0
+    assert "fdoverlap:step" in capsys.readouterr().out
+    broken = _export_copy(
+        tmp_path,
+        "broken.sqlite",
+        "UPDATE NVTX_EVENTS SET text = X'66ff00' WHERE rowid = (SELECT max(rowid) FROM "
+        "NVTX_EVENTS WHERE text IS NOT NULL)",
+    )
+    fails(capsys, ["analyze", broken], f"{broken}: cannot read the export: a text value that is not UTF-8")
+
+
+@pytest.mark.parametrize("table", ["NVTX_EVENTS", "CUPTI_ACTIVITY_KIND_KERNEL", "CUPTI_ACTIVITY_KIND_MEMCPY"])
+def test_analyze_a_record_that_ends_before_it_starts(capsys, tmp_path, table):
+    row = f"(SELECT min(rowid) FROM {table} WHERE end IS NOT NULL)"
+    export = _export_copy(tmp_path, "reversed.sqlite", f"UPDATE {table} SET end = start - 5 WHERE rowid = {row}")
+    fails(capsys, ["analyze", export], f"{export}: {table} row ", "ends before it starts")
 
 
 # --------------------------------------------------------------------------- options
@@ -499,6 +584,34 @@ def test_a_trace_too_large_for_the_host(capsys, tmp_path):
     path = _trace(tmp_path, _set("config.max_num_seqs", 10**9))
     fails(capsys, ["replay", path, "--device", "cpu", "-o", tmp_path / "run.json"], "the host has", "GiB")
     assert not (tmp_path / "run.json").exists()
+
+
+def test_memory_beyond_weights_and_kv_is_counted(capsys, tmp_path, monkeypatch):
+    """Weights and KV cache fit; the logits of 2,000 slots over a vocabulary of 8,192 do not: refused before
+    the model is built, naming them (and not --layers, which would not help)."""
+    from fdoverlap_cli.engine import replay
+
+    path = tmp_path / "wide.json"
+    synth = ["trace", "synth", "-n", "2", "--prompt-len", "2", "--output-len", "2", "--max-model-len", "4"]
+    assert main([*synth, "--max-num-seqs", "2000", "--max-num-batched-tokens", "2000", "-o", str(path)]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(replay, "_host_memory_bytes", lambda: 64 * 2**20)
+    line = fails(
+        capsys,
+        ["replay", path, "--device", "cpu", "--dims", "vocab_size=8192", "-o", tmp_path / "run.json"],
+        "the host has 64 MiB",
+        "most of it is the logits, set by max_num_seqs 2,000 × vocab_size 8,192",
+    )
+    assert "--layers" not in line
+    assert not (tmp_path / "run.json").exists()
+
+
+@pytest.mark.parametrize("preset", ["1b", "8b"])
+def test_float16_on_the_cpu_is_refused_before_allocating(preset):
+    """Within 4 GiB of address space: the 1b weights alone are 3.2 GB, the 8b ones 15 GiB."""
+    for command in ("replay", "compare"):
+        done = _bounded_cli(command, "--device", "cpu", "--preset", preset)
+        _one_error_line(done, f"--preset: model '{preset}' is float16, which runs on a GPU only")
 
 
 # --------------------------------------------------------------------------- limits checked before the work

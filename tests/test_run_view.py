@@ -33,7 +33,9 @@ def runs(tmp_path_factory) -> dict[str, tuple[Path, str]]:
         run_json = folder / f"{name}.results.json"
         proc = run_cli("compare", "--device", "cpu", "--warmup", "2", *extra, "-o", str(run_json))
         assert proc.returncode == 0, proc.stderr
-        out[name] = (run_json, proc.stdout)
+        table, wrote = proc.stdout.rsplit("\n", 2)[0] + "\n", proc.stdout.splitlines()[-1]
+        assert wrote == f"wrote {run_json}"  # after the table, which report prints alone
+        out[name] = (run_json, table)
     return out
 
 
@@ -118,7 +120,7 @@ def test_an_interrupted_path_is_compared_over_the_steps_both_ran(runs, tmp_path)
 def test_a_window_outside_the_measured_steps_is_one_line(runs):
     proc = run_cli("report", str(runs["whole"][0]), "--window", "500:600")
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "fdoverlap: error: step window: no spans in steps 500..600"
+    assert proc.stderr.strip() == "fdoverlap: error: --window 500:600: no spans in steps 500..600"
 
 
 # --------------------------------------------------------------------------- derive on the loop model

@@ -31,7 +31,8 @@ def instrument(
     Under Nsight Systems: `nsys profile -t cuda,nvtx ... fdoverlap instrument ...`, or
     `fdoverlap profile --capture all -- instrument ...`. Spec format and presets: docs/nsys.md.
 
-    [b]Example[/b]: fdoverlap instrument --preset transformers -- python serve.py
+    \b
+    Example: fdoverlap instrument --preset transformers -- python serve.py
     """
     from fdoverlap_cli.instrument import launch
 

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from fdoverlap_cli.commands.options import JsonOpt, TimelineOpt, WindowOpt, parse_window
-from fdoverlap_cli.errors import CheckFailed, FdoError
+from fdoverlap_cli.commands.options import JsonOpt, Outputs, TimelineOpt, WindowOpt, choices, parse_window
+from fdoverlap_cli.errors import FdoError
 
 if TYPE_CHECKING:
     from fdoverlap_cli.nsys.analysis import NsysAnalysis
@@ -21,14 +21,13 @@ NsysOpt = Annotated[str | None, typer.Option("--nsys", help="The nsys executable
 def _present(
     analysis: NsysAnalysis,
     against: CrossCheck | None,
-    *,
-    timeline: Path | None,
-    as_json: bool,
+    outputs: Outputs,
     extra: dict[str, Any] | None = None,
 ) -> None:
     """Write the timeline if asked, then print the report (Rich) or its JSON."""
     from fdoverlap_cli.render import nsys_tables
 
+    timeline = outputs.files["--timeline"]
     if timeline is not None:
         if not analysis.attribution.paths:
             raise FdoError(f"--timeline: no fdoverlap paths to draw ({analysis.unavailable})")
@@ -36,12 +35,16 @@ def _present(
 
         tracks, flows = analysis.timeline()
         perfetto.write(timeline, tracks, flows, metadata={"source": analysis.file})
-    if as_json:
+    if outputs.as_json:
         nsys_tables.print_warnings(analysis)
         doc = {**(extra or {}), **analysis.to_dict(), "against": against.to_dict() if against else None}
         typer.echo(json.dumps(doc, indent=2))
     else:
-        nsys_tables.print_analysis(analysis, against)
+        from rich.console import Console
+
+        nsys_tables.print_analysis(analysis, against, Console(stderr=True) if outputs.to_stdout else None)
+    if timeline is not None:
+        outputs.wrote("--timeline")
 
 
 def _analyze(
@@ -87,10 +90,13 @@ def analyze(
     from its own timing (hidden fraction, bubble, GPU busy, step time, limit), and --against puts the
     tool's own numbers beside them.
 
-    [b]Example[/b]: fdoverlap analyze report.sqlite --against run.json
+    \b
+    Example: fdoverlap analyze report.sqlite --against run.json
     """
+    outputs = Outputs({"--timeline": timeline}, as_json)
+    outputs.check({"the report": export, "--against": against})
     analysis, check = _analyze(export, parse_window(window), against, timeline is not None, nsys)
-    _present(analysis, check, timeline=timeline, as_json=as_json)
+    _present(analysis, check, outputs)
 
 
 def profile(
@@ -103,12 +109,18 @@ def profile(
     ),
     capture: Annotated[
         str,
-        typer.Option("--capture", help="measure: the measured paths only; cuda-profiler: cudaProfilerStart/Stop; all."),
+        typer.Option(
+            "--capture",
+            metavar=choices("measure", "cuda-profiler", "all"),
+            help="measure: the measured paths only; cuda-profiler: cudaProfilerStart/Stop; all: the whole run.",
+        ),
     ] = "measure",
     cuda_graph_trace: Annotated[
         str,
         typer.Option(
-            "--cuda-graph-trace", help="graph: one record per CUDA graph launch; node: the kernels inside them."
+            "--cuda-graph-trace",
+            metavar=choices("graph", "node"),
+            help="graph: one record per CUDA graph launch; node: the kernels inside them.",
         ),
     ] = "graph",
     window: WindowOpt = None,
@@ -125,13 +137,27 @@ def profile(
 
     Runs `nsys profile -t cuda,nvtx -s none --cpuctxsw=none --cuda-graph-trace=graph|node -o NAME` with the
     capture range, then `nsys export --type sqlite`; when the command writes -o run.json, the analysis
-    compares against it.
+    compares against it. The exit code is the profiled command's when it failed (nothing is analyzed when it
+    refused its input).
 
-    [b]Example[/b]: fdoverlap profile -o compare -- compare --sync --overlap --preset 8b -o run.json
+    \b
+    Example: fdoverlap profile -o compare -- compare --sync --overlap --preset 8b -o run.json
     """
+    from fdoverlap_cli.errors import ExitCode
     from fdoverlap_cli.nsys import profile as nsys_profile
 
     steps = parse_window(window)
+    report, sqlite = nsys_profile.output_files(out)
+    outputs = Outputs(
+        {
+            "-o": report,
+            "-o (its SQLite export)": sqlite,
+            "--timeline": timeline,
+            "the command's -o": nsys_profile.results_file(command),
+        },
+        as_json,
+    )
+    outputs.check()  # before the command runs: it may run for minutes
     run = nsys_profile.profile(
         command,
         name=out,
@@ -141,6 +167,10 @@ def profile(
         scrub=scrub,
         cuda_graph_trace=cuda_graph_trace,
     )
+    if run.exit_code == ExitCode.BAD_INPUT:
+        raise FdoError("the profiled command refused its input (exit status 2, its message above): nothing to analyze")
+    outputs.wrote("-o", "the Nsight Systems report")
+    outputs.wrote("-o (its SQLite export)", "scrubbed" if scrub else "")
     analysis, check = _analyze(run.sqlite, steps, run.results, timeline is not None)
     extra = {
         "profile": {
@@ -151,9 +181,9 @@ def profile(
             "exit_code": run.exit_code,
         }
     }
-    _present(analysis, check, timeline=timeline, as_json=as_json, extra=extra)
+    _present(analysis, check, outputs, extra=extra)
     if run.exit_code != 0:
-        raise CheckFailed(f"the profiled command exited with status {run.exit_code}")
+        raise FdoError(f"the profiled command exited with status {run.exit_code}", exit_code=run.exit_code)
 
 
 def register(app: typer.Typer) -> None:

@@ -11,7 +11,7 @@ ops_app = typer.Typer(
     name="ops",
     help="The op library (custom_ops/): build it or show the cached build.",
     no_args_is_help=True,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
 )
 
 Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
@@ -33,7 +33,8 @@ def build_command(
 
     Cached in $FDOVERLAP_CACHE_DIR (default ~/.cache/fdoverlap), keyed by sources, flags, paddle build, GPU arch.
 
-    [b]Example[/b]: fdoverlap ops build --verbose
+    \b
+    Example: fdoverlap ops build --verbose
     """
     from fdoverlap_cli import stop_signals
 
@@ -56,7 +57,8 @@ def doctor_command(as_json: Json = False) -> None:
 
     Exits 0 when paddle imports and the op library builds and loads, 1 otherwise.
 
-    [b]Example[/b]: fdoverlap doctor --json
+    \b
+    Example: fdoverlap doctor --json
     """
     from fdoverlap_cli import stop_signals
     from fdoverlap_cli.errors import CheckFailed

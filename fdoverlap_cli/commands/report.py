@@ -4,43 +4,61 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from fdoverlap_cli.commands.options import JsonOpt, TimelineOpt, WindowOpt, parse_window
-from fdoverlap_cli.errors import FdoError
+from fdoverlap_cli.commands.options import JsonOpt, Outputs, TimelineOpt, WindowOpt, parse_window
+from fdoverlap_cli.errors import CheckFailed, FdoError, InputError
+
+if TYPE_CHECKING:
+    from fdoverlap_cli.measure.derive import Derived
 
 
 def report(
     run: Annotated[Path, typer.Argument(help="A results file written by replay or compare (-o run.json).")],
     png: Annotated[
         Path | None,
-        typer.Option("--png", help="Write a figure: hidden fraction and bubble per step, a Gantt of a few steps."),
+        typer.Option(
+            "--png", help="Write a figure: hidden fraction and bubble per step, a Gantt of a few steps ('-': stdout)."
+        ),
     ] = None,
-    gantt: Annotated[str | None, typer.Option("--gantt", help="Steps of the Gantt chart, FIRST:LAST.")] = None,
+    gantt: Annotated[
+        str | None, typer.Option("--gantt", help="Steps of the Gantt chart, FIRST:LAST (default: 4 from the middle).")
+    ] = None,
     window: WindowOpt = None,
     timeline: TimelineOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show a saved run again: the side-by-side table, and optionally a figure or a Perfetto timeline.
 
-    The numbers cover the run's own --window unless another is given.
+    The numbers cover the run's own --window unless another is given. Exit code 1 when the run's token
+    checks failed, as compare's was.
 
-    [b]Example[/b]: fdoverlap report run.json --png run.png
+    \b
+    Example: fdoverlap report run.json --png run.png
     """
     from fdoverlap_cli.render import run_tables
     from fdoverlap_cli.results import RunResult
 
+    outputs = Outputs({"--png": png, "--timeline": timeline}, as_json)
+    outputs.check({"the run": run})
+    gantt_steps = parse_window(gantt, "--gantt")
     result = RunResult.load(run)
-    view = result.view(parse_window(window) or result.window)
+    asked = parse_window(window)
+    try:
+        view = result.view(asked or result.window)
+    except InputError as e:  # a window holding no step: the option's, or the one the file records
+        raise InputError(f"--window {window}" if asked else f"{run}: window", e.reason) from None
     if png is not None:
         from fdoverlap_cli.render.figures import plot_run
 
         drawable = {name: (m, result.paths[name].spans()) for name, m in view.paths.items() if m.steps}
         if not drawable:
             raise FdoError(f"{run}: no path with measured steps to draw")
-        plot_run(drawable, png, gantt_steps=parse_window(gantt))
+        if gantt_steps is not None:
+            _check_gantt(gantt_steps, view)
+        plot_run(drawable, png, gantt_steps=gantt_steps)
     if timeline is not None:
         from fdoverlap_cli.render import timeline as perfetto
 
@@ -48,9 +66,23 @@ def report(
     if as_json:
         typer.echo(json.dumps(run_tables.summary_dict(result, view), indent=2))
     else:
-        run_tables.print_run(result, view)
-        if png is not None:
-            typer.echo(f"wrote {png}")
+        from rich.console import Console
+
+        run_tables.print_run(result, view, Console(stderr=True) if outputs.to_stdout else None)
+    for flag in ("--png", "--timeline"):
+        if outputs.files[flag] is not None:
+            outputs.wrote(flag)
+    failures = run_tables.failed_checks(result)
+    if failures:
+        raise CheckFailed("; ".join(failures))
+
+
+def _check_gantt(steps: tuple[int, int], view: Derived) -> None:
+    """The Gantt must hold a step the numbers cover, as a --window must hold a step of the run."""
+    first, last = view.steps or (None, None)
+    if first is None or steps[1] < first or steps[0] > last:
+        covered = "no step" if first is None else f"steps {first}–{last}"
+        raise FdoError(f"--gantt: steps {steps[0]}–{steps[1]} hold none of the measured steps ({covered})")
 
 
 def register(app: typer.Typer) -> None:

@@ -12,26 +12,18 @@ import inspect
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, get_type_hints
 
 import typer
 
-from fdoverlap_cli.commands.options import JsonOpt, TimelineOpt, WindowOpt, parse_window
+from fdoverlap_cli.commands.options import JsonOpt, Outputs, TimelineOpt, WindowOpt, choices, parse_window
+from fdoverlap_cli.engine.graphs import GRAPH_MODES
+from fdoverlap_cli.engine.model import PRESETS
 from fdoverlap_cli.errors import CheckFailed, FdoError, OptionError
 
 if TYPE_CHECKING:
     from fdoverlap_cli.session import ReplayConfig
-
-
-@dataclass(frozen=True)
-class Outputs:
-    """What a replay writes besides its table: run.json, a timeline, the summary as JSON."""
-
-    out: Path | None = None
-    timeline: Path | None = None
-    as_json: bool = False
 
 
 def _replay_parameters(
@@ -39,13 +31,21 @@ def _replay_parameters(
         Path | None,
         typer.Argument(help="Trace file (default: the bundled traces/default.json).", show_default=False),
     ] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu or gpu.")] = "auto",
+    device: Annotated[
+        str, typer.Option("--device", metavar=choices("auto", "cpu", "gpu"), help="auto: the GPU if paddle sees one.")
+    ] = "auto",
     preset: Annotated[
-        str, typer.Option("--preset", help="Model: tiny, 1b, 8b, or auto (tiny on a CPU, 8b on a GPU).")
+        str,
+        typer.Option(
+            "--preset",
+            metavar=choices(*PRESETS, "auto"),
+            help="The model (float16 ones need a GPU); auto: tiny on a CPU, 8b on a GPU.",
+        ),
     ] = "auto",
     layers: Annotated[int | None, typer.Option("--layers", min=1, help="Layer count (default: the preset's).")] = None,
     dims: Annotated[
-        str | None, typer.Option("--dims", help="Explicit model dimensions, e.g. 'hidden_size=1024,ffn_size=4096'.")
+        str | None,
+        typer.Option("--dims", metavar="K=V,...", help="Model dimensions, e.g. hidden_size=1024, ffn_size=4096."),
     ] = None,
     fused_layers: Annotated[
         bool,
@@ -58,17 +58,25 @@ def _replay_parameters(
         str,
         typer.Option(
             "--cuda-graph",
+            metavar=choices(*GRAPH_MODES),
             help="auto: decode-only batches replay CUDA graphs on a GPU (the CPU has none); on: require them; "
             "off: launch every forward from the host.",
         ),
     ] = "auto",
     token_count: Annotated[
-        str, typer.Option("--token-count", help="predict: count decode-only batches on the host; sync: read it back.")
+        str,
+        typer.Option(
+            "--token-count",
+            metavar=choices("predict", "sync"),
+            help="predict: count decode-only batches on the host; sync: read it back.",
+        ),
     ] = "predict",
     copy_stream: Annotated[
         str,
         typer.Option(
-            "--copy-stream", help="compute: DtoH copies on the compute stream; separate: on their own stream."
+            "--copy-stream",
+            metavar=choices("compute", "separate"),
+            help="compute: DtoH copies on the compute stream; separate: on their own stream.",
         ),
     ] = "compute",
     snapshot_preempted: Annotated[
@@ -88,10 +96,12 @@ def _replay_parameters(
         bool,
         typer.Option(
             "--cuda-profiler-range",
-            help="cudaProfilerStart/Stop around the measured paths (nsys -c cudaProfilerApi).",
+            help="cudaProfilerStart and cudaProfilerStop around the measured paths (for nsys -c cudaProfilerApi).",
         ),
     ] = False,
-    out: Annotated[Path | None, typer.Option("-o", "--out", help="Write the results (run.json) here.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("-o", "--out", help="Write the results (run.json) here ('-': stdout).")
+    ] = None,
     timeline: TimelineOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -134,7 +144,7 @@ def _config(paths: tuple[str, ...], values: dict[str, Any]) -> tuple[ReplayConfi
         cuda_profiler_range=v["cuda_profiler_range"],
         command=("fdoverlap", *sys.argv[1:]),
     )
-    return config, Outputs(v["out"], v["timeline"], v["as_json"])
+    return config, Outputs({"-o": v["out"], "--timeline": v["timeline"]}, v["as_json"])
 
 
 def as_flag(e: OptionError) -> FdoError:
@@ -173,7 +183,6 @@ def run_replay(paths: tuple[str, ...], values: dict[str, Any]) -> None:
     from fdoverlap_cli import stop_signals
 
     with stop_signals.held():  # the threads numpy and paddle start must never take SIGINT/SIGTERM
-        from fdoverlap_cli.fileio import check_writable
         from fdoverlap_cli.platform import require_paddle
         from fdoverlap_cli.render import run_tables
         from fdoverlap_cli.session import ReplaySession
@@ -181,52 +190,78 @@ def run_replay(paths: tuple[str, ...], values: dict[str, Any]) -> None:
         require_paddle()
 
     config, outputs = _config(paths, values)
-
-    for file in (outputs.out, outputs.timeline):  # fail now, not after the run
-        if file is not None:
-            check_writable(file)
+    outputs.check({"the trace": config.trace_file})  # fail now, not after the run
     session = ReplaySession(config)
     try:
         with run_tables.progress(enabled=not outputs.as_json) as progress:
             session.run(progress)
-    finally:
-        with stop_signals.held():  # a second signal (nsys passes one on as well) must not cut the saving short
-            result = session.result()
-            if outputs.out is not None and result.paths:  # what was measured, also when interrupted
-                result.save(outputs.out)
-            if outputs.timeline is not None and result.paths:
-                from fdoverlap_cli.render import timeline as perfetto
-
-                perfetto.write(outputs.timeline, {name: p.spans() for name, p in result.paths.items()})
+    except BaseException:
+        for flag in _save(session, outputs)[1]:
+            outputs.wrote(flag, "what was measured before the run stopped")
+        raise
+    result, written = _save(session, outputs)
     view = result.view(config.window)
     if outputs.as_json:
         typer.echo(json.dumps(run_tables.summary_dict(result, view), indent=2))
     else:
-        run_tables.print_run(result, view)
+        from rich.console import Console
+
+        run_tables.print_run(result, view, Console(stderr=True) if outputs.to_stdout else None)
+    for flag in written:
+        outputs.wrote(flag)
     failures = run_tables.failed_checks(result)
     if failures:
         raise CheckFailed("; ".join(failures))
 
 
+def _save(session: Any, outputs: Outputs) -> tuple[Any, list[str]]:
+    """The session's result, and the flags of the files it was written to (what was measured, also when
+    interrupted; nothing when no path ran)."""
+    from fdoverlap_cli import stop_signals
+
+    written = []
+    with stop_signals.held():  # a second signal (nsys passes one on as well) must not cut the saving short
+        result = session.result()
+        out, timeline = outputs.files["-o"], outputs.files["--timeline"]
+        if out is not None and result.paths:
+            result.save(out)
+            written.append("-o")
+        if timeline is not None and result.paths:
+            from fdoverlap_cli.render import timeline as perfetto
+
+            perfetto.write(timeline, {name: p.spans() for name, p in result.paths.items()})
+            written.append("--timeline")
+    return result, written
+
+
 @replay_options
-def replay(path: Annotated[str, typer.Option("--path", help="sync or overlap.")] = "overlap") -> tuple[str, ...]:
+def replay(
+    path: Annotated[
+        str, typer.Option("--path", metavar=choices("sync", "overlap"), help="The path to replay.")
+    ] = "overlap",
+) -> tuple[str, ...]:
     """Replay a trace through one execute_model path and report its steps, tokens and timing.
 
-    [b]Example[/b]: fdoverlap replay traces/default.json --path overlap -o run.json
+    \b
+    Example: fdoverlap replay traces/default.json --path overlap -o run.json
     """
     return (path,)
 
 
 @replay_options
 def compare(
-    sync: Annotated[bool, typer.Option("--sync", help="Replay the sync path.")] = False,
-    overlap: Annotated[bool, typer.Option("--overlap", help="Replay the overlap path.")] = False,
+    sync: Annotated[bool, typer.Option("--sync", help="Replay the sync path (neither flag: both paths).")] = False,
+    overlap: Annotated[
+        bool, typer.Option("--overlap", help="Replay the overlap path (neither flag: both paths).")
+    ] = False,
 ) -> tuple[str, ...]:
     """Replay a trace through both paths with the same weights, check the tokens are identical, compare timing.
 
-    Exit code 1 when the paths emit different tokens (the first difference is named).
+    Without --sync or --overlap both paths run (as with both). Exit code 1 when the paths emit different
+    tokens (the first difference is named).
 
-    [b]Example[/b]: fdoverlap compare --sync --overlap traces/decode-b64.json --preset 8b -o run.json
+    \b
+    Example: fdoverlap compare --sync --overlap traces/decode-b64.json --preset 8b -o run.json
     """
     return tuple(p for p, on in (("sync", sync), ("overlap", overlap)) if on) or ("sync", "overlap")
 

@@ -14,10 +14,10 @@ trace_app = typer.Typer(
     name="trace",
     help="Make, import, check and inspect traces (the recorded batches a replay runs).",
     no_args_is_help=True,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
 )
 import_app = typer.Typer(
-    name="import", help="Turn a public workload trace into a trace.", no_args_is_help=True, rich_markup_mode="rich"
+    name="import", help="Turn a public workload trace into a trace.", no_args_is_help=True, rich_markup_mode=None
 )
 trace_app.add_typer(import_app)
 
@@ -27,8 +27,8 @@ Out = Annotated[str, typer.Option("-o", "--out", help="Where to write the trace 
 
 
 def _scheduler_option(text: str, *, minimum: int = 1, derived: bool = False) -> Any:
-    """An option of the Scheduler panel; a derived one (default None) shows no default."""
-    return typer.Option(min=minimum, help=text, rich_help_panel="Scheduler", show_default=not derived)
+    """An option of the scheduler the trace is made with; a derived one (default None) shows no default."""
+    return typer.Option(min=minimum, help=text, show_default=not derived)
 
 
 MaxNumSeqs = Annotated[int, _scheduler_option("Slots in the batch.")]
@@ -52,13 +52,20 @@ def register(app: typer.Typer) -> None:
 def validate_command(path: TracePath, as_json: Json = False) -> None:
     """Check a trace against every rule the replay relies on.
 
-    Prints [b]ok: N requests, M steps[/b] and exits 0; or one line naming the file, the JSON path and the rule.
+    Prints 'ok: N requests, M steps' and exits 0; or one line naming the file, the JSON path and the rule,
+    and exits 2 (with --json also {"ok": false, "where": ..., "reason": ...} on stdout).
 
-    [b]Example[/b]: fdoverlap trace validate traces/default.json
+    \b
+    Example: fdoverlap trace validate traces/default.json
     """
     from fdoverlap_cli.trace import load_trace
 
-    trace = load_trace(path)
+    try:
+        trace = load_trace(path)
+    except InputError as e:
+        if as_json:  # the verdict as JSON too; the line on stderr and exit 2 as for any bad input
+            typer.echo(json.dumps({"ok": False, "where": e.where, "reason": e.reason, "error": str(e)}))
+        raise
     if as_json:
         typer.echo(json.dumps({"ok": True, "requests": len(trace.requests), "steps": len(trace.steps)}))
     else:
@@ -69,7 +76,8 @@ def validate_command(path: TracePath, as_json: Json = False) -> None:
 def show_command(path: TracePath, as_json: Json = False) -> None:
     """Summarise a trace: lengths, batch size over time, token mix, chunking, preemptions, budget peaks.
 
-    [b]Example[/b]: fdoverlap trace show traces/mixed-chunked.json
+    \b
+    Example: fdoverlap trace show traces/mixed-chunked.json
     """
     from fdoverlap_cli.trace import load_trace
     from fdoverlap_cli.trace.summary import summarize
@@ -116,7 +124,8 @@ def synth_command(
 
     The same options give the same file, byte for byte (the command is recorded in the trace's meta).
 
-    [b]Example[/b]: fdoverlap trace synth -n 48 --prompt-len 512..2000 --max-num-batched-tokens 512 -o mixed.json
+    \b
+    Example: fdoverlap trace synth -n 48 --prompt-len 512..2000 --max-num-batched-tokens 512 -o mixed.json
     """
     from fdoverlap_cli.trace.scheduler import SchedulerOptions
     from fdoverlap_cli.trace.synth import SynthSpec, parse_lengths, synth_trace
@@ -179,7 +188,8 @@ def import_azure_command(
 
     Arrival times become steps at --step-ms per step; the attribution goes into the trace's meta.
 
-    [b]Example[/b]: fdoverlap trace import azure AzureLLMInferenceTrace_conv.csv --limit 128 -o azure.json
+    \b
+    Example: fdoverlap trace import azure AzureLLMInferenceTrace_conv.csv --limit 128 -o azure.json
     """
     from fdoverlap_cli.trace.azure import AzureImportSpec, import_azure
     from fdoverlap_cli.trace.scheduler import SchedulerOptions

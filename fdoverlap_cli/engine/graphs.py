@@ -164,12 +164,12 @@ class ModelForward:
 
     def run(self, token_num: int, decode_only: bool) -> Forward:
         """get_padding_offset and the forward of a batch of `token_num` tokens (see the module docstring)."""
+        if not token_num:  # nothing to pack or run (zero-row op outputs would also make paddle log a warning)
+            return Forward(None, None, -1, 0)
         s, ops, dev = self.share, self.ops, self.device
-        size = padded_size(self.sizes, token_num) if decode_only and token_num and self.graphs else None
+        size = padded_size(self.sizes, token_num) if decode_only and self.graphs else None
         rows = token_num if size is None else size
         ids, batch_id, cu_q, _cu_k = ops.get_padding_offset(s.input_ids, s.seq_lens_this_time, rows)
-        if not token_num:
-            return Forward(None, cu_q, -1, 0)
         t0 = time.monotonic_ns()
         if size is None:
             hidden = self.model.forward(ids, batch_id, cu_q, s.seq_lens_decoder, s.kv_cache)

@@ -16,17 +16,18 @@ from typing import Any
 
 import numpy as np
 
+from fdoverlap_cli.engine import memory
 from fdoverlap_cli.engine.annotate import Annotator
 from fdoverlap_cli.engine.bookkeeping import Bookkeeping
 from fdoverlap_cli.engine.buffers import ShareInputs
 from fdoverlap_cli.engine.device import Device
-from fdoverlap_cli.engine.graphs import GraphCapture, ModelForward, graphs_enabled
+from fdoverlap_cli.engine.graphs import GraphCapture, ModelForward, capture_sizes, graphs_enabled
 from fdoverlap_cli.engine.model import ModelConfig, SyntheticDecoder
 from fdoverlap_cli.engine.msg_queue import check_message_size
 from fdoverlap_cli.engine.reader import OutputReader, OutputSender, ReaderResult
 from fdoverlap_cli.engine.recorder import StepRecorder
 from fdoverlap_cli.engine.runner import ModelRunner, RunnerOptions
-from fdoverlap_cli.errors import FdoError, OptionError
+from fdoverlap_cli.errors import OptionError
 from fdoverlap_cli.measure.schema import PATHS
 from fdoverlap_cli.trace import Trace
 
@@ -74,8 +75,12 @@ class Engine:
         self.device = device
         self.options = options
         self.model_cfg = model_cfg
-        graphs_enabled(cuda_graph, device.has_graphs)  # a mode the device cannot run fails before the model is built
-        self._check_memory()
+        graphs = graphs_enabled(cuda_graph, device.has_graphs)  # a mode the device cannot run fails before the model
+        need = memory.estimate(model_cfg, trace, len(PATHS), capture_sizes(trace.config.max_num_seqs) if graphs else ())
+        # Past it an allocation fails, or on the host is overcommitted and OOM-killed later.
+        memory.check(
+            need, on_gpu=device.is_gpu, device_bytes=device.info.total_memory_bytes, host_bytes=_host_memory_bytes()
+        )
         check_message_size(trace.config.max_num_seqs)  # before the model: msgsnd would fail mid-run
         self.ops = device.ops
         self.model = SyntheticDecoder(model_cfg, device, self.ops, fused_layers)
@@ -85,21 +90,6 @@ class Engine:
         self.book = Bookkeeping(trace, model_cfg.vocab_size)
         self.annotator = Annotator()
         self.runs: list[PathRun] = []
-
-    def _check_memory(self) -> None:
-        # On the CPU the host's memory: past it an allocation fails, or is overcommitted and OOM-killed later.
-        total = self.device.info.total_memory_bytes if self.device.is_gpu else _host_memory_bytes()
-        if not total:
-            return
-        cfg, c = self.model_cfg, self.trace.config
-        need = cfg.weight_bytes() + cfg.kv_cache_bytes(c.max_num_seqs, c.max_model_len)
-        if need > 0.9 * total:
-            gib, where = 2**30, "GPU" if self.device.is_gpu else "host"
-            raise FdoError(
-                f"model '{cfg.name}' with {cfg.num_layers} layers needs {need / gib:.1f} GiB for weights and KV cache"
-                f" (max_num_seqs {c.max_num_seqs}, max_model_len {c.max_model_len}),"
-                f" the {where} has {total / gib:.1f} GiB; fewer layers need less"
-            )
 
     def _runner(self, sender: Any, recorder: StepRecorder, options: RunnerOptions) -> ModelRunner:
         return ModelRunner(

@@ -32,7 +32,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from fdoverlap_cli.errors import FdoError, InputError, Interrupted
+from fdoverlap_cli.errors import ExitCode, FdoError, InputError, Interrupted
 
 CAPTURES = ("measure", "all", "cuda-profiler")
 TRACE_OPTIONS = ("-t", "cuda,nvtx", "-s", "none", "--cpuctxsw=none", "--force-overwrite=true")
@@ -74,6 +74,12 @@ def report_name(out: str | os.PathLike[str]) -> Path:
     """NAME as nsys's -o wants it (nsys adds .nsys-rep)."""
     p = Path(out)
     return p.with_suffix("") if p.suffix in (".nsys-rep", ".sqlite") else p
+
+
+def output_files(out: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """The files `profile -o NAME` writes: NAME.nsys-rep and NAME.sqlite."""
+    base = report_name(out)
+    return base.parent / f"{base.name}.nsys-rep", base.parent / f"{base.name}.sqlite"
 
 
 def fdoverlap_command(command: Sequence[str], capture: str) -> list[str]:
@@ -233,19 +239,29 @@ def profile(
     argv, env = profile_argv(exe, base, capture, command, cuda_graph_trace)
     stdout = _stderr_fd() if quiet_stdout else None
     results = results_file(command)
-    if results is not None:
-        with contextlib.suppress(FileNotFoundError):
-            results.unlink()  # a stale run.json must not pass for this run's
+    before = _file_version(results)  # a run.json already there must not pass for this run's, nor be deleted
     code = run_stoppable(argv, env=env, stdout=stdout)
-    report = base.parent / f"{base.name}.nsys-rep"
+    report, sqlite = output_files(name)
+    if code == ExitCode.BAD_INPUT:  # the command refused its options or input: it ran nothing
+        return ProfileRun(report, sqlite, None, code, argv)
     if not report.exists():
         raise FdoError(f"nsys wrote no report {report} (exit status {code})")
-    sqlite = export_sqlite(exe, report, base.parent / f"{base.name}.sqlite", stdout=stdout)
+    export_sqlite(exe, report, sqlite, stdout=stdout)
     if scrub:
         from fdoverlap_cli.nsys.scrub import scrub_export
 
         scrub_export(sqlite, in_place=True)
-    return ProfileRun(report, sqlite, results if results and results.exists() else None, code, argv)
+    fresh = results is not None and _file_version(results) not in (None, before)
+    return ProfileRun(report, sqlite, results if fresh else None, code, argv)
+
+
+def _file_version(path: Path | None) -> tuple[int, ...] | None:
+    """What changes when a file is written again (None: no file)."""
+    try:
+        info = os.stat(path) if path is not None else None
+    except OSError:
+        return None
+    return None if info is None else (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_size)
 
 
 @contextlib.contextmanager

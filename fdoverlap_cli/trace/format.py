@@ -327,8 +327,11 @@ def read_json_file(path: str | os.PathLike[str], what: str = "file") -> Any:
     """Parse a JSON file; every way it can be unreadable becomes one InputError naming it: too large
     (fileio.MAX_INPUT_BYTES), not UTF-8, invalid JSON, an integer Python will not read (over 4,300
     digits), a string that is not text (a lone UTF-16 surrogate such as \\ud800)."""
-    where = os.fspath(path)
-    raw = read_input(path, what)
+    return decode_json(read_input(path, what), os.fspath(path))
+
+
+def decode_json(raw: bytes, where: str) -> Any:
+    """Parse the bytes of a JSON file named `where`, as `read_json_file` does."""
     if not raw.strip():
         raise InputError(where, "is empty")
     try:
