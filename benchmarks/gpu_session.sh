@@ -15,8 +15,11 @@
 #   bash benchmarks/gpu_session.sh exposed    the exposed host time on decode-b64 (8B-class, default and
 #                                             --token-count sync; their figures) and its nsys cross-check
 #                                             on the sync path; prints the acceptance, PASS/FAIL per check
-# On an offline host, first send the paddlepaddle-gpu bundle and `source /tmp/fdo/tools/env.sh`
-# (see the GPU host notes in docs/BENCHMARKS.md). Logs and results go to $OUT (default ./gpu-out).
+# Needs paddlepaddle-gpu importable (PYTHONPATH), nvcc for the op build (CUDA_HOME or PATH) and, for the nsys
+# phases, Nsight Systems ($NSYS or nsys on PATH); on a host without a package registry, set those up first
+# (an offline bundle's environment script, e.g. `source /tmp/fdo/tools/env.sh`). GLOG_minloglevel=2 keeps
+# paddle's log lines out of the output. Run from the repository root; the op library is cached in
+# $FDOVERLAP_CACHE_DIR (default here /tmp/fdoverlap-cache). Logs and results go to $OUT (default ./gpu-out).
 set -uo pipefail
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
