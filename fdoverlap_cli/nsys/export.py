@@ -213,7 +213,8 @@ class NsysExport:
         for table in (NVTX, RUNTIME, KERNEL, MEMCPY, GRAPH_TRACE):
             if not {"start", "end"} <= self.columns(table):
                 continue
-            sql = f"SELECT rowid, start, end FROM {table} WHERE end < start LIMIT 1"
+            integers = "typeof(start) = 'integer' AND typeof(end) = 'integer'"  # other values: reading them says so
+            sql = f"SELECT rowid, start, end FROM {table} WHERE {integers} AND end < start LIMIT 1"
             for rowid, start, end in self._rows(sql):
                 raise InputError(
                     str(self.path), f"{table} row {rowid} ends before it starts (start {start}, end {end})"
