@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -60,3 +61,12 @@ def cpu_run(tmp_path_factory: pytest.TempPathFactory, ops) -> Path:
     proc = run_cli("compare", "--device", "cpu", "--warmup", "2", "-o", str(out))
     assert proc.returncode == 0, proc.stderr
     return out
+
+
+@pytest.fixture
+def keep_signal_handlers():
+    """main() installs its SIGINT/SIGTERM/SIGHUP handlers; give pytest its own back."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)

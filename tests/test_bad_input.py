@@ -443,44 +443,33 @@ def _results(tmp_path: Path, cpu_run: Path, change: Callable[[dict[str, Any]], A
     return path
 
 
-def _at(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
-    def change(doc: dict[str, Any]) -> None:
-        *parents, last = path.split(".")
-        node: Any = doc
-        for key in parents:
-            node = node[int(key)] if key.isdigit() else node[key]
-        node[int(last) if last.isdigit() else last] = value
-
-    return change
-
-
 RESULTS_CASES = [
     ("no trace", _drop("trace"), "missing required field 'trace'"),
-    ("trace not an object", _at("trace", [1]), "trace: expected an object, got an array"),
-    ("trace file a number", _at("trace.file", 3), "trace.file: expected a string, got an integer 3"),
-    ("empty model", _at("model", {}), "model: missing required field 'name'"),
-    ("layers as text", _at("model.num_layers", "2"), 'model.num_layers: expected an integer, got a string "2"'),
+    ("trace not an object", _set("trace", [1]), "trace: expected an object, got an array"),
+    ("trace file a number", _set("trace.file", 3), "trace.file: expected a string, got an integer 3"),
+    ("empty model", _set("model", {}), "model: missing required field 'name'"),
+    ("layers as text", _set("model.num_layers", "2"), 'model.num_layers: expected an integer, got a string "2"'),
     ("no environment device", _drop("environment.device"), "environment: missing required field 'device'"),
-    ("command not strings", _at("command", [1]), "command[0]: expected a string"),
-    ("null output check", _at("paths.sync.reader.output_check", None), "output_check: expected an object, got null"),
-    ("null identity count", _at("identity.tokens", None), "identity.tokens: expected an integer, got null"),
-    ("differing without where", _at("identity.identical", False), "identity.first_difference: the paths' tokens"),
-    ("a column of 2^70", _at("paths.sync.columns.tokens.0", 2**70), "columns.tokens[0]: 1180591620717411303424 is"),
-    ("a column of Infinity", _at("paths.sync.columns.tokens.0", float("inf")), "got a number Infinity"),
-    ("a huge time base", _at("paths.sync.time_base_ns", 2**63), "time_base_ns: 9223372036854775808 is too large"),
-    ("a time past 2^62", _at("paths.sync.time_base_ns", 2**62), "is outside [0, 2^62]"),
+    ("command not strings", _set("command", [1]), "command[0]: expected a string"),
+    ("null output check", _set("paths.sync.reader.output_check", None), "output_check: expected an object, got null"),
+    ("null identity count", _set("identity.tokens", None), "identity.tokens: expected an integer, got null"),
+    ("differing without where", _set("identity.identical", False), "identity.first_difference: the paths' tokens"),
+    ("a column of 2^70", _set("paths.sync.columns.tokens.0", 2**70), "columns.tokens[0]: 1180591620717411303424 is"),
+    ("a column of Infinity", _set("paths.sync.columns.tokens.0", float("inf")), "got a number Infinity"),
+    ("a huge time base", _set("paths.sync.time_base_ns", 2**63), "time_base_ns: 9223372036854775808 is too large"),
+    ("a time past 2^62", _set("paths.sync.time_base_ns", 2**62), "is outside [0, 2^62]"),
     ("no step column", _drop("paths.sync.columns.step"), "paths.sync.columns: missing required column 'step'"),
     ("half a span", _drop("paths.sync.columns.iter_end"), "has column 'iter_start' but not 'iter_end'"),
-    ("a short column", _at("paths.sync.columns.tokens", [1]), "columns.tokens: has 1 rows, 'step' has"),
-    ("steps out of order", _at("paths.sync.columns.step.1", 0), "columns.step[1]: steps must increase"),
-    ("pre_start missing", _at("paths.sync.columns.pre_start.0", None), "[0]: a time relative to pre_start, which"),
-    ("an unknown path", _at("paths.turbo", {}), "paths.turbo: unknown path"),
-    ("a path of another name", _at("paths.sync.name", "overlap"), "paths.sync.name: expected 'sync'"),
-    ("copy track", _at("paths.sync.copy_track", "gpu:9"), "copy_track: expected gpu:compute or gpu:copy"),
-    ("a bad window", _at("window", [9, 3]), "window: FIRST 9 is after LAST 3"),
-    ("a window of text", _at("window", "all"), 'window: expected null or [FIRST, LAST], got a string "all"'),
-    ("token digests", _at("paths.sync.tokens.r0", {"count": 3}), "tokens.r0: missing required field 'sha256'"),
-    ("clock", _at("paths.sync.clock", {"offset_ns": 0.5}), "clock.offset_ns: expected an integer, got a number"),
+    ("a short column", _set("paths.sync.columns.tokens", [1]), "columns.tokens: has 1 rows, 'step' has"),
+    ("steps out of order", _set("paths.sync.columns.step.1", 0), "columns.step[1]: steps must increase"),
+    ("pre_start missing", _set("paths.sync.columns.pre_start.0", None), "[0]: a time relative to pre_start, which"),
+    ("an unknown path", _set("paths.turbo", {}), "paths.turbo: unknown path"),
+    ("a path of another name", _set("paths.sync.name", "overlap"), "paths.sync.name: expected 'sync'"),
+    ("copy track", _set("paths.sync.copy_track", "gpu:9"), "copy_track: expected gpu:compute or gpu:copy"),
+    ("a bad window", _set("window", [9, 3]), "window: FIRST 9 is after LAST 3"),
+    ("a window of text", _set("window", "all"), 'window: expected null or [FIRST, LAST], got a string "all"'),
+    ("token digests", _set("paths.sync.tokens.r0", {"count": 3}), "tokens.r0: missing required field 'sha256'"),
+    ("clock", _set("paths.sync.clock", {"offset_ns": 0.5}), "clock.offset_ns: expected an integer, got a number"),
 ]
 
 
@@ -493,7 +482,7 @@ def test_broken_results_files(capsys, tmp_path, cpu_run, case, change, fragment)
 
 
 def test_names_from_a_results_file_are_text_not_markup(capsys, tmp_path, cpu_run):
-    path = _results(tmp_path, cpu_run, _at("trace.file", "[/b]"))
+    path = _results(tmp_path, cpu_run, _set("trace.file", "[/b]"))
     assert main(["report", str(path)]) == 0
     assert "[/b]" in capsys.readouterr().out
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +22,7 @@ from tests.conftest import run_cli
 from tests.test_bad_input import fails
 from tests.test_trace_validate import BASE
 
-
-@pytest.fixture(autouse=True)
-def _keep_signal_handlers():
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    yield
-    for s, handler in saved.items():
-        signal.signal(s, handler)
+pytestmark = pytest.mark.usefixtures("keep_signal_handlers")
 
 
 def _options(*command: str) -> dict[str, Any]:

@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,12 +20,7 @@ from tests.test_nsys_profile import _calls, _env, _nsys
 DEFAULT_TRACE = REPO / "traces" / "default.json"
 
 
-@pytest.fixture(autouse=True)
-def _keep_signal_handlers():
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    yield
-    for s, handler in saved.items():
-        signal.signal(s, handler)
+pytestmark = pytest.mark.usefixtures("keep_signal_handlers")
 
 
 # --------------------------------------------------------------------------- an output that is an input
