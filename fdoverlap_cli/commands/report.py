@@ -33,7 +33,7 @@ def report(
     """Show a saved run again: the side-by-side table, and optionally a figure or a Perfetto timeline.
 
     The numbers cover the run's own --window unless another is given. Exit code 1 when the run's token
-    checks failed, as compare's was.
+    checks failed, as for compare.
 
     \b
     Example: fdoverlap report run.json --png run.png
