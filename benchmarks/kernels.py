@@ -9,13 +9,15 @@ Measures, with the project's own GPU timestamps (record_timestamp: the GPU's glo
            bytes / time vs hbm (their inputs rotate over 32 copies but may sit in the L2 cache, as they do
            after the GEMM that writes them in a forward)
   prefill  attention over one 2048- and one 4096-token chunk from position 0: causal FLOP/s
-           (4 Hq D sum_t (t + 1)) against gemm (target >= 40%)
+           (4 Hq D sum_t (t + 1)) against gemm (target >= 40%); --prefill-configs all (or a comma list)
+           times every tensor-core prefill configuration (FDOVERLAP_PREFILL_TC) and marks the best
 Each figure is the mean over back-to-back calls on the compute stream between two GPU timestamps, taken while
 float16 GEMMs hold the stream so that the host has queued every call before the first timestamp runs (checked
 against the host clock): paddle's per-call dispatch cost is not in it, the GPU's gaps between kernels are.
 The decode caches rotate over enough copies that every call reads HBM, not the L2 cache.
 
-Usage: python benchmarks/kernels.py [-o PATH] [--only decode,norm,prefill]   (hbm and gemm always run)
+Usage: python benchmarks/kernels.py [-o PATH] [--only decode,norm,prefill] [--prefill-configs all|A,B]
+(hbm and gemm always run)
 Writes JSON to PATH (default $OUT/kernels.json, else ./kernels.json) and prints a table. Needs a CUDA GPU.
 Reusable pieces: open_gpu(), GpuTimer(device).time_ns(fn, iters), hbm_bandwidth(timer), gemm_tflops(timer).
 """
@@ -180,8 +182,22 @@ def elementwise(timer: GpuTimer, rows: int, hbm: float) -> list[dict[str, Any]]:
     return out
 
 
-def prefill_attention(timer: GpuTimer, tokens: int, gemm: float) -> dict[str, Any]:
-    """One chunk of `tokens` rows from position 0: causal, each row over its prefix."""
+def prefill_attention(timer: GpuTimer, tokens: int, gemm: float, config: str | None = None) -> dict[str, Any]:
+    """One chunk of `tokens` rows from position 0: causal, each row over its prefix; `config` names the
+    prefill configuration (FDOVERLAP_PREFILL_TC; None: the kernel's default)."""
+    previous = os.environ.pop(op_library.PREFILL_TC_ENV, None)
+    if config is not None:
+        os.environ[op_library.PREFILL_TC_ENV] = config
+    try:
+        row = _prefill_attention(timer, tokens, gemm)
+    finally:
+        os.environ.pop(op_library.PREFILL_TC_ENV, None)
+        if previous is not None:
+            os.environ[op_library.PREFILL_TC_ENV] = previous
+    return {"config": config or "default", **row}
+
+
+def _prefill_attention(timer: GpuTimer, tokens: int, gemm: float) -> dict[str, Any]:
     device, ops = timer.device, timer.device.ops
     hq, hkv, d = HEADS
     qkv = filled(device, [tokens, (hq + 2 * hkv) * d], "float16", 11)
@@ -199,10 +215,23 @@ def main() -> None:
     default_out = Path(os.environ["OUT"]) / "kernels.json" if os.environ.get("OUT") else Path("kernels.json")
     parser.add_argument("-o", "--output", type=Path, default=default_out)
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument(
+        "--prefill-configs",
+        default="",
+        help=f"prefill: 'all' or a comma list of {','.join(op_library.PREFILL_TC_CONFIGS)} (default: the default one)",
+    )
     args = parser.parse_args()
     only = set(args.only.split(","))
     if not only <= set(SECTIONS):
         parser.error(f"--only: unknown section(s) {', '.join(sorted(only - set(SECTIONS)))}")
+    configs: list[str | None] = [None]
+    if args.prefill_configs == "all":
+        configs = list(op_library.PREFILL_TC_CONFIGS)
+    elif args.prefill_configs:
+        configs = args.prefill_configs.split(",")
+        unknown = sorted(set(configs) - set(op_library.PREFILL_TC_CONFIGS))
+        if unknown:
+            parser.error(f"--prefill-configs: unknown configuration(s) {', '.join(unknown)}")
     try:
         device = open_gpu()
     except FdoError as e:
@@ -240,11 +269,21 @@ def main() -> None:
                       f"{row['GBps']:6.0f} GB/s = {100 * row['of_hbm']:3.0f}% of hbm")  # fmt: skip
     if "prefill" in only:
         result["prefill"] = []
-        for tokens in (2048, 4096):
-            row = prefill_attention(timer, tokens, gemm)
-            result["prefill"].append(row)
-            print(f"{'prefill':8} attention {tokens} tokens          {row['us']:8.1f} us "
-                  f"{row['TFLOPs']:6.0f} TFLOP/s = {100 * row['of_gemm']:3.0f}% of gemm (target 40%)")  # fmt: skip
+        for config in configs:
+            for tokens in (2048, 4096):
+                row = prefill_attention(timer, tokens, gemm, config)
+                result["prefill"].append(row)
+                print(f"{'prefill':8} attention {tokens} tokens {row['config']:10} {row['us']:8.1f} us "
+                      f"{row['TFLOPs']:6.0f} TFLOP/s = {100 * row['of_gemm']:3.0f}% of gemm (target 40%)")  # fmt: skip
+        if len(configs) > 1:
+            # The best configuration: the highest lowest ratio over the chunk sizes.
+            worst = {c: min(r["of_gemm"] for r in result["prefill"] if r["config"] == c) for c in configs}
+            best = max(worst, key=worst.get)
+            result["prefill_best"] = {"config": best, "min_of_gemm": worst[best]}
+            print(
+                f"{'prefill':8} best: {best} (worst of 2k/4k {100 * worst[best]:.0f}% of gemm); "
+                "make it the default: kPrefillTcDefault in custom_ops/model/attention.h"
+            )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.output}")

@@ -42,6 +42,10 @@ CUDA_SUFFIXES = (".cu", ".cuh")
 # C++17 (paddle 2.6 would pick C++14); no debug info (a third of the compile time and most of the .so);
 # stop at the first error.
 CXX_FLAGS = ["-std=c++17", "-g0", "-O2", "-Wfatal-errors"]
+# The tensor-core attention's prefill tile configurations, as custom_ops/model/attention.h names them
+# (kPrefillTcNames; tests/ops checks the two agree), and the environment variable that picks one per call.
+PREFILL_TC_ENV = "FDOVERLAP_PREFILL_TC"
+PREFILL_TC_CONFIGS = ("w4m2n64", "w4m2n32q", "w8m1n64", "w8m2n64", "w4m2n64s3")
 # Bump when the way a build is made changes, so old cache entries are not reused.
 RECIPE_VERSION = 1
 ERROR_LINES = 20

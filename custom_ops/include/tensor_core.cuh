@@ -36,6 +36,19 @@ __device__ __forceinline__ void LoadMatrixX4(uint32_t (&r)[4], const void* row) 
                : "r"(SharedAddress(row)));
 }
 
+// The same from a shared-memory address (SharedAddress of the row).
+__device__ __forceinline__ void LoadMatrixX4(uint32_t (&r)[4], uint32_t row) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(row));
+}
+
+__device__ __forceinline__ void LoadMatrixX4Trans(uint32_t (&r)[4], uint32_t row) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(row));
+}
+
 // The same, each matrix transposed on the way (for a B operand stored row-major as [k][n]).
 __device__ __forceinline__ void LoadMatrixX4Trans(uint32_t (&r)[4], const void* row) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
@@ -50,6 +63,14 @@ __device__ __forceinline__ void Mma16816(float (&acc)[4], const uint32_t (&a)[4]
       "{%0, %1, %2, %3};\n"
       : "+f"(acc[0]), "+f"(acc[1]), "+f"(acc[2]), "+f"(acc[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// 2^x with the MUFU's approximation (relative error ~2^-22), subnormal results flushed to zero: one
+// instruction where exp2f adds three to scale subnormals (the softmax weights never need them).
+__device__ __forceinline__ float Exp2Approx(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
 }
 
 // Two floats as a float16x2 register, the first in the low half (the lower column of a fragment).

@@ -8,7 +8,9 @@
 //                   with g = h / (Hq / Hkv) (grouped-query attention); softmax and sums in float32.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
+#include <string>
 #include <type_traits>
 
 #include "../include/dispatch.h"
@@ -82,6 +84,13 @@ void WriteKvCache(const paddle::Tensor& qkv, paddle::Tensor& key_cache, paddle::
 
 // ------------------------------------------------------------------ attention
 
+// kPrefillTcNames as "a, b, c" (for the error of an unknown FDOVERLAP_PREFILL_TC).
+std::string PrefillTcNameList() {
+  std::string names;
+  for (int i = 0; i < kPrefillTcCount; ++i) names += (i ? ", " : "") + std::string(kPrefillTcNames[i]);
+  return names;
+}
+
 template <typename S>
 void AttentionOnCpu(const S* qkv, const S* keys, const S* values, const int32_t* batch, const int32_t* cu,
                     const int32_t* dec, const AttentionShape& shape, float scale, S* out) {
@@ -136,8 +145,10 @@ std::vector<paddle::Tensor> Attention(const paddle::Tensor& qkv, const paddle::T
 #ifdef PADDLE_WITH_CUDA
       PD_CHECK(head_dim <= kMaxHeadDimCuda, op, ": head_dim ", head_dim, " is above the CUDA kernel's limit of ",
                kMaxHeadDimCuda);
-      const AttentionPlan plan = PlanAttention(shape, std::is_same<S, half_bits>::value, qkv.data(),
+      const AttentionPlan plan = PlanAttention(shape, std::is_same<S, half_bits>::value, scale, qkv.data(),
                                                key_cache.data(), value_cache.data());
+      PD_CHECK(!plan.prefill_tiles || plan.prefill_config >= 0, op, ": ", kPrefillTcEnv, "=",
+               std::getenv(kPrefillTcEnv), " is not a prefill configuration (", PrefillTcNameList(), ")");
       paddle::Tensor workspace;
       if (plan.workspace_floats > 0) {
         workspace = paddle::empty({plan.workspace_floats}, paddle::DataType::FLOAT32, qkv.place());

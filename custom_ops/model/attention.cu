@@ -2,9 +2,11 @@
 // tensor-core kernel (attention_tc.cuh) or the SIMT kernel (attention_simt.cuh), as PlanAttention
 // chooses, and the kernel that merges the parts of a row whose keys were split across blocks.
 #include <climits>
+#include <cstdlib>
+#include <cstring>
 
 #include "attention_simt.cuh"
-#include "attention_tc.cuh"
+#include "attention_tc_launch.cuh"
 
 namespace fdo::attention {
 
@@ -106,13 +108,23 @@ __global__ void __launch_bounds__(kCombineWarps * 32) CombineSplitsKernel(Attent
 
 // ------------------------------------------------------------------ plan and launch
 
-AttentionPlan PlanAttention(const AttentionShape& shape, bool float16, const void* qkv, const void* key_cache,
-                            const void* value_cache) {
+int PrefillTcFromEnv() {
+  const char* name = std::getenv(kPrefillTcEnv);
+  if (name == nullptr || name[0] == '\0') return kPrefillTcDefault;
+  for (int i = 0; i < kPrefillTcCount; ++i) {
+    if (std::strcmp(name, kPrefillTcNames[i]) == 0) return i;
+  }
+  return -1;
+}
+
+AttentionPlan PlanAttention(const AttentionShape& shape, bool float16, float scale, const void* qkv,
+                            const void* key_cache, const void* value_cache) {
   AttentionPlan plan{};
   const int group = shape.num_q_heads / shape.num_kv_heads;
-  plan.tensor_cores = float16 && shape.head_dim % 8 == 0 && shape.head_dim <= kTcMaxHeadDim &&
+  plan.tensor_cores = float16 && scale > 0.0f && shape.head_dim % 8 == 0 && shape.head_dim <= kTcMaxHeadDim &&
                       shape.max_model_len * shape.KvWidth() <= INT_MAX && Aligned16({qkv, key_cache, value_cache});
   plan.prefill_tiles = plan.tensor_cores && shape.rows > shape.bsz;
+  plan.prefill_config = plan.prefill_tiles ? PrefillTcFromEnv() : -1;
   plan.splits = 1;
   if (!plan.prefill_tiles && shape.rows > 0) {
     // Row tiles: split each row's keys until a full batch of slots fills the GPU once (one wave: every block
@@ -137,7 +149,10 @@ cudaError_t LaunchAttention(const S* qkv, const S* key_cache, const S* value_cac
                             const int32_t* cu_seqlens_q, const int32_t* seq_lens_decoder, AttentionShape shape,
                             float scale, const AttentionPlan& plan, float* workspace, S* out, cudaStream_t stream) {
   if (shape.rows == 0) return cudaSuccess;
-  if (shape.head_dim > kMaxHeadDimCuda || (plan.splits > 1 && workspace == nullptr)) return cudaErrorInvalidValue;
+  if (shape.head_dim > kMaxHeadDimCuda || (plan.splits > 1 && workspace == nullptr) ||
+      (plan.prefill_tiles && plan.prefill_config < 0)) {
+    return cudaErrorInvalidValue;
+  }
   AttentionArgs<S> a{};
   a.qkv = qkv;
   a.key_cache = key_cache;
@@ -153,7 +168,7 @@ cudaError_t LaunchAttention(const S* qkv, const S* key_cache, const S* value_cac
   a.partial_ml = workspace == nullptr ? nullptr : workspace + shape.rows * shape.num_q_heads * plan.splits * shape.head_dim;
   cudaError_t err;
   if constexpr (std::is_same<S, half_bits>::value) {
-    err = plan.tensor_cores ? LaunchTc(a, plan.prefill_tiles, stream) : LaunchSimt(a, stream);
+    err = plan.tensor_cores ? LaunchTc(a, plan.prefill_tiles ? plan.prefill_config : -1, stream) : LaunchSimt(a, stream);
   } else {
     err = LaunchSimt(a, stream);
   }

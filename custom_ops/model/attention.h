@@ -9,6 +9,15 @@ namespace fdo::attention {
 
 constexpr int kMaxHeadDimCuda = 256;  // the SIMT and combine kernels keep a head's dims in registers
 
+// The tensor-core kernel's prefill tile configurations (attention_tc_launch.cuh says what each is). The
+// environment variable FDOVERLAP_PREFILL_TC names the one a call uses, read at each call's plan (so a
+// process can switch, and a CUDA graph keeps the one it was captured with); unset or empty: the default.
+// fdoverlap_cli/ops.py mirrors these names (tests/ops check that).
+constexpr const char* kPrefillTcEnv = "FDOVERLAP_PREFILL_TC";
+constexpr const char* kPrefillTcNames[] = {"w4m2n64", "w4m2n32q", "w8m1n64", "w8m2n64", "w4m2n64s3"};
+constexpr int kPrefillTcCount = static_cast<int>(sizeof(kPrefillTcNames) / sizeof(kPrefillTcNames[0]));
+constexpr int kPrefillTcDefault = 0;  // the default configuration: set from benchmarks/kernels.py --prefill-configs all
+
 // qkv rows of [q heads | k heads | v heads] and a cache [bsz, max_model_len, num_kv_heads, head_dim].
 struct AttentionShape {
   int64_t rows;
@@ -47,6 +56,7 @@ namespace fdo::attention {
 // from device data, so that a call can be captured in a CUDA graph):
 //  - tensor_cores: float16 with head_dim % 8 == 0 and <= 128 runs the float16 MMA kernel (the q heads
 //    that share a KV head are rows of one MMA tile); anything else the SIMT kernel.
+//    Needs scale > 0 (the kernel takes the max of the unscaled scores).
 //  - prefill_tiles (tensor cores, more rows than slots): tiles of consecutive rows of one slot, each
 //    tile streaming its slot's KV once for all its rows; a second pass handles the rows no tile owns
 //    (padding rows, rows outside their slot's range of cu_seqlens_q). Otherwise each row is its own
@@ -56,12 +66,17 @@ namespace fdo::attention {
 struct AttentionPlan {
   bool tensor_cores;
   bool prefill_tiles;
+  int prefill_config;  // prefill_tiles: the index in kPrefillTcNames that FDOVERLAP_PREFILL_TC names, -1 if unknown
   int splits;
   int64_t workspace_floats;
 };
 
-AttentionPlan PlanAttention(const AttentionShape& shape, bool float16, const void* qkv, const void* key_cache,
-                            const void* value_cache);
+AttentionPlan PlanAttention(const AttentionShape& shape, bool float16, float scale, const void* qkv,
+                            const void* key_cache, const void* value_cache);
+
+// The index in kPrefillTcNames of the configuration FDOVERLAP_PREFILL_TC names (the default when unset or
+// empty), -1 for an unknown name.
+int PrefillTcFromEnv();
 
 template <typename S>
 cudaError_t LaunchWriteKvCache(const S* qkv, S* key_cache, S* value_cache, const int32_t* batch_id_per_token,

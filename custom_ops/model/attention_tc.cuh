@@ -8,17 +8,21 @@
 //   kTiles = true:  BM / heads rows of one slot per block (prefill chunks), causal over each row's prefix.
 #pragma once
 
+#include <type_traits>
+
 #include "../include/tensor_core.cuh"
 #include "attention_common.cuh"
+#include "attention_tc_tiles.cuh"
 
 namespace fdo::attention {
 
 // One configuration of the kernel: head dim tile DP (64 or 128), WARPS warps of MT m-tiles (16 MMA
 // rows each), BN keys a tile, STAGES tiles in flight, at least MIN_BLOCKS blocks an SM (caps the registers).
-template <int DP_, int WARPS_, int MT_, int BN_, int STAGES_, int MIN_BLOCKS_, bool kTiles_>
+template <int DP_, int WARPS_, int MT_, int BN_, int STAGES_, int MIN_BLOCKS_, bool kTiles_, bool kQRegs_ = false>
 struct TcConfig {
   static constexpr int DP = DP_, WARPS = WARPS_, MT = MT_, BN = BN_, STAGES = STAGES_, MIN_BLOCKS = MIN_BLOCKS_;
   static constexpr bool kTiles = kTiles_;
+  static constexpr bool kQRegs = kQRegs_;  // Q fragments held in registers across the key loop
   static constexpr int kBM = 16 * MT * WARPS;  // MMA rows per block
   static constexpr int kChunks = DP / 8;       // 16-byte chunks per shared row (rows are not padded: see Swizzled)
   static constexpr int kThreads = 32 * WARPS;
@@ -28,62 +32,6 @@ struct TcConfig {
   // row's low three bits, so the eight rows one ldmatrix reads at a column sit in eight bank groups.
   __device__ __forceinline__ static int Swizzled(int row, int chunk) { return row * DP + ((chunk ^ (row & 7)) << 3); }
 };
-
-// Warp 0: the tile of block `x` among the tiles of every slot (ceil(rows of b / rows_per_tile) each,
-// a slot's last tile first, so the longest causal tiles start early). Slot b owns rows
-// [E_b, E_{b+1}) with E_b = max(cu[0..b]) clamped to [0, rows) (for a prefix sum: [cu[b], cu[b+1])).
-// Writes {b, first row, end row} to info; b = -1 when x is past the last tile.
-__device__ __forceinline__ void FindTile(const AttentionArgs<half_bits>& a, int rows_per_tile, int x, int* info) {
-  const int lane = threadIdx.x & 31;
-  const int rows = static_cast<int>(a.shape.rows);
-  const int bsz = static_cast<int>(a.shape.bsz);
-  int carry = 0;  // E of the first slot of this chunk
-  int base = 0;   // tiles before this chunk
-  for (int b0 = 0; b0 < bsz; b0 += 32) {
-    const int b = b0 + lane;
-    int start = b < bsz ? a.cu[b] : INT_MIN;
-    for (int offset = 1; offset < 32; offset <<= 1) {
-      const int up = __shfl_up_sync(0xFFFFFFFFu, start, offset);
-      if (lane >= offset) start = max(start, up);
-    }
-    start = max(start, carry);
-    const int end = b < bsz ? max(start, a.cu[b + 1]) : start;
-    const int lo = min(max(start, 0), rows);
-    const int hi = min(max(end, 0), rows);
-    const int tiles = (hi - lo + rows_per_tile - 1) / rows_per_tile;
-    int inclusive = tiles;
-    for (int offset = 1; offset < 32; offset <<= 1) {
-      const int up = __shfl_up_sync(0xFFFFFFFFu, inclusive, offset);
-      if (lane >= offset) inclusive += up;
-    }
-    const int exclusive = inclusive - tiles;
-    const unsigned owner = __ballot_sync(0xFFFFFFFFu, x >= base + exclusive && x < base + inclusive);
-    if (owner != 0) {
-      if (lane == __ffs(owner) - 1) {
-        const int tile = tiles - 1 - (x - base - exclusive);
-        info[0] = b;
-        info[1] = lo + tile * rows_per_tile;
-        info[2] = min(lo + (tile + 1) * rows_per_tile, hi);
-      }
-      return;
-    }
-    base += __shfl_sync(0xFFFFFFFFu, inclusive, 31);
-    carry = __shfl_sync(0xFFFFFFFFu, end, 31);
-  }
-  if (lane == 0) info[0] = -1;
-}
-
-// Warp-wide: true when a prefill tile owns row t (see FindTile), so the stray pass leaves it alone.
-__device__ __forceinline__ bool OwnedByTile(const AttentionArgs<half_bits>& a, int64_t t) {
-  const AttentionShape& s = a.shape;
-  if (s.Position(t, a.batch, a.cu, a.dec) < 0) return false;
-  const int b = a.batch[t];
-  if (t >= a.cu[b + 1]) return false;
-  int start = INT_MIN;
-  for (int i = threadIdx.x & 31; i <= b; i += 32) start = max(start, a.cu[i]);
-  for (int offset = 16; offset > 0; offset >>= 1) start = max(start, __shfl_xor_sync(0xFFFFFFFFu, start, offset));
-  return t >= start;
-}
 
 template <class C>
 __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) TcAttentionKernel(AttentionArgs<half_bits> a) {
@@ -181,15 +129,20 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) TcAttentionKernel(
   const uint16_t* values = a.value_cache + s.CacheOffset(b, 0, kv_head);
   const int stride = static_cast<int>(s.KvWidth());  // a slot's cache has < 2^31 elements (PlanAttention checks)
   const int key_end = static_cast<int>(range.end);
+  // Each thread copies the same 16-byte column chunk of every (kThreads / kChunks)-th key of a tile.
+  static_assert((BN * kChunks) % kThreads == 0, "a tile is a whole number of copy rounds");
+  const int copy_chunk = tid % kChunks;
+  const int copy_key = tid / kChunks;
+  const bool chunk_ok = copy_chunk * 8 < D;
   auto load_tile = [&](int n, int stage) {
     const int j0 = static_cast<int>(range.begin) + n * BN;
-    for (int i = tid; i < BN * kChunks; i += kThreads) {
-      const int key = i / kChunks;
-      const int c = i - key * kChunks;
+#pragma unroll
+    for (int round = 0; round < BN * kChunks / kThreads; ++round) {
+      const int key = copy_key + round * (kThreads / kChunks);
       const int j = j0 + key;
-      const bool ok = j < key_end && c * 8 < D;
-      const int offset = ok ? j * stride + c * 8 : 0;
-      const int at = stage * BN * DP + C::Swizzled(key, c);
+      const bool ok = j < key_end && chunk_ok;
+      const int offset = ok ? j * stride + copy_chunk * 8 : 0;
+      const int at = stage * BN * DP + C::Swizzled(key, copy_chunk);
       tc::CopyAsync16(sK + at, keys + offset, ok ? 16 : 0);
       tc::CopyAsync16(sV + at, values + offset, ok ? 16 : 0);
     }
@@ -218,10 +171,13 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) TcAttentionKernel(
     warp_max_pos = max(warp_max_pos, __shfl_xor_sync(0xFFFFFFFFu, warp_max_pos, offset));
     warp_min_pos = min(warp_min_pos, __shfl_xor_sync(0xFFFFFFFFu, warp_min_pos, offset));
   }
-  const int kk_end = (D + 15) / 16;  // 16-wide steps over the head dim that hold data
+  // The whole DP width is computed: the head dims past D are zeros in shared memory (the copies fill
+  // them so), which add nothing to S and leave O's unused columns at zero, and the loops stay free of
+  // branches between the MMAs.
+  const float scale = a.scale_log2;  // > 0 (PlanAttention checks), so the max of raw scores scales to the max
 
   float o[MT][DP / 8][4];
-  float row_max[MT][2], row_sum[MT][2];
+  float row_max[MT][2], row_sum[MT][2];  // row_max in scaled log2 units
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
@@ -230,16 +186,50 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) TcAttentionKernel(
     row_sum[mt][0] = row_sum[mt][1] = 0.0f;
   }
 
+  // The ldmatrix row addresses (bytes, shared space). Swizzled(row, 8 h + c) with c < 8 is
+  // row * DP + 8 (8 h + (c ^ (row & 7))), and every row this lane reads has row & 7 = lane & 7: so the
+  // address of 16-wide step kk is one of four per-lane bases (kk % 4) plus a constant (kk / 4, the tile
+  // row), which the loops below fold into the instructions' immediate offsets.
+  const int swz = lane & 7;
+  uint32_t q_addr[4], k_addr[4], v_addr[4];  // k_addr, v_addr: stage 0
+  {
+    const uint32_t q_base = tc::SharedAddress(sQ) + 2u * (warp_row + (lane & 15)) * DP;
+    const uint32_t k_base = tc::SharedAddress(sK) + 2u * ((lane & 7) + ((lane >> 4) << 3)) * DP;
+    const uint32_t v_base = tc::SharedAddress(sV) + 2u * ((lane & 7) + ((lane >> 3) & 1) * 8) * DP;
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      q_addr[c] = q_base + 16u * ((2 * c + (lane >> 4)) ^ swz);
+      k_addr[c] = k_base + 16u * ((2 * c + ((lane >> 3) & 1)) ^ swz);
+      v_addr[c] = v_base + 16u * ((2 * c + (lane >> 4)) ^ swz);
+    }
+  }
+  // Byte offset of step kk (16 columns) and of 16 rows.
+  auto step = [](int kk) { return static_cast<uint32_t>((kk >> 2) * 128); };
+  constexpr uint32_t kRows16 = 2u * 16 * DP;
+
   tc::WaitCopies<STAGES - 2>();
   __syncthreads();
+  // kQRegs: the warp's Q fragments stay in registers for the whole loop (no shared reads of Q per tile).
+  uint32_t q_regs[C::kQRegs ? MT : 1][C::kQRegs ? DP / 16 : 1][4];
+  if constexpr (C::kQRegs) {
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+      for (int kk = 0; kk < DP / 16; ++kk) {
+        tc::LoadMatrixX4(q_regs[mt][kk], q_addr[kk & 3] + mt * kRows16 + step(kk));
+      }
+    }
+  }
   for (int n = 0; n < tiles; ++n) {
     if (n + STAGES - 1 < tiles) load_tile(n + STAGES - 1, (n + STAGES - 1) % STAGES);
     tc::CommitCopies();
     const int j0 = static_cast<int>(range.begin) + n * BN;
-    if (warp_max_pos >= j0) {  // else every key of the tile is past this warp's rows
-      const uint16_t* k_tile = sK + (n % STAGES) * BN * DP;
-      const uint16_t* v_tile = sV + (n % STAGES) * BN * DP;
-      float sc[MT][BN / 8][4];
+    // One tile: S = Q K^T, the causal mask when kMasked, the online softmax, O += P V. Instantiated
+    // twice so the tiles wholly below the diagonal run no mask instructions.
+    auto tile_step = [&](auto masked_tag) {
+      constexpr bool kMasked = decltype(masked_tag)::value;
+      const uint32_t stage_bytes = static_cast<uint32_t>(n % STAGES) * (2u * BN * DP);
+      float sc[MT][BN / 8][4];  // raw scores q . k, then the softmax weights
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
@@ -247,35 +237,39 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) TcAttentionKernel(
       }
 #pragma unroll
       for (int kk = 0; kk < DP / 16; ++kk) {
-        if (kk >= kk_end) break;
-        uint32_t qa[MT][4];
+        uint32_t q_smem[C::kQRegs ? 1 : MT][4];
+        if constexpr (!C::kQRegs) {
 #pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-          tc::LoadMatrixX4(qa[mt], sQ + C::Swizzled(warp_row + mt * 16 + (lane & 15), 2 * kk + (lane >> 4)));
+          for (int mt = 0; mt < MT; ++mt) {
+            tc::LoadMatrixX4(q_smem[mt], q_addr[kk & 3] + mt * kRows16 + step(kk));
+          }
         }
 #pragma unroll
         for (int np = 0; np < BN / 16; ++np) {
-          uint32_t kb[4];
-          const int key = np * 16 + (lane & 7) + ((lane >> 4) << 3);
-          tc::LoadMatrixX4(kb, k_tile + C::Swizzled(key, 2 * kk + ((lane >> 3) & 1)));
+          uint32_t kb[4];  // keys np * 16 + (lane & 7) + 8 (lane / 16), columns of step kk
+          tc::LoadMatrixX4(kb, k_addr[kk & 3] + stage_bytes + np * kRows16 + step(kk));
 #pragma unroll
           for (int mt = 0; mt < MT; ++mt) {
-            tc::Mma16816(sc[mt][2 * np], qa[mt], kb[0], kb[1]);
-            tc::Mma16816(sc[mt][2 * np + 1], qa[mt], kb[2], kb[3]);
+            const uint32_t(&qa)[4] = C::kQRegs ? q_regs[mt][kk] : q_smem[C::kQRegs ? 0 : mt];
+            tc::Mma16816(sc[mt][2 * np], qa, kb[0], kb[1]);
+            tc::Mma16816(sc[mt][2 * np + 1], qa, kb[2], kb[3]);
           }
         }
       }
-      const bool masked = j0 + BN - 1 > warp_min_pos;  // some key of the tile is past some row of the warp
+      if constexpr (kMasked) {
 #pragma unroll
-      for (int mt = 0; mt < MT; ++mt) {
+        for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
-        for (int i = 0; i < BN / 8; ++i) {
+          for (int i = 0; i < BN / 8; ++i) {
 #pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            sc[mt][i][e] *= a.scale_log2;
-            if (masked && j0 + i * 8 + (lane & 3) * 2 + (e & 1) > pos[mt][e >> 1]) sc[mt][i][e] = -CUDART_INF_F;
+            for (int e = 0; e < 4; ++e) {
+              if (j0 + i * 8 + (lane & 3) * 2 + (e & 1) > pos[mt][e >> 1]) sc[mt][i][e] = -CUDART_INF_F;
+            }
           }
         }
+      }
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
         float tile_max[2] = {-CUDART_INF_F, -CUDART_INF_F};
 #pragma unroll
         for (int i = 0; i < BN / 8; ++i) {
@@ -287,9 +281,9 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) TcAttentionKernel(
         for (int h = 0; h < 2; ++h) {
           tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xFFFFFFFFu, tile_max[h], 1));
           tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xFFFFFFFFu, tile_max[h], 2));
-          const float new_max = fmaxf(row_max[mt][h], tile_max[h]);
+          const float new_max = fmaxf(row_max[mt][h], tile_max[h] * scale);
           base[h] = new_max == -CUDART_INF_F ? 0.0f : new_max;  // a row with no key yet stays empty
-          corr[h] = exp2f(row_max[mt][h] - base[h]);
+          corr[h] = tc::Exp2Approx(row_max[mt][h] - base[h]);
           row_max[mt][h] = new_max;
           row_sum[mt][h] *= corr[h];
         }
@@ -304,14 +298,14 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) TcAttentionKernel(
         for (int i = 0; i < BN / 8; ++i) {
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
-            sc[mt][i][e] = exp2f(sc[mt][i][e] - base[e >> 1]);
+            sc[mt][i][e] = tc::Exp2Approx(fmaf(sc[mt][i][e], scale, -base[e >> 1]));  // -inf gives 0
             row_sum[mt][e >> 1] += sc[mt][i][e];
           }
         }
       }
 #pragma unroll
       for (int kk = 0; kk < BN / 16; ++kk) {
-        uint32_t pa[MT][4];
+        uint32_t pa[MT][4];  // P as the A operand straight from the accumulators (no shared round trip)
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
           pa[mt][0] = tc::PackHalf2(sc[mt][2 * kk][0], sc[mt][2 * kk][1]);
@@ -319,12 +313,10 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) TcAttentionKernel(
           pa[mt][2] = tc::PackHalf2(sc[mt][2 * kk + 1][0], sc[mt][2 * kk + 1][1]);
           pa[mt][3] = tc::PackHalf2(sc[mt][2 * kk + 1][2], sc[mt][2 * kk + 1][3]);
         }
-        const int key = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
 #pragma unroll
         for (int dp = 0; dp < DP / 16; ++dp) {
-          if (dp >= kk_end) break;
-          uint32_t vb[4];
-          tc::LoadMatrixX4Trans(vb, v_tile + C::Swizzled(key, 2 * dp + (lane >> 4)));
+          uint32_t vb[4];  // keys kk * 16 + (lane & 7) + 8 (lane / 8 % 2), columns of step dp
+          tc::LoadMatrixX4Trans(vb, v_addr[dp & 3] + stage_bytes + kk * kRows16 + step(dp));
 #pragma unroll
           for (int mt = 0; mt < MT; ++mt) {
             tc::Mma16816(o[mt][2 * dp], pa[mt], vb[0], vb[1]);
@@ -332,6 +324,11 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) TcAttentionKernel(
           }
         }
       }
+    };
+    if (j0 + BN - 1 > warp_min_pos) {  // some key of the tile is past some row of the warp (warp-uniform)
+      if (warp_max_pos >= j0) tile_step(std::true_type{});  // else every key is past this warp's rows
+    } else {
+      tile_step(std::false_type{});
     }
     tc::WaitCopies<STAGES - 2>();
     __syncthreads();
@@ -373,76 +370,6 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) TcAttentionKernel(
       }
     }
   }
-}
-
-// Row tiles (decode): one warp, 16 MMA rows, 32 keys a tile, three tiles in flight, ~53 KiB of shared memory
-// (four blocks an SM). Prefill tiles: 128 MMA rows as four warps of two m-tiles (the B fragments serve both),
-// 64 keys a tile, double-buffered (~98 KiB, two blocks an SM).
-template <int DP>
-using TcRowConfig = TcConfig<DP, 1, 1, 32, 3, 1, false>;
-template <int DP>
-using TcPrefillConfig = TcConfig<DP, 4, 2, 64, 2, 2, true>;
-
-// Sets the kernel's shared memory limit once; returns the blocks of it that fit on one SM (0 on error).
-template <class C>
-int TcBlocksPerSm() {
-  static const int blocks = [] {
-    int n = 0;
-    if (cudaFuncSetAttribute(TcAttentionKernel<C>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             static_cast<int>(C::kSmemBytes)) != cudaSuccess ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, TcAttentionKernel<C>, C::kThreads, C::kSmemBytes) !=
-            cudaSuccess) {
-      return 0;
-    }
-    return n;
-  }();
-  return blocks;
-}
-
-// Blocks of the row-tile kernel that fit on one SM for this head dim (the plan sizes its splits by it).
-inline int TcRowBlocksPerSm(int head_dim) {
-  return head_dim <= 64 ? TcBlocksPerSm<TcRowConfig<64>>() : TcBlocksPerSm<TcRowConfig<128>>();
-}
-
-template <class C>
-cudaError_t LaunchTcWith(AttentionArgs<half_bits> a, cudaStream_t stream) {
-  if (TcBlocksPerSm<C>() == 0) return cudaErrorInvalidConfiguration;
-  const int group = a.Group();
-  a.heads_per_tile = group < C::kBM ? group : C::kBM;
-  a.head_chunks = (group + a.heads_per_tile - 1) / a.heads_per_tile;
-  const unsigned head_blocks = static_cast<unsigned>(a.shape.num_kv_heads * a.head_chunks);
-  dim3 grid(static_cast<unsigned>(a.shape.rows), head_blocks, static_cast<unsigned>(a.splits));
-  if (C::kTiles) {  // an upper bound of the tiles: each slot's rows, rounded up
-    const int64_t rows_per_tile = C::kBM / a.heads_per_tile;
-    const int64_t tiles = (a.shape.rows + rows_per_tile - 1) / rows_per_tile + a.shape.bsz;
-    grid = dim3(static_cast<unsigned>(tiles * head_blocks), 1, 1);
-  }
-  TcAttentionKernel<C><<<grid, C::kThreads, C::kSmemBytes, stream>>>(a);
-  return cudaGetLastError();
-}
-
-// Prefill tiles, then the rows no tile owns (row tiles, unsplit).
-template <class Prefill, class Rows>
-cudaError_t LaunchTcPrefill(const AttentionArgs<half_bits>& a, cudaStream_t stream) {
-  const cudaError_t err = LaunchTcWith<Prefill>(a, stream);
-  if (err != cudaSuccess) return err;
-  AttentionArgs<half_bits> strays = a;
-  strays.strays_only = true;
-  strays.splits = 1;
-  return LaunchTcWith<Rows>(strays, stream);
-}
-
-template <int DP>
-cudaError_t LaunchTcDims(const AttentionArgs<half_bits>& a, bool prefill_tiles, cudaStream_t stream) {
-  if (!prefill_tiles) return LaunchTcWith<TcRowConfig<DP>>(a, stream);
-  return LaunchTcPrefill<TcPrefillConfig<DP>, TcRowConfig<DP>>(a, stream);
-}
-
-// head_dim % 8 == 0 and <= 128 (PlanAttention checks); 64 and 128 are the tile widths, smaller head
-// dims are zero-padded.
-inline cudaError_t LaunchTc(const AttentionArgs<half_bits>& a, bool prefill_tiles, cudaStream_t stream) {
-  if (a.shape.head_dim <= 64) return LaunchTcDims<64>(a, prefill_tiles, stream);
-  return LaunchTcDims<128>(a, prefill_tiles, stream);
 }
 
 }  // namespace fdo::attention

@@ -17,6 +17,7 @@ import sys
 import numpy as np
 import pytest
 
+from fdoverlap_cli.ops import PREFILL_TC_CONFIGS, PREFILL_TC_ENV
 from tests.ops.inputs import packed_attention_batch, random_attention_batch, random_step_state, random_tasks
 from tests.ops.tensors import cpu, gpu, host
 
@@ -223,6 +224,30 @@ def test_attention_long_prefill(ops, dtype, rows, heads):
     half = rows // 2
     chunked = packed_attention_batch(rng, dtype, hq, hkv, d, [half, 3], [half + 7, 40], rows + 8, 2, True)
     check_attention(ops, dtype, hq, hkv, d, chunked, [(0, 32), (half - 64, half), (half, half + 3)])
+
+
+@pytest.mark.parametrize("config", PREFILL_TC_CONFIGS)
+def test_attention_prefill_configs(ops, monkeypatch, config):
+    """Every prefill tile configuration of the tensor-core kernel (FDOVERLAP_PREFILL_TC) against the CPU
+    kernel: a long chunk from position 0 at 8B-class heads, a mixed batch, a head dim below the tile's."""
+    monkeypatch.setenv(PREFILL_TC_ENV, config)
+    rng = np.random.default_rng(21)
+    rows = 1024
+    whole = packed_attention_batch(rng, np.float16, 32, 8, 128, [rows], [0], rows, 0, True)
+    check_attention(ops, np.float16, 32, 8, 128, whole, [(0, 40), (rows // 2 - 9, rows // 2 + 23), (rows - 48, rows)])
+    lens, dec = [300, 1, 1, 150, 1, 65], [0, 900, 17, 700, 2500, 3]
+    for hq, hkv, d in ((8, 2, 128), (8, 2, 64), (3, 1, 40)):
+        mixed = packed_attention_batch(rng, np.float16, hq, hkv, d, lens, dec, 2600, 5, True)
+        check_attention(ops, np.float16, hq, hkv, d, mixed)
+
+
+def test_attention_unknown_prefill_config(ops, monkeypatch):
+    monkeypatch.setenv(PREFILL_TC_ENV, "nope")
+    qkv, keys, values, batch, cu, dec = packed_attention_batch(
+        np.random.default_rng(0), np.float16, 8, 2, 128, [40], [0], 64, 0, False
+    )
+    with pytest.raises(Exception, match="FDOVERLAP_PREFILL_TC=nope is not a prefill configuration"):
+        ops.attention(*(gpu(a) for a in (qkv, keys, values, batch, cu, dec)), 8, 2, 128, 128**-0.5)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])

@@ -7,11 +7,15 @@ float16 ulp (~1e-3 relative). Integer and copy-only outputs must match exactly.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fdoverlap_cli import ops as op_library
+from tests.conftest import REPO
 from tests.ops import reference as ref
 from tests.ops.inputs import random_attention_batch
 from tests.ops.tensors import cpu, host
@@ -202,3 +206,12 @@ def test_fill_random_is_uniform_in_the_scaled_range(ops):
     other = cpu(np.zeros((200, 500), np.float32))
     ops.fill_random_(other, 8, 0.5)
     assert not np.array_equal(host(other), values)  # another seed, other weights
+
+
+def test_prefill_config_names_match_the_kernels():
+    """fdoverlap_cli.ops mirrors attention.h's kPrefillTcNames and FDOVERLAP_PREFILL_TC (the GPU tests and
+    benchmarks/kernels.py iterate over the Python list)."""
+    header = (REPO / "custom_ops" / "model" / "attention.h").read_text()
+    names = re.search(r"kPrefillTcNames\[\] = \{([^}]*)\}", header).group(1)
+    assert tuple(re.findall(r'"([^"]+)"', names)) == op_library.PREFILL_TC_CONFIGS
+    assert f'kPrefillTcEnv = "{op_library.PREFILL_TC_ENV}"' in header

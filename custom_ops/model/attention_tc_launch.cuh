@@ -1,0 +1,105 @@
+// The tensor-core attention kernel's configurations and launchers: row tiles for decode rows, and the
+// prefill tile configurations the host picks by name (FDOVERLAP_PREFILL_TC, see attention.h).
+#pragma once
+
+#include "attention_tc.cuh"
+
+namespace fdo::attention {
+
+// Row tiles (decode): one warp, 16 MMA rows, 32 keys a tile, three tiles in flight, ~53 KiB of shared memory
+// (four blocks an SM).
+template <int DP>
+using TcRowConfig = TcConfig<DP, 1, 1, 32, 3, 1, false>;
+
+// The prefill tile configurations, in the order of kPrefillTcNames (attention.h): w<warps>m<m-tiles a
+// warp>n<keys a tile>[s<stages>][q: Q in registers]. Shared memory at DP = 128 and blocks an SM:
+//   w4m2n64   128 MMA rows, 4 warps x 32 rows (FlashAttention-2's forward shape on Hopper), 2 stages: 96 KiB, 2
+//   w4m2n32q  the same rows, 32 keys a tile and Q in registers (fewer shared reads a MMA), 3 stages: 80 KiB, 2
+//   w8m1n64   128 MMA rows as 8 warps x 16 rows (more warps to hide latency), 2 stages: 96 KiB, 2
+//   w8m2n64   256 MMA rows, 8 warps x 32 rows (half the K/V traffic a MMA), 2 stages: 128 KiB, 1
+//   w4m2n64s3 as w4m2n64 with 3 stages: 128 KiB, 1
+template <int DP, int kIndex>
+struct TcPrefill;
+template <int DP>
+struct TcPrefill<DP, 0> : TcConfig<DP, 4, 2, 64, 2, 2, true> {};
+template <int DP>
+struct TcPrefill<DP, 1> : TcConfig<DP, 4, 2, 32, 3, 2, true, true> {};
+template <int DP>
+struct TcPrefill<DP, 2> : TcConfig<DP, 8, 1, 64, 2, 2, true> {};
+template <int DP>
+struct TcPrefill<DP, 3> : TcConfig<DP, 8, 2, 64, 2, 1, true> {};
+template <int DP>
+struct TcPrefill<DP, 4> : TcConfig<DP, 4, 2, 64, 3, 1, true> {};
+static_assert(sizeof(kPrefillTcNames) / sizeof(kPrefillTcNames[0]) == 5, "one TcPrefill a name");
+
+// Sets the kernel's shared memory limit once; returns the blocks of it that fit on one SM (0 on error).
+template <class C>
+int TcBlocksPerSm() {
+  static const int blocks = [] {
+    int n = 0;
+    if (cudaFuncSetAttribute(TcAttentionKernel<C>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             static_cast<int>(C::kSmemBytes)) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, TcAttentionKernel<C>, C::kThreads, C::kSmemBytes) !=
+            cudaSuccess) {
+      return 0;
+    }
+    return n;
+  }();
+  return blocks;
+}
+
+// Blocks of the row-tile kernel that fit on one SM for this head dim (the plan sizes its splits by it).
+inline int TcRowBlocksPerSm(int head_dim) {
+  return head_dim <= 64 ? TcBlocksPerSm<TcRowConfig<64>>() : TcBlocksPerSm<TcRowConfig<128>>();
+}
+
+template <class C>
+cudaError_t LaunchTcWith(AttentionArgs<half_bits> a, cudaStream_t stream) {
+  if (TcBlocksPerSm<C>() == 0) return cudaErrorInvalidConfiguration;
+  const int group = a.Group();
+  a.heads_per_tile = group < C::kBM ? group : C::kBM;
+  a.head_chunks = (group + a.heads_per_tile - 1) / a.heads_per_tile;
+  const unsigned head_blocks = static_cast<unsigned>(a.shape.num_kv_heads * a.head_chunks);
+  dim3 grid(static_cast<unsigned>(a.shape.rows), head_blocks, static_cast<unsigned>(a.splits));
+  if (C::kTiles) {  // an upper bound of the tiles: each slot's rows, rounded up
+    const int64_t rows_per_tile = C::kBM / a.heads_per_tile;
+    const int64_t tiles = (a.shape.rows + rows_per_tile - 1) / rows_per_tile + a.shape.bsz;
+    grid = dim3(static_cast<unsigned>(tiles * head_blocks), 1, 1);
+  }
+  TcAttentionKernel<C><<<grid, C::kThreads, C::kSmemBytes, stream>>>(a);
+  return cudaGetLastError();
+}
+
+// Prefill tiles, then the rows no tile owns (row tiles, unsplit).
+template <class Prefill, class Rows>
+cudaError_t LaunchTcPrefill(const AttentionArgs<half_bits>& a, cudaStream_t stream) {
+  const cudaError_t err = LaunchTcWith<Prefill>(a, stream);
+  if (err != cudaSuccess) return err;
+  AttentionArgs<half_bits> strays = a;
+  strays.strays_only = true;
+  strays.splits = 1;
+  return LaunchTcWith<Rows>(strays, stream);
+}
+
+template <int DP>
+cudaError_t LaunchTcDims(const AttentionArgs<half_bits>& a, int prefill_config, cudaStream_t stream) {
+  using Rows = TcRowConfig<DP>;
+  switch (prefill_config) {
+    case -1: return LaunchTcWith<Rows>(a, stream);
+    case 0: return LaunchTcPrefill<TcPrefill<DP, 0>, Rows>(a, stream);
+    case 1: return LaunchTcPrefill<TcPrefill<DP, 1>, Rows>(a, stream);
+    case 2: return LaunchTcPrefill<TcPrefill<DP, 2>, Rows>(a, stream);
+    case 3: return LaunchTcPrefill<TcPrefill<DP, 3>, Rows>(a, stream);
+    case 4: return LaunchTcPrefill<TcPrefill<DP, 4>, Rows>(a, stream);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+// head_dim % 8 == 0 and <= 128 (PlanAttention checks); 64 and 128 are the tile widths, smaller head
+// dims are zero-padded. prefill_config: an index of kPrefillTcNames, or -1 for row tiles only.
+inline cudaError_t LaunchTc(const AttentionArgs<half_bits>& a, int prefill_config, cudaStream_t stream) {
+  if (a.shape.head_dim <= 64) return LaunchTcDims<64>(a, prefill_config, stream);
+  return LaunchTcDims<128>(a, prefill_config, stream);
+}
+
+}  // namespace fdo::attention
