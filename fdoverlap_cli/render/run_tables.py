@@ -11,12 +11,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from fdoverlap_cli.measure import catalog
 from fdoverlap_cli.measure.derive import Derived
+from fdoverlap_cli.render.blocks import BOLD, DIM, FAIL, OK, Block, Column, Table, Text, note, table, text, to_console
 from fdoverlap_cli.render.cells import comparison_line, metric_rows, not_measurable_line, steps_line, value
 from fdoverlap_cli.results import RunResult
 
@@ -76,49 +75,61 @@ def _gpu_timed(view: Derived) -> bool:
 
 def print_run(result: RunResult, view: Derived, console: Console | None = None) -> None:
     """The side-by-side table (one column per path, and the change when both ran), checks and notes."""
-    console = console or Console()
-    names = list(result.paths)
+    to_console(run_blocks(result, view), console)
+
+
+def header_line(result: RunResult) -> Text:
+    """The trace, the model and the device of the run."""
     model, env = result.model, result.environment
-    gpu = f" ({escape(str((env.get('paddle') or {}).get('gpu_name')))})" if result.on_gpu else ""
-    console.print(  # what came from a file is escaped: a name like "[/b]" is text, not markup
-        f"[b]{escape(result.trace['file'])}[/b]: {value(result.trace['requests'], 'num')} requests, "
-        f"{value(result.trace['steps'], 'num')} steps · model {escape(model['name'])} ({model['num_layers']} layers, "
-        f"{escape(model['dtype'])}) · device {escape(str(env.get('device')))}{gpu}"
+    gpu = f" ({(env.get('paddle') or {}).get('gpu_name')})" if result.on_gpu else ""
+    return text(
+        (str(result.trace["file"]), BOLD),
+        f": {value(result.trace['requests'], 'num')} requests, {value(result.trace['steps'], 'num')} steps · model "
+        f"{model['name']} ({model['num_layers']} layers, {model['dtype']}) · device {env.get('device')}{gpu}",
     )
-    graphs = graph_line(result)
-    if graphs:
-        console.print(graphs)
-    console.print(f"[b]{steps_line(view)}[/b]")
-    table = Table(show_edge=False, header_style="bold")
-    table.add_column("")
-    for name in names:
-        table.add_column(name + ("" if result.paths[name].complete else " (incomplete)"), justify="right")
-    both = view.comparison is not None
-    if both:
-        table.add_column("change", justify="right")
+
+
+def summary_table(result: RunResult, view: Derived) -> tuple[Table, list[str]]:
+    """The side-by-side table of the catalog's run rows, and the notes of its cells shown by construction."""
+    names = list(result.paths)
+    columns = [Column("")]
+    columns += [Column(name + ("" if result.paths[name].complete else " (incomplete)"), right=True) for name in names]
+    if view.comparison is not None:
+        columns.append(Column("change", right=True))
     docs = {name: {"path": view.paths[name].to_dict(per_step=False)} for name in names}
     rows, notes = metric_rows(
         catalog.rows(catalog.RUN, on_gpu=_gpu_timed(view), sources=("path",)),
         docs,
         view.comparison.changes if view.comparison else None,
     )
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
+    return table(columns, rows, name="summary"), notes
+
+
+def measured_lines(result: RunResult, view: Derived) -> list[Text]:
+    """The speedup and efficiency, or what a run without the GPU's timing cannot say."""
     if view.comparison and _gpu_timed(view):
-        console.print(comparison_line(view.comparison))
-    elif not _gpu_timed(view):
-        console.print(not_measurable_line(catalog.RUN) if not result.on_gpu else NO_TIMESTAMPS)
+        return [text(comparison_line(view.comparison))]
+    if not _gpu_timed(view):
+        return [text(not_measurable_line(catalog.RUN) if not result.on_gpu else NO_TIMESTAMPS)]
+    return []
+
+
+def run_blocks(result: RunResult, view: Derived) -> list[Block]:
+    """What `compare`, `replay` and `report` print, as blocks: the header, the table, the checks, the notes."""
+    out: list[Block] = [header_line(result)]
+    graphs = graph_line(result)
+    if graphs:
+        out.append(text(graphs))
+    out.append(text(steps_line(view), style=BOLD))
+    summary, notes = summary_table(result, view)
+    out += [summary, *measured_lines(result, view)]
     for name, p in result.paths.items():
         if _gpu_timed(view) and p.clock:
-            console.print(
-                f"[dim]{name}: GPU clock aligned to the host within ±{value(p.clock.error_ns, 'us')}, "
-                f"drift {value(p.clock.drift_ns, 'us')}[/dim]"
-            )
-    for line in _check_lines(result):
-        console.print(line)
-    for note in (*notes, *hazard_notes(result), *view.notes, *result.notes):
-        console.print(f"[yellow]note:[/yellow] {escape(note)}")
+            line = f"{name}: GPU clock aligned to the host within ±{value(p.clock.error_ns, 'us')}, "
+            out.append(text(line + f"drift {value(p.clock.drift_ns, 'us')}", style=DIM))
+    out += check_lines(result)
+    out += [note(n) for n in (*notes, *hazard_notes(result), *view.notes, *result.notes)]
+    return out
 
 
 def graph_line(result: RunResult) -> str | None:
@@ -135,22 +146,27 @@ def graph_line(result: RunResult) -> str | None:
     )
 
 
-def _check_lines(result: RunResult) -> list[str]:
+def check_lines(result: RunResult) -> list[Text]:
+    """The token identity between the paths, and each path's output stream checked against the trace."""
     lines = []
     identity = result.identity
     if identity is not None:
         if identity.identical:
-            lines.append(f"[green]tokens identical[/green]: {identity.tokens:,} tokens of {identity.requests} requests")
+            tokens = f": {identity.tokens:,} tokens of {identity.requests} requests"
+            lines.append(text(("tokens identical", OK), tokens))
         else:
             d = identity.first_difference or {}
             lines.append(
-                f"[red]tokens differ[/red]: request {escape(d['request'])}, token {d['token_index']} "
-                f"(step {d['step']}): sync {escape(str(d.get('sync')))} vs overlap {escape(str(d.get('overlap')))}"
+                text(
+                    ("tokens differ", FAIL),
+                    f": request {d['request']}, token {d['token_index']} (step {d['step']}): sync {d.get('sync')} "
+                    f"vs overlap {d.get('overlap')}",
+                )
             )
     for name, p in result.paths.items():
         check = p.reader.output_check if p.reader else None
         if check and not check.ok:
-            lines.append(f"[red]{name}: output check failed[/red]: {escape('; '.join(check.problems[:3]))}")
+            lines.append(text((f"{name}: output check failed", FAIL), f": {'; '.join(check.problems[:3])}"))
     return lines
 
 
