@@ -18,7 +18,8 @@ from typing import Any
 
 from fdoverlap_cli.measure.schema import EXPOSED, OTHER
 
-RUN, NSYS, FIGURE = "run", "nsys", "figure"  # where a metric shows: a replay's table, an nsys analysis', a figure
+# Where a metric shows: a replay's table, an nsys analysis', a figure, the per-step tables of a report.
+RUN, NSYS, FIGURE, STEPS = "run", "nsys", "figure", "steps"
 STEP_TIME_SERIES = "per_step.step_time_ns"  # the series the wall time, tokens/s and the speedup are made of
 
 
@@ -262,11 +263,27 @@ PATH_METRICS = (
         series="per_step.limit_ns",
     ),
     _m(
+        "per_step.step_time_ns",
+        "step time",
+        "us",
+        "per step k: start(I_{k+1}) − start(I_k)",
+        where=(STEPS,),
+    ),
+    _m("per_step.itl_ns", "ITL", "us", "per step k: end(S_{k+1}) − end(S_k)", where=(STEPS,)),
+    _m(
+        "per_step.host_busy_ns",
+        "host busy B_k",
+        "us",
+        "per step k: |I_k| − |I_k ∩ W|, the iteration without its waits",
+        where=(STEPS,),
+    ),
+    _m("per_step.compute_ns", "compute |C_k|", "us", "per step k: |C_k|", where=(STEPS,), gpu=True),
+    _m(
         "per_step.hidden",
         "hidden",
         "pct",
         "per step k: |(D_k ∪ S_k) ∩ C_{k+1}| / |D_k ∪ S_k|",
-        where=(FIGURE,),
+        where=(FIGURE, STEPS),
         gpu=True,
     ),
     _m(
@@ -274,7 +291,7 @@ PATH_METRICS = (
         "bubble",
         "us",
         "per step k: the GPU's idle time between step k's device work and C_{k+1}",
-        where=(FIGURE,),
+        where=(FIGURE, STEPS),
         gpu=True,
     ),
     _m(
@@ -282,7 +299,7 @@ PATH_METRICS = (
         "exposed host time",
         "us",
         f"per step k: bubble_k split by what the host was doing ({_EXPOSED_RULE}); the bars sum to the bubble",
-        where=(FIGURE,),
+        where=(FIGURE, STEPS),
         gpu=True,
     ),
 )
