@@ -8,7 +8,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from fdoverlap_cli.commands.options import JsonOpt, Outputs, TimelineOpt, WindowOpt, choices, parse_window
+from fdoverlap_cli.commands.options import (
+    HtmlOpt,
+    JsonOpt,
+    MarkdownOpt,
+    Outputs,
+    TimelineOpt,
+    WindowOpt,
+    choices,
+    parse_window,
+)
 from fdoverlap_cli.errors import FdoError
 
 if TYPE_CHECKING:
@@ -24,7 +33,7 @@ def _present(
     outputs: Outputs,
     extra: dict[str, Any] | None = None,
 ) -> None:
-    """Write the timeline if asked, then print the report (Rich) or its JSON."""
+    """Write the timeline and the reports if asked, then print the analysis (Rich) or its JSON."""
     from fdoverlap_cli.render import nsys_tables
 
     timeline = outputs.files["--timeline"]
@@ -35,6 +44,7 @@ def _present(
 
         tracks, flows = analysis.timeline()
         perfetto.write(timeline, tracks, flows, metadata={"source": analysis.file})
+    _write_reports(analysis, against, outputs)
     if outputs.as_json:
         nsys_tables.print_warnings(analysis)
         doc = {**(extra or {}), **analysis.to_dict(), "against": against.to_dict() if against else None}
@@ -43,8 +53,27 @@ def _present(
         from rich.console import Console
 
         nsys_tables.print_analysis(analysis, against, Console(stderr=True) if outputs.to_stdout else None)
-    if timeline is not None:
-        outputs.wrote("--timeline")
+    for flag in ("--timeline", "--html", "--markdown"):
+        if outputs.files.get(flag) is not None:
+            outputs.wrote(flag)
+
+
+def _write_reports(analysis: NsysAnalysis, against: CrossCheck | None, outputs: Outputs) -> None:
+    """--html (with the figure of the attributed paths) and --markdown, from the blocks the table prints."""
+    from fdoverlap_cli.fileio import write_text
+    from fdoverlap_cli.render import nsys_report
+
+    page, text = outputs.files.get("--html"), outputs.files.get("--markdown")
+    if page is not None:
+        svg = ""
+        drawable = nsys_report.drawable(analysis)
+        if drawable:
+            from fdoverlap_cli.render import figures
+
+            svg = figures.svg_of(figures.draw_run(drawable, title=nsys_report.figure_title(analysis)))
+        write_text(page, nsys_report.html_report(analysis, against, svg))
+    if text is not None:
+        write_text(text, nsys_report.markdown_report(analysis, against))
 
 
 def _analyze(
@@ -81,6 +110,8 @@ def analyze(
     ] = None,
     window: WindowOpt = None,
     timeline: TimelineOpt = None,
+    html: HtmlOpt = None,
+    markdown: MarkdownOpt = None,
     as_json: JsonOpt = False,
     nsys: NsysOpt = None,
 ) -> None:
@@ -90,10 +121,13 @@ def analyze(
     from its own timing (hidden fraction, bubble, GPU busy, step time, limit), and --against puts the
     tool's own numbers beside them.
 
+    --html writes all of it as one self-contained page with the paths' figure; --markdown the per-step
+    table and the cross-check in GitHub markdown, to paste into a pull request.
+
     \b
-    Example: fdoverlap analyze report.sqlite --against run.json
+    Example: fdoverlap analyze report.sqlite --against run.json --html nsys.html
     """
-    outputs = Outputs({"--timeline": timeline}, as_json)
+    outputs = Outputs({"--timeline": timeline, "--html": html, "--markdown": markdown}, as_json)
     outputs.check({"the report": export, "--against": against})
     analysis, check = _analyze(export, parse_window(window), against, timeline is not None, nsys)
     _present(analysis, check, outputs)

@@ -23,6 +23,15 @@ WindowOpt = Annotated[str | None, typer.Option("--window", help="Steps the metri
 TimelineOpt = Annotated[
     Path | None, typer.Option("--timeline", help="Write a Perfetto/Chrome trace-event file ('-': stdout).")
 ]
+SvgOpt = Annotated[Path | None, typer.Option("--svg", help="Write the figure as SVG ('-': stdout).")]
+HtmlOpt = Annotated[
+    Path | None,
+    typer.Option("--html", help="Write one self-contained HTML report: tables, figures, environment ('-': stdout)."),
+]
+MarkdownOpt = Annotated[
+    Path | None,
+    typer.Option("--markdown", help="Write the summary table and checks as GitHub markdown, to paste ('-': stdout)."),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
 STDOUT = "-"
 

@@ -8,11 +8,21 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from fdoverlap_cli.commands.options import JsonOpt, Outputs, TimelineOpt, WindowOpt, parse_window
+from fdoverlap_cli.commands.options import (
+    HtmlOpt,
+    JsonOpt,
+    MarkdownOpt,
+    Outputs,
+    SvgOpt,
+    TimelineOpt,
+    WindowOpt,
+    parse_window,
+)
 from fdoverlap_cli.errors import CheckFailed, FdoError, InputError
 
 if TYPE_CHECKING:
     from fdoverlap_cli.measure.derive import Derived
+    from fdoverlap_cli.results import RunResult
 
 
 def report(
@@ -23,6 +33,9 @@ def report(
             "--png", help="Write a figure: hidden fraction and bubble per step, a Gantt of a few steps ('-': stdout)."
         ),
     ] = None,
+    svg: SvgOpt = None,
+    html: HtmlOpt = None,
+    markdown: MarkdownOpt = None,
     gantt: Annotated[
         str | None, typer.Option("--gantt", help="Steps of the Gantt chart, FIRST:LAST (default: 4 from the middle).")
     ] = None,
@@ -30,18 +43,21 @@ def report(
     timeline: TimelineOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show a saved run again: the side-by-side table, and optionally a figure or a Perfetto timeline.
+    """Show a saved run again: the side-by-side table, and optionally a figure, a report or a Perfetto timeline.
 
-    The numbers cover the run's own --window unless another is given. Exit code 1 when the run's token
-    checks failed, as for compare.
+    The numbers cover the run's own --window unless another is given. --html writes one self-contained page
+    (the table, the figure, per-step tables, trace, environment, command) and --markdown the table and the
+    token check in GitHub markdown, to paste into a pull request. Exit code 1 when the run's token checks
+    failed, as for compare.
 
     \b
-    Example: fdoverlap report run.json --png run.png
+    Example: fdoverlap report run.json --html run.html --markdown - --svg run.svg
     """
     from fdoverlap_cli.render import run_tables
     from fdoverlap_cli.results import RunResult
 
-    outputs = Outputs({"--png": png, "--timeline": timeline}, as_json)
+    flags = ("--png", "--svg", "--html", "--markdown", "--timeline")
+    outputs = Outputs(dict(zip(flags, (png, svg, html, markdown, timeline), strict=True)), as_json)
     outputs.check({"the run": run})
     gantt_steps = parse_window(gantt, "--gantt")
     result = RunResult.load(run)
@@ -50,15 +66,9 @@ def report(
         view = result.view(asked or result.window)
     except InputError as e:  # a window holding no step: the option's, or the one the file records
         raise InputError(f"--window {window}" if asked else f"{run}: window", e.reason) from None
-    if png is not None:
-        from fdoverlap_cli.render.figures import plot_run
-
-        drawable = {name: (m, result.paths[name].spans()) for name, m in view.paths.items() if m.steps}
-        if not drawable:
-            raise FdoError(f"{run}: no path with measured steps to draw")
-        if gantt_steps is not None:
-            _check_gantt(gantt_steps, view)
-        plot_run(drawable, png, gantt_steps=gantt_steps)
+    if gantt_steps is not None:
+        _check_gantt(gantt_steps, view)
+    _write_reports(result, view, outputs, gantt_steps, run)
     if timeline is not None:
         from fdoverlap_cli.render import timeline as perfetto
 
@@ -69,12 +79,40 @@ def report(
         from rich.console import Console
 
         run_tables.print_run(result, view, Console(stderr=True) if outputs.to_stdout else None)
-    for flag in ("--png", "--timeline"):
+    for flag in flags:
         if outputs.files[flag] is not None:
             outputs.wrote(flag)
     failures = run_tables.failed_checks(result)
     if failures:
         raise CheckFailed("; ".join(failures))
+
+
+def _write_reports(
+    result: RunResult, view: Derived, outputs: Outputs, gantt_steps: tuple[int, int] | None, run: Path
+) -> None:
+    """The figure (--png, --svg, and inline in --html) and the reports (--html, --markdown), all of one view."""
+    from fdoverlap_cli.fileio import write_text
+    from fdoverlap_cli.render import run_report
+
+    files = outputs.files
+    figure = None
+    if any(files[flag] is not None for flag in ("--png", "--svg", "--html")):
+        from fdoverlap_cli.render import figures
+
+        drawable = run_report.drawable(result, view)
+        if drawable:
+            figure = figures.draw_run(drawable, gantt_steps, run_report.figure_title(result, view))
+        elif files["--png"] is not None or files["--svg"] is not None:
+            raise FdoError(f"{run}: no path with measured steps to draw")
+        for flag, fmt in (("--png", "png"), ("--svg", "svg")):
+            if files[flag] is not None:
+                figures.write_figure(figure, files[flag], fmt)
+    if files["--html"] is not None:
+        from fdoverlap_cli.render.figures import svg_of
+
+        write_text(files["--html"], run_report.html_report(result, view, svg_of(figure) if figure else ""))
+    if files["--markdown"] is not None:
+        write_text(files["--markdown"], run_report.markdown_report(result, view))
 
 
 def _check_gantt(steps: tuple[int, int], view: Derived) -> None:
