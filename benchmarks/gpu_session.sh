@@ -15,6 +15,9 @@
 #   bash benchmarks/gpu_session.sh exposed    the exposed host time on decode-b64 (8B-class, default and
 #                                             --token-count sync; their figures) and its nsys cross-check
 #                                             on the sync path; prints the acceptance, PASS/FAIL per check
+#   bash benchmarks/gpu_session.sh report     a report to attach of a GPU run (decode-b64, 8B-class): report
+#                                             --html/--markdown/--svg/--png, and analyze --html/--markdown of its
+#                                             nsys profile, in $OUT/report/ (look at the figures and the page)
 # Needs paddlepaddle-gpu importable (PYTHONPATH), nvcc for the op build (CUDA_HOME or PATH) and, for the nsys
 # phases, Nsight Systems ($NSYS or nsys on PATH); on a host without a package registry, set those up first
 # (an offline bundle's environment script, e.g. `source /tmp/fdo/tools/env.sh`). GLOG_minloglevel=2 keeps
@@ -188,6 +191,24 @@ exposed() {  # ~4 min on an H200: two comparisons, one profiled replay of the sy
         --compare hostsync="$OUT/exposed-hostsync.report.json" --analyze "$OUT/exposed-nsys.analyze.json"
 }
 
+report_phase() {  # ~3 min on an H200 (estimate): one compare, one profiled compare at 2 layers
+    local dir="$OUT/report" trace=traces/decode-b64.json
+    mkdir -p "$dir"
+    banner "report: compare decode-b64 (8b, $LAYERS layers), then report --html --markdown --svg --png"
+    timeout 400 $FDO compare --sync --overlap $trace --preset 8b --layers "$LAYERS" -o "$dir/run.json" | tail -3
+    $FDO report "$dir/run.json" --html "$dir/run.html" --markdown "$dir/run.md" --svg "$dir/run.svg" \
+        --png "$dir/run.png" 2>&1 | tail -4
+    cat "$dir/run.md"
+    banner "report: analyze --html --markdown of an nsys profile (8b, 2 layers)"
+    timeout 420 $FDO profile -o "$dir/prof" -- compare --sync --overlap $trace --preset 8b --layers 2 \
+        -o "$dir/prof-run.json" > "$dir/profile.log" 2>&1
+    tail -3 "$dir/profile.log"
+    $FDO analyze "$dir/prof.sqlite" --against "$dir/prof-run.json" --html "$dir/nsys.html" --markdown "$dir/nsys.md" \
+        2>&1 | tail -3
+    grep -c "<svg" "$dir/run.html" "$dir/nsys.html"
+    ls -la "$dir"
+}
+
 for phase in "${@:-check}"; do
     case $phase in
         check) timed check ;;
@@ -199,6 +220,7 @@ for phase in "${@:-check}"; do
         pair) timed pair ;;
         sanitizer) timed sanitizer ;;
         exposed) timed exposed ;;
+        report) timed report_phase ;;
         *) echo "unknown phase $phase" >&2; exit 2 ;;
     esac
 done 2>&1 | tee -a "$OUT/gpu-session.log"
