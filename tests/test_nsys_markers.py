@@ -16,16 +16,19 @@ from fdoverlap_cli.measure import intervals as iv
 from fdoverlap_cli.measure import metrics
 from fdoverlap_cli.measure.records import KIND_CODE, Kind
 from fdoverlap_cli.nsys import export as nsys
+from fdoverlap_cli.nsys.analysis import analyze
 from fdoverlap_cli.nsys.markers import find_steps_in, rows
 from fdoverlap_cli.nsys.markers.agreement import BOUNDARY_NS, agree
 from fdoverlap_cli.nsys.markers.spec import CopyMarker, KernelMarker, NvtxMarker, SyncMarker, parse_steps
-from fdoverlap_cli.nsys.steps import attribute
+from fdoverlap_cli.nsys.steps import Attribution, attribute
 from tests.foreign_exports import LoopShape, write_loop
 
 FIXTURES = Path(__file__).parent / "fixtures" / "nsys"
 SMALL = FIXTURES / "fdoverlap-small-2layers.sqlite"
 PADDLE = FIXTURES / "paddle-h100-nvtx-dtoh.sqlite"
 POINTS = 0.02  # per-step bubble and GPU busy within 2 points
+# The tool's own real exports (the lead adds more, e.g. the 8B pair): each is a ground truth.
+OWN_EXPORTS = sorted(FIXTURES.glob("fdoverlap-*.sqlite"))
 
 
 # --------------------------------------------------------------------------- the grammar
@@ -81,13 +84,16 @@ def test_bad_steps_are_one_line_naming_the_spec(text, says):
 # --------------------------------------------------------------------------- ground truth: the tool's own export
 
 
-def _nvtx_steps(path: Path) -> dict[str, dict[str, np.ndarray]]:
+def _nvtx_steps(path: Path | Attribution) -> dict[str, dict[str, np.ndarray]]:
     """Per path, from the tool's NVTX: each step's GPU end (max end of C_k and D_k), its kernels' union
     (kernels-only), its bubble to the next step's first kernel (kernels-only), and whether the next step
     inserts (its insert kernel is GPU work that the NVTX analysis keeps out of C_{k+1} and a marker cannot
-    tell from the next step's compute)."""
-    with nsys.NsysExport.open(path) as export:
-        a = attribute(export, keep_flows=True)
+    tell from the next step's compute). `path`: an export, or its attribution (with flows)."""
+    if isinstance(path, Attribution):
+        a = path
+    else:
+        with nsys.NsysExport.open(path) as export:
+            a = attribute(export, keep_flows=True)
     out = {}
     for name, p in a.paths.items():
         s = p.spans
@@ -131,6 +137,37 @@ def test_ground_truth_on_the_tools_own_export(small_truth, spec):
         assert np.nanmax(a.bubble_points) <= POINTS, (name, a.to_dict())
         assert (~np.isnan(a.bubble_points)).sum() >= a.found - 3  # only the steps before an insert, and the last
         assert a.bubble_share <= POINTS, (name, a.to_dict())
+
+
+def _assert_agrees(steps, truth: dict[str, dict[str, np.ndarray]]) -> None:
+    for name, t in truth.items():
+        # An insert's kernel before the next forward ends the bubble for a marker, while the NVTX analysis keeps
+        # insert work out of C_{k+1}: those steps' bubbles are not compared (their busy time is).
+        bubble = np.where(t["next_inserts"], np.nan, t["bubble"])
+        a = agree(steps, t["gpu_end"], t["kernel_busy"], bubble)
+        assert a.found_share >= 0.98 and a.max_boundary_ns <= BOUNDARY_NS, (name, a.to_dict())
+        assert np.nanmax(a.busy_points) <= POINTS, (name, a.to_dict())
+        assert np.nanmax(a.bubble_points) <= POINTS, (name, a.to_dict())
+        assert a.bubble_share <= POINTS, (name, a.to_dict())
+
+
+@pytest.mark.parametrize("path", OWN_EXPORTS, ids=[p.name for p in OWN_EXPORTS])
+@pytest.mark.parametrize("spec", [None, "copy:dtoh,pinned"])
+def test_ground_truth_through_analyze(path, spec):
+    """`analyze --steps` on an export with the tool's NVTX: the steps found from CUDA activity alone, in the same
+    analysis, against its NVTX-based one (every real own-engine export in tests/fixtures/nsys)."""
+    a = analyze(path, keep_flows=True, steps=parse_steps(spec) if spec else None, find_steps=True)
+    assert a.unavailable is None and a.markers is not None and a.markers.unavailable is None
+    assert a.markers.choice.chosen == ("given" if spec else "automatic")
+    _assert_agrees(a.markers.steps, _nvtx_steps(a.attribution))
+    doc = a.to_dict()
+    assert doc["paths"] and doc["markers"]["available"] and len(doc["markers"]["per_step"]["bubble_ns"]) > 0
+    json.dumps(doc, allow_nan=False)
+
+
+def test_analyze_finds_steps_only_when_asked_on_an_own_export():
+    assert analyze(SMALL).markers is None  # the tool's NVTX gives the steps; no second pass
+    assert analyze(SMALL, steps=parse_steps("sync:event")).markers.choice.spec == "sync:event"
 
 
 def test_the_automatic_choice_on_the_tools_own_export():

@@ -21,10 +21,21 @@ from fdoverlap_cli.commands.options import (
 from fdoverlap_cli.errors import FdoError
 
 if TYPE_CHECKING:
-    from fdoverlap_cli.nsys.analysis import NsysAnalysis
+    from fdoverlap_cli.nsys.analysis import NsysAnalysis, NsysVersus
     from fdoverlap_cli.nsys.crosscheck import CrossCheck
+    from fdoverlap_cli.nsys.markers import StepSpec
 
 NsysOpt = Annotated[str | None, typer.Option("--nsys", help="The nsys executable (default: $NSYS, then nsys on PATH).")]
+StepsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--steps",
+        metavar="SPEC",
+        help="Find the steps from this marker, not the tool's NVTX: copy:dtoh<=64KiB, copy:dtoh,pinned, sync, "
+        "sync:event, kernel:REGEX, nvtx:NAME@DOMAIN (docs/nsys.md). Default on an export without the tool's "
+        "ranges: the marker that fits best.",
+    ),
+]
 
 
 def _present(
@@ -77,7 +88,12 @@ def _write_reports(analysis: NsysAnalysis, against: CrossCheck | None, outputs: 
 
 
 def _analyze(
-    export: Path, window: tuple[int, int] | None, against: Path | None, keep_flows: bool, nsys: str | None = None
+    export: Path,
+    window: tuple[int, int] | None,
+    against: Path | None,
+    keep_flows: bool,
+    nsys: str | None = None,
+    steps: StepSpec | None = None,
 ) -> tuple[NsysAnalysis, CrossCheck | None]:
     """Read the export (an .nsys-rep is exported first), then cross-check it against `against` if given."""
     from fdoverlap_cli.nsys.analysis import analyze as analyze_export
@@ -87,7 +103,7 @@ def _analyze(
 
     run = RunResult.load(against) if against is not None else None  # a bad run.json fails before the export is read
     with sqlite_export(export, nsys) as sqlite:
-        analysis = analyze_export(sqlite, window=window, keep_flows=keep_flows)
+        analysis = analyze_export(sqlite, window=window, keep_flows=keep_flows, steps=steps)
     check = None
     if run is not None:
         if analysis.unavailable is None:
@@ -114,23 +130,96 @@ def analyze(
     markdown: MarkdownOpt = None,
     as_json: JsonOpt = False,
     nsys: NsysOpt = None,
+    steps: StepsOpt = None,
+    vs: Annotated[
+        Path | None,
+        typer.Option(
+            "--vs",
+            metavar="REPORT",
+            help="A second report (e.g. the engine with overlap off, then on): the per-step table of the steps "
+            "found without NVTX for both, with the change.",
+        ),
+    ] = None,
+    vs_steps: Annotated[
+        str | None,
+        typer.Option("--vs-steps", metavar="SPEC", help="The step marker of the --vs report (default: --steps)."),
+    ] = None,
 ) -> None:
-    """Read an Nsight Systems report: NVTX ranges, copies, kernels, GPU busy, and fdoverlap's per-step metrics.
+    """Read an Nsight Systems report: NVTX ranges, copies, kernels, GPU busy, and per-step metrics.
 
     On an export of an fdoverlap run the sync and overlap paths get the same metrics the tool computes
     from its own timing (hidden fraction, bubble, GPU busy, step time, limit), and --against puts the
-    tool's own numbers beside them.
+    tool's own numbers beside them. On any other export (or with --steps) the decode steps are found
+    from the CUDA activity: a small device-to-host copy, a synchronisation, a kernel or a named NVTX range
+    per step (docs/nsys.md), and measured step by step.
 
     --html writes all of it as one self-contained page with the paths' figure; --markdown the per-step
     table and the cross-check in GitHub markdown, to paste into a pull request.
 
     \b
     Example: fdoverlap analyze report.sqlite --against run.json --html nsys.html
+    Example: fdoverlap analyze sync.sqlite --vs async.sqlite --steps sync
     """
-    outputs = Outputs({"--timeline": timeline, "--html": html, "--markdown": markdown}, as_json)
-    outputs.check({"the report": export, "--against": against})
-    analysis, check = _analyze(export, parse_window(window), against, timeline is not None, nsys)
-    _present(analysis, check, outputs)
+    from fdoverlap_cli.nsys.markers import parse_steps
+
+    spec = parse_steps(steps) if steps is not None else None  # a bad spec is refused before any work
+    if vs is None:
+        if vs_steps is not None:
+            raise FdoError("--vs-steps: only with --vs (the marker of the second report)")
+        outputs = Outputs({"--timeline": timeline, "--html": html, "--markdown": markdown}, as_json)
+        outputs.check({"the report": export, "--against": against})
+        analysis, check = _analyze(export, parse_window(window), against, timeline is not None, nsys, spec)
+        _present(analysis, check, outputs)
+        return
+    if against is not None:
+        raise FdoError(
+            "--vs: not with --against (--against checks one export against the tool's run.json of the same run; "
+            "--vs puts two exports' steps side by side): use one or the other"
+        )
+    if timeline is not None:
+        raise FdoError("--timeline: not with --vs (draw each export on its own)")
+    b_spec = parse_steps(vs_steps) if vs_steps is not None else None
+    outputs = Outputs({"--html": html, "--markdown": markdown}, as_json)
+    outputs.check({"the report": export, "--vs": vs})
+    _present_versus(_versus(export, vs, parse_window(window), nsys, spec, b_spec), outputs)
+
+
+def _versus(
+    a: Path, b: Path, window: tuple[int, int] | None, nsys: str | None, spec: StepSpec | None, b_spec: StepSpec | None
+) -> NsysVersus:
+    """Both reports (.nsys-rep exported first), each with its steps found without NVTX."""
+    from fdoverlap_cli.nsys.analysis import analyze_versus
+    from fdoverlap_cli.nsys.profile import sqlite_export
+
+    with sqlite_export(a, nsys) as first, sqlite_export(b, nsys) as second:
+        return analyze_versus(first, second, steps=spec, vs_steps=b_spec, window=window)
+
+
+def _present_versus(v: NsysVersus, outputs: Outputs) -> None:
+    """--html and --markdown of the side-by-side table if asked, then the table (Rich) or the JSON."""
+    from fdoverlap_cli.fileio import write_text
+    from fdoverlap_cli.render import html, markdown, marker_tables, nsys_tables
+    from fdoverlap_cli.render.blocks import Section
+
+    blocks = marker_tables.versus_blocks(v)
+    title = f"{Path(v.a.file).name} against {Path(v.b.file).name}"
+    if outputs.files.get("--html") is not None:
+        write_text(
+            outputs.files["--html"], html.document(title, "steps found without NVTX", [Section("Per step", blocks)])
+        )
+    if outputs.files.get("--markdown") is not None:
+        write_text(outputs.files["--markdown"], markdown.document(title, [Section("", blocks)]))
+    if outputs.as_json:
+        nsys_tables.print_warnings(v.a)
+        nsys_tables.print_warnings(v.b)
+        typer.echo(json.dumps(v.to_dict(), indent=2))
+    else:
+        from rich.console import Console
+
+        marker_tables.print_versus(v, Console(stderr=True) if outputs.to_stdout else None)
+    for flag in ("--html", "--markdown"):
+        if outputs.files.get(flag) is not None:
+            outputs.wrote(flag)
 
 
 def profile(

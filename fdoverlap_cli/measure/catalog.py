@@ -3,8 +3,9 @@
 Every renderer reads its rows from here: the run and nsys tables, the JSON summaries (the keys),
 the figures' labels, and the definition table of docs/architecture.md (`markdown()`; a test keeps
 the two equal). A new metric is a field of `PathMetrics` (or of what `source` names) plus one
-entry below; the renderers that show its `where` pick it up. The exposed-time rows come from
-`schema.EXPOSED`: a new host stage gets its row there, not here.
+entry below (the rows of the steps found without NVTX: measure/marker_catalog.py); the renderers
+that show its `where` pick it up. The exposed-time rows come from `schema.EXPOSED`: a new host
+stage gets its row there, not here.
 
 `key` is a dotted path into the JSON of its source: `bubble_ns.mean` is the `mean` of the
 `bubble_ns` summary of `PathMetrics.to_dict()`.
@@ -12,49 +13,13 @@ entry below; the renderers that show its `where` pick it up. The exposed-time ro
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
+from fdoverlap_cli.measure.marker_catalog import COPY_CLASSES, MARKER_METRICS, MARKERS
+from fdoverlap_cli.measure.metric_row import FIGURE, NSYS, RUN, STEPS, Metric
 from fdoverlap_cli.measure.schema import EXPOSED, OTHER
 
-# Where a metric shows: a replay's table, an nsys analysis', a figure, the per-step tables of a report.
-RUN, NSYS, FIGURE, STEPS = "run", "nsys", "figure", "steps"
 STEP_TIME_SERIES = "per_step.step_time_ns"  # the series the wall time, tokens/s and the speedup are made of
-
-
-@dataclass(frozen=True)
-class Metric:
-    """One reported number."""
-
-    key: str  # its name in JSON, dotted into its source's to_dict()
-    label: str  # its name in tables and figures
-    unit: str  # num, ms, us (times in ns) or pct (a fraction 0..1)
-    definition: str  # one line: what it is, in the notation of docs/architecture.md
-    source: str = "path"  # path: PathMetrics; comparison: Comparison; nsys: the nsys path (its GPU work)
-    where: tuple[str, ...] = (RUN, NSYS)
-    gpu: bool = False  # needs the GPU's timing (a GPU run's timestamps, or nsys): not measurable on the CPU
-    # The per-step series the comparison pairs to tell a change from noise (measure/noise.py): `per_step.<column>`
-    # (a PerStep column; `per_step.stage_ns.save` one of its dicts'); None for an exact count.
-    series: str | None = None
-    # (a boolean key of the same source, the cell shown instead of the value where it is true, the note that
-    # says why): a value that is what it is by construction, said so instead of a bare number.
-    by_construction: tuple[str, str, str] | None = None
-    shown_when_zero: bool = True  # False: a table leaves the row out where every path has 0 (or none)
-
-    @property
-    def per_step(self) -> bool:
-        """A series with one value per step (a figure's line), not one number."""
-        return self.key.startswith("per_step.")
-
-    def value(self, doc: Mapping[str, Any]) -> float | None:
-        """The value in `doc`, the to_dict() of its source; None where missing."""
-        v: Any = doc
-        for part in self.key.split("."):
-            if not isinstance(v, Mapping) or part not in v:
-                return None
-            v = v[part]
-        return v
 
 
 def _m(key: str, label: str, unit: str, definition: str, **kw: Any) -> Metric:
@@ -368,8 +333,10 @@ NSYS_METRICS = (
         where=(NSYS,),
     ),
 )
-METRICS = (*PATH_METRICS, *COMPARISON_METRICS, *NSYS_METRICS)
+METRICS = (*PATH_METRICS, *COMPARISON_METRICS, *NSYS_METRICS, *MARKER_METRICS)
 BY_KEY = {(m.source, m.key): m for m in METRICS}
+# defined beside, named here too
+__all__ = ["COPY_CLASSES", "FIGURE", "MARKERS", "MARKER_METRICS", "NSYS", "RUN", "STEPS", "Metric"]
 
 
 def path_metric(key: str) -> Metric:

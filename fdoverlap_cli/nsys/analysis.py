@@ -3,7 +3,9 @@
 For any export, the summaries of `summary` (NVTX ranges, copies, kernels, GPU busy). For an export
 of the fdoverlap engine, per path, the spans `steps` attributes, derived by `measure.derive` (the
 same function, and so the same numbers and steps, as the tool's own timing) and where the path's
-GPU work went. Cross-checking against the tool's own run.json is `crosscheck`'s.
+GPU work went. For any other export (or when a `--steps` spec is given), the steps `nsys.markers`
+finds from the CUDA activity, measured step by step. Cross-checking against the tool's own run.json
+is `crosscheck`'s; two exports side by side is `versus`'.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from fdoverlap_cli.measure.derive import Derived, PathTiming, Window, derive
 from fdoverlap_cli.measure.metrics import PathMetrics, Summary
 from fdoverlap_cli.measure.records import Kind, Span, SpanTable
 from fdoverlap_cli.nsys import export as nsys
-from fdoverlap_cli.nsys import summary
+from fdoverlap_cli.nsys import markers, summary
+from fdoverlap_cli.nsys.markers import versus
 from fdoverlap_cli.nsys.steps import Attribution, PathAttribution, attribute
 
 
@@ -67,6 +70,7 @@ class NsysAnalysis:
     unavailable: str | None  # why there are no per-step metrics
     derived: Derived | None = None  # the paths' metrics and comparison, when available
     paths: dict[str, NsysPath] = field(default_factory=dict)
+    markers: markers.MarkerSteps | None = None  # the steps found without NVTX, when looked for
 
     @property
     def window(self) -> Window | None:
@@ -104,12 +108,22 @@ class NsysAnalysis:
             },
             "paths": {k: p.to_dict() for k, p in self.paths.items()},
             "comparison": d.comparison.to_dict() if d and d.comparison else None,
+            "markers": self.markers.to_dict() if self.markers else None,
         }
 
 
-def analyze(file: str | os.PathLike[str], *, window: Window | None = None, keep_flows: bool = False) -> NsysAnalysis:
+def analyze(
+    file: str | os.PathLike[str],
+    *,
+    window: Window | None = None,
+    keep_flows: bool = False,
+    steps: markers.StepSpec | None = None,
+    find_steps: bool | None = None,
+) -> NsysAnalysis:
     """Analyze the SQLite export `file` (see the module docstring), its per-step metrics over `window`.
 
+    The steps are found without NVTX (`steps`: the marker; None: the one that fits best) when `find_steps`
+    is true, or, by default (None), when a marker is given or the export has no fdoverlap per-step metrics.
     Bad input (not an export, unreadable, unknown schema, a window with no step) is an InputError.
     """
     try:
@@ -130,6 +144,8 @@ def analyze(file: str | os.PathLike[str], *, window: Window | None = None, keep_
                 attribution=(attribution := attribute(export, keep_flows=keep_flows)),
                 unavailable=attribution.unavailable_reason(has_cuda=nsys.RUNTIME in export.tables),
             )
+            if find_steps or (find_steps is None and (steps is not None or analysis.unavailable is not None)):
+                analysis.markers = markers.find_steps(export, steps)
     except (TypeError, ValueError, OverflowError) as e:
         # SQLite columns hold any type: a text where nsys writes an integer is a damaged export.
         raise InputError(str(file), f"unexpected values in the export ({e}); is it an unaltered nsys export?") from None
@@ -161,6 +177,33 @@ def _kernel_bubble(p: PathAttribution, m: PathMetrics) -> Summary:
     ok = (np.append(steps[1:] == steps[:-1] + 1, False)) & (first >= 0) & (end > np.iinfo(np.int64).min)
     bubble[ok] = np.maximum(first[ok] - end[ok], 0)
     return Summary.of(bubble)
+
+
+@dataclass
+class NsysVersus:
+    """`analyze A --vs B`: both analyses (each with its steps found without NVTX) and the marker table's changes."""
+
+    a: NsysAnalysis
+    b: NsysAnalysis
+    comparison: versus.MarkerComparison
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"a": self.a.to_dict(), "b": self.b.to_dict(), "vs": self.comparison.to_dict()}
+
+
+def analyze_versus(
+    a: str | os.PathLike[str],
+    b: str | os.PathLike[str],
+    *,
+    steps: markers.StepSpec | None = None,
+    vs_steps: markers.StepSpec | None = None,
+    window: Window | None = None,
+) -> NsysVersus:
+    """Both exports analyzed with their steps found without NVTX (`vs_steps` None: B's marker is `steps`)."""
+    first = analyze(a, window=window, steps=steps, find_steps=True)
+    second = analyze(b, window=window, steps=vs_steps if vs_steps is not None else steps, find_steps=True)
+    assert first.markers is not None and second.markers is not None
+    return NsysVersus(first, second, versus.compare(first.markers, second.markers))
 
 
 WHOLE_GRAPH_NOTE = (

@@ -136,6 +136,7 @@ class NsysExport:
         self.path = path
         self._db = db
         self._strings: dict[int, str] = {}
+        self._names: dict[tuple[str, str], dict[int, str]] = {}
         self.warnings: list[str] = []
         self.tables = frozenset(name for (name,) in self._rows("SELECT name FROM sqlite_master WHERE type='table'"))
         if not self.tables:
@@ -284,14 +285,18 @@ class NsysExport:
         return {int(i): name for i, name in self._rows(f"SELECT id, CAST(name AS TEXT) FROM {table}")}
 
     def distinct_names(self, table: str, column: str) -> dict[int, str]:
-        """StringIds id -> value for every id used in `table.column` (API names, kernel names)."""
+        """StringIds id -> value for every id used in `table.column` (API names, kernel names); read once (the
+        export is opened immutable), a copy each call."""
         if table not in self.tables:
             return {}
-        sql = (
-            f"SELECT DISTINCT t.{column}, CAST(s.value AS TEXT) FROM {table} t "
-            f"LEFT JOIN {STRINGS} s ON s.id = t.{column}"
-        )
-        return {int(i): name or f"<string {i}>" for i, name in self._rows(sql) if i is not None}
+        if (table, column) not in self._names:
+            sql = (
+                f"SELECT DISTINCT t.{column}, CAST(s.value AS TEXT) FROM {table} t "
+                f"LEFT JOIN {STRINGS} s ON s.id = t.{column}"
+            )
+            found = {int(i): name or f"<string {i}>" for i, name in self._rows(sql) if i is not None}
+            self._names[(table, column)] = found
+        return dict(self._names[(table, column)])
 
     def gpu_names(self) -> list[str]:
         """The names of the GPUs the profiled machine had (empty when the export does not say)."""

@@ -265,6 +265,8 @@ class StepAttributor:
     # ------------------------------------------------------------------ the pass
 
     def run(self) -> Attribution:
+        if not self.domain_ids:  # not the engine's export: nothing to attribute (and no pass over its calls)
+            return self._result()
         ranges: Iterator[nsys.NvtxRange] = iter(self.export.nvtx_ranges())
         pending = next(ranges, None)
         for call in self.export.launches(self.wait_ids):

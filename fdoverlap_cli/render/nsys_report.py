@@ -16,9 +16,9 @@ from fdoverlap_cli.nsys.crosscheck import CrossCheck
 from fdoverlap_cli.render import html, markdown
 from fdoverlap_cli.render.blocks import Section
 from fdoverlap_cli.render.cells import comparison_line, steps_line
-from fdoverlap_cli.render.nsys_tables import AGAINST, GPU, HEADER, NOTES, PATHS, RANGES, analysis_parts
+from fdoverlap_cli.render.nsys_tables import AGAINST, GPU, HEADER, MARKERS, NOTES, PATHS, RANGES, analysis_parts
 
-SHORT = (HEADER, PATHS, AGAINST, NOTES)  # what the markdown holds
+SHORT = (HEADER, PATHS, MARKERS, AGAINST, NOTES)  # what the markdown holds
 
 
 def figure_title(a: NsysAnalysis) -> str:
@@ -52,6 +52,8 @@ def html_report(a: NsysAnalysis, against: CrossCheck | None = None, figure_svg: 
     parts = analysis_parts(a, against)
     title, _, subtitle = figure_title(a).partition("\n")
     sections = [Section("Source", parts[HEADER]), Section("Per step", parts[PATHS])]
+    if parts[MARKERS]:
+        sections.append(Section("Steps found without NVTX", parts[MARKERS]))
     if figure_svg:
         sections.append(Section("Figure", svg=figure_svg))
     if parts[AGAINST]:

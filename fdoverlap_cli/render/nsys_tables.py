@@ -25,6 +25,7 @@ from fdoverlap_cli.render.blocks import (
     warning,
 )
 from fdoverlap_cli.render.cells import comparison_line, difference, metric_rows, steps_line, value
+from fdoverlap_cli.render.marker_tables import marker_blocks
 
 TOP_RANGES = 20
 # How nsys stats names each copy kind.
@@ -152,7 +153,8 @@ def per_step_table(a: NsysAnalysis) -> tuple[Table, list[str]] | None:
 def _paths(a: NsysAnalysis) -> list[Block]:
     shown = per_step_table(a)
     if shown is None:
-        return [text(("per-step metrics", BOLD), f": not available: {a.unavailable}")]
+        found = "; the steps found from the CUDA activity follow" if a.markers is not None else ""
+        return [text(("per-step metrics", BOLD), f": not available: {a.unavailable}{found}")]
     summary, notes = shown
     out: list[Block] = [summary, *(note(n) for n in notes)]
     if a.derived is not None and a.derived.comparison:
@@ -208,18 +210,19 @@ def against_table(against: CrossCheck) -> Table:
     return table(columns, rows, title=f"nsys against the tool's own timing ({against.file})", name="against")
 
 
-HEADER, RANGES, GPU, PATHS, AGAINST, NOTES = "header", "ranges", "gpu", "paths", "against", "notes"
-PARTS = (HEADER, RANGES, GPU, PATHS, AGAINST, NOTES)
+HEADER, RANGES, GPU, PATHS, MARKERS, AGAINST, NOTES = "header", "ranges", "gpu", "paths", "markers", "against", "notes"
+PARTS = (HEADER, RANGES, GPU, PATHS, MARKERS, AGAINST, NOTES)
 
 
 def analysis_parts(analysis: NsysAnalysis, against: CrossCheck | None = None) -> dict[str, list[Block]]:
     """What `analyze` shows, by part: the source, the NVTX ranges, the GPU and its copies, the per-step
-    metrics, the cross-check, the notes."""
+    metrics, the steps found without NVTX, the cross-check, the notes."""
     return {
         HEADER: _header(analysis),
         RANGES: _ranges(analysis),
         GPU: _gpu(analysis),
         PATHS: _paths(analysis),
+        MARKERS: marker_blocks(analysis.markers) if analysis.markers is not None else [],
         AGAINST: [against_table(against)] if against else [],
         NOTES: [note(n) for n in analysis.notes],
     }

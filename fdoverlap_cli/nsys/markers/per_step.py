@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from fdoverlap_cli.measure.catalog import COPY_CLASSES
 from fdoverlap_cli.measure.metrics import Summary
 from fdoverlap_cli.nsys.markers.candidates import Boundaries
 from fdoverlap_cli.nsys.markers.result import (
     LONG_STEP,
     REPEAT_SHARE,
     CopyColumns,
+    CopyPerStep,
     Repeated,
     RunSummary,
     StepTable,
@@ -30,6 +32,7 @@ _NONE = np.iinfo(np.int64).min
 _LATEST = np.iinfo(np.int64).max
 _KINDS = ("dtoh", "htod", "dtod", "other")
 _MEMORY = ("pinned", "pageable", "device", "other")
+_CLASSES = tuple(c for c, _ in COPY_CLASSES)
 GRAPH_NAME = "(CUDA graph)"
 TOP_REPEATS = 10
 
@@ -238,6 +241,17 @@ class StepAccumulator:
     def _copy_label(self, code: int) -> str:
         return f"{_KINDS[code // len(_MEMORY)]}_{_MEMORY[code % len(_MEMORY)]}"
 
+    def _copy_classes(self, steps: slice) -> dict[str, CopyColumns]:
+        """The steps' copies by catalog.COPY_CLASSES (every other kind and memory is `other`), where any."""
+        summed: dict[str, list[np.ndarray]] = {}
+        for code, cols in sorted(self.copies.items()):
+            label = self._copy_label(code)
+            label = label if label in _CLASSES else "other"
+            into = summed.setdefault(label, [np.zeros(len(cols[0][steps]), np.int64) for _ in range(3)])
+            for total, a in zip(into, cols, strict=True):
+                total += a[steps]
+        return {c: CopyColumns(*summed[c]) for c in _CLASSES if c in summed and summed[c][0].any()}
+
     def derive(self) -> tuple[StepTable, RunSummary]:
         """The steps (intervals 1..n-1) and the run over them (formulas in result.py)."""
         steps = slice(1, self.n - 1)
@@ -274,11 +288,7 @@ class StepAccumulator:
             graph_kernels=self.graph_kernels[steps],
             graph_executions=self.graph_executions[steps],
             instrumentation_kernels=self.instrumentation[steps],
-            copies={
-                self._copy_label(c): CopyColumns(*(a[steps].copy() for a in cols))
-                for c, cols in sorted(self.copies.items())
-                if cols[0][steps].any()
-            },
+            copies=self._copy_classes(steps),
         )
         return table, self._run(table, None if gpu_end[0] == _NONE else int(gpu_end[0]))
 
@@ -308,6 +318,14 @@ class StepAccumulator:
             bubble_ns=Summary.of(t.bubble_ns),
             kernel_busy_per_step=Summary.of(t.kernel_busy),
             kernels_per_step=Summary.of(t.kernels.astype(np.float64)),
+            gpu_kernel_ns=Summary.of(t.kernel_busy_ns.astype(np.float64)),
+            launch_api_ns=Summary.of(t.launch_api_ns.astype(np.float64)),
+            sync_api_ns=Summary.of(t.sync_api_ns.astype(np.float64)),
+            other_api_ns=Summary.of(t.other_api_ns.astype(np.float64)),
+            graph_launches_per_step=Summary.of(t.graph_launches.astype(np.float64)),
+            copies={
+                c: CopyPerStep.of(t.copies[c], n) if c in t.copies else CopyPerStep(0, 0.0, 0.0, 0.0) for c in _CLASSES
+            },
             pageable_dtoh_steps=int((t.pageable_dtoh > 0).sum()),
             graph_launches=int(t.graph_launches.sum()),
             graph_kernels=int(t.graph_kernels.sum()),

@@ -12,7 +12,7 @@ n ranges, n steps). Per step, all int64 ns on the export's clock unless said oth
   kernel_idle_ns    gpu_period - kernel_busy: the GPU without a kernel of this step inside its period
   bubble_ns         first kernel start of step i+1 - b_i (>= 0): the GPU's idle time between the end of
                     step i's device work and the next step's compute (NaN for the last step)
-  copies            per kind and host memory (dtoh_pinned, dtoh_pageable, htod_pageable, ...): count, bytes, ns
+  copies            per kind and host memory (catalog.COPY_CLASSES: dtoh_pinned, ..., other): count, bytes, ns
   launch_api_ns     host time in launch calls (kernels, async copies and memsets, graph launches)
   sync_api_ns       host time blocked in synchronisation calls and blocking copies (a pageable
                     device-to-host cudaMemcpyAsync blocks until the copy is done)
@@ -57,6 +57,24 @@ class CopyColumns:
 
 
 @dataclass(frozen=True)
+class CopyPerStep:
+    """One kind of copy over the steps: the steps that have one, and the means per step (over all steps)."""
+
+    steps: int
+    count_per_step: float
+    bytes_per_step: float
+    ns_per_step: float
+
+    @classmethod
+    def of(cls, c: CopyColumns, steps: int) -> CopyPerStep:
+        n = max(steps, 1)
+        return cls(int((c.count > 0).sum()), *(float(a.sum() / n) for a in (c.count, c.bytes, c.ns)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
 class StepTable:
     """Per-step arrays, index i = step i (definitions in the module docstring); NaN where undefined."""
 
@@ -94,6 +112,15 @@ class StepTable:
     def pageable_dtoh(self) -> np.ndarray:
         c = self.copies.get("dtoh_pageable")
         return c.count if c is not None else np.zeros(len(self), np.int64)
+
+    def series(self, name: str) -> np.ndarray:
+        """A per-step column by its catalog series name (`per_step.bubble_ns`, `per_step.copies.dtoh_pinned.count`)
+        as float64; zeros for a kind of copy the steps do not have."""
+        parts = name.removeprefix("per_step.").split(".")
+        if parts[0] == "copies":
+            c = self.copies.get(parts[1])
+            return np.zeros(len(self)) if c is None else getattr(c, parts[2]).astype(np.float64)
+        return np.asarray(getattr(self, parts[0]), dtype=np.float64)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -134,6 +161,12 @@ class RunSummary:
     bubble_ns: Summary
     kernel_busy_per_step: Summary  # kernel_busy per step (a fraction)
     kernels_per_step: Summary
+    gpu_kernel_ns: Summary  # kernel_busy_ns: the GPU time of a step, kernels only
+    launch_api_ns: Summary
+    sync_api_ns: Summary
+    other_api_ns: Summary
+    graph_launches_per_step: Summary
+    copies: dict[str, CopyPerStep]  # every one of catalog.COPY_CLASSES (zeros for a kind the steps do not have)
     pageable_dtoh_steps: int  # steps with a pageable device-to-host copy
     graph_launches: int
     graph_kernels: int
@@ -158,6 +191,8 @@ class RunSummary:
                 v = v.to_dict()
             elif f.name == "repeats":
                 v = [r.to_dict() for r in v]
+            elif f.name == "copies":
+                v = {k: c.to_dict() for k, c in v.items()}
             out[f.name] = v
         out["kernel_busy"] = self.kernel_busy
         out["kernel_busy_steady"] = self.kernel_busy_steady
