@@ -150,3 +150,18 @@ def test_markers_rows_are_in_the_catalog_once():
     doc = analyze(SMALL, find_steps=True).markers.run.to_dict()
     missing = [m.key for m in rows() if m.value(doc) is None and m.shown_when_zero]
     assert not missing  # every row the table always shows has its value in the run's JSON
+
+
+def test_markdown_and_html_hold_the_marker_tables(loops, tmp_path):
+    sync, overlap, _ = loops
+    md, page = tmp_path / "one.md", tmp_path / "one.html"
+    assert run_cli("analyze", str(sync), "--markdown", str(md), "--html", str(page)).returncode == 0
+    assert "per step, steps found without NVTX" in md.read_text() and "GPU time, kernels only / step" in md.read_text()
+    assert "Steps found without NVTX" in page.read_text()
+    md = tmp_path / "vs.md"
+    result = run_cli("analyze", str(sync), "--vs", str(overlap), "--markdown", str(md), "--json")
+    assert result.returncode == 0 and json.loads(result.stdout)["vs"]["available"]
+    text = md.read_text()
+    assert "**per step, steps found without NVTX: A against B**" in text
+    assert "| A | B | change |" in text
+    assert "host: sync waits / step" in text and f"wrote {md}" in result.stderr
