@@ -196,6 +196,57 @@ class PathRecord:
         )
 
 
+@dataclass
+class RankRecord:
+    """One rank of a tensor-parallel run as it recorded itself."""
+
+    rank: int
+    pid: int
+    device: str | None
+    messages_sent: dict[str, int]  # path -> save_output calls (only rank 0 sends)
+    tokens: dict[str, dict[str, str]]  # path -> request id -> sha256 of the tokens the rank sampled
+    paths: dict[str, PathRecord]  # the rank's own step tables (its barrier waits among them)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "paths": {name: p.to_dict() for name, p in self.paths.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RankRecord:
+        return cls(**{**d, "paths": {name: PathRecord.from_dict(p) for name, p in d["paths"].items()}})
+
+
+@dataclass
+class TensorParallel:
+    """A `--tp N` run: its ranks (rank 0's paths are also the run's `paths`) and what they agreed on."""
+
+    size: int
+    backend: str  # paddle's collective backend: nccl or gloo
+    ranks: list[RankRecord]
+
+    def problems(self) -> list[str]:
+        """Every rank must have sampled rank 0's tokens on every path, and only rank 0 may have sent them."""
+        out: list[str] = []
+        if not self.ranks:
+            return out
+        first = self.ranks[0]
+        for rec in self.ranks[1:]:
+            for path, tokens in rec.tokens.items():
+                theirs = first.tokens.get(path, {})
+                differ = sorted(rid for rid in tokens.keys() & theirs.keys() if tokens[rid] != theirs[rid])
+                if differ:
+                    out.append(f"rank {rec.rank} {path}: tokens differ from rank 0's for request {differ[0]}")
+            if any(rec.messages_sent.values()):
+                out.append(f"rank {rec.rank} sent {sum(rec.messages_sent.values())} messages (only rank 0 saves)")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"size": self.size, "backend": self.backend, "ranks": [r.to_dict() for r in self.ranks]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TensorParallel:
+        return cls(int(d["size"]), d["backend"], [RankRecord.from_dict(r) for r in d["ranks"]])
+
+
 def environment(device_info: dict[str, Any] | None, device_kind: str) -> dict[str, Any]:
     """What ran the replay: fdoverlap, Python, the machine, paddle and the GPU."""
     return {
@@ -221,6 +272,7 @@ class RunResult:
     window: Window | None = None  # the steps the run's own output covered
     graphs: GraphCapture | None = None  # the decode CUDA graphs both paths replayed (None: none captured)
     notes: list[str] = field(default_factory=list)
+    tensor_parallel: TensorParallel | None = None  # the ranks of a --tp N run (None: one process)
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
 
     @property
@@ -252,6 +304,7 @@ class RunResult:
             "identity": self.identity.to_dict() if self.identity else None,
             "notes": self.notes,
             "paths": {name: p.to_dict() for name, p in self.paths.items()},
+            "tensor_parallel": self.tensor_parallel.to_dict() if self.tensor_parallel else None,
             "derived": self._derived_for_readers(),
         }
 
@@ -291,6 +344,7 @@ class RunResult:
                 window=tuple(d["window"]) if d["window"] else None,
                 graphs=GraphCapture.from_dict(d["cuda_graphs"]) if d.get("cuda_graphs") else None,
                 notes=d["notes"],
+                tensor_parallel=TensorParallel.from_dict(d["tensor_parallel"]) if d.get("tensor_parallel") else None,
                 created=d["created"],
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:

@@ -143,6 +143,34 @@ def check_results(doc: dict[str, Any]) -> None:
         if name not in schema.PATHS:
             raise InputError(_key("paths", name), f"unknown path (expected {' or '.join(schema.PATHS)})")
         _path(D.object(path, f"paths.{name}"), name)
+    tp = doc.get("tensor_parallel")  # absent in files written before --tp
+    if tp is not None:
+        _tensor_parallel(D.object(tp, "tensor_parallel"))
+
+
+def _tensor_parallel(tp: dict[str, Any]) -> None:
+    where = "tensor_parallel"
+    D.int(tp, "size", where, minimum=1)
+    D.str(tp, "backend", where)
+    for i, rank in enumerate(D.list(tp, "ranks", where)):
+        at = f"{where}.ranks[{i}]"
+        rank = D.object(rank, at)
+        D.int(rank, "rank", at)
+        D.int(rank, "pid", at)
+        D.str(rank, "device", at, nullable=True)
+        sent = D.object(D.field(rank, "messages_sent", at), f"{at}.messages_sent")
+        for path in sent:
+            D.int(sent, path, f"{at}.messages_sent")
+        tokens = D.object(D.field(rank, "tokens", at), f"{at}.tokens")
+        for path, digests in tokens.items():
+            digests = D.object(digests, _key(f"{at}.tokens", path))
+            for request in digests:
+                D.str(digests, request, _key(f"{at}.tokens", path))
+        paths = D.object(D.field(rank, "paths", at), f"{at}.paths")
+        for name, path in paths.items():
+            if name not in schema.PATHS:
+                raise InputError(_key(f"{at}.paths", name), f"unknown path (expected {' or '.join(schema.PATHS)})")
+            _path(D.object(path, f"{at}.paths.{name}"), name, f"{at}.paths.{name}")
 
 
 def _window(value: Any) -> None:
@@ -182,8 +210,8 @@ def _identity(identity: dict[str, Any]) -> None:
         D.int(first, "step", at, minimum=-1)
 
 
-def _path(path: dict[str, Any], name: str) -> None:
-    where = f"paths.{name}"
+def _path(path: dict[str, Any], name: str, where: str | None = None) -> None:
+    where = where or f"paths.{name}"
     if D.str(path, "name", where) != name:
         raise InputError(f"{where}.name", f"expected '{name}', the path's key, got {_describe(path['name'])}")
     D.bool(path, "complete", where)

@@ -20,6 +20,7 @@ from fdoverlap_cli.engine.bookkeeping import digest
 from fdoverlap_cli.engine.device import Device
 from fdoverlap_cli.engine.graphs import GRAPH_MODES
 from fdoverlap_cli.engine.model import model_config
+from fdoverlap_cli.engine.parallel import RankContext
 from fdoverlap_cli.engine.replay import Engine, PathRun
 from fdoverlap_cli.engine.runner import RunnerOptions
 from fdoverlap_cli.engine.token_check import check_against_trace, compare_streams, token_steps
@@ -58,12 +59,15 @@ class ReplayConfig:
     warmup_steps: int = 8
     window: Window | None = None  # the steps the output covers
     cuda_profiler_range: bool = False  # cudaProfilerStart/Stop around the measured paths
+    tp: int = 1  # tensor-parallel ranks (tp_session.py starts them through paddle's launcher)
     command: tuple[str, ...] = ()  # the command line, for the record
 
     def __post_init__(self) -> None:
         for p in self.paths:
             if p not in PATHS:
                 raise OptionError("path", f"expected sync or overlap, got '{p}'")
+        if self.tp < 1:
+            raise OptionError("tp", f"must be at least 1, got {self.tp}")
         if self.cuda_graph not in GRAPH_MODES:
             raise OptionError("cuda_graph", f"expected auto, on or off, got '{self.cuda_graph}'")
 
@@ -91,8 +95,10 @@ def resolve_preset(preset: str, device: str) -> str:
 class ReplaySession:
     """Loads the trace, builds the engine, replays the configured paths, and records the RunResult."""
 
-    def __init__(self, config: ReplayConfig) -> None:
+    def __init__(self, config: ReplayConfig, rank: RankContext | None = None) -> None:
+        """`rank`: this process as one rank of a tensor-parallel replay (None: the whole model here)."""
         self.config = config
+        self.rank = rank
         self.trace, self.trace_sha256 = load_trace_and_digest(config.trace_file)  # the bytes replayed, hashed
         self.model_cfg = model_config(resolve_preset(config.preset, config.device), config.layers, config.dims)
         if self.model_cfg.dtype == "float16" and _runs_on_cpu(config.device):  # before gigabytes are allocated
@@ -115,7 +121,7 @@ class ReplaySession:
         say = progress or (lambda *_: None)
         cached = op_library.status()
         say("op library", 0, 1, None if cached else _COMPILING.format(where=op_library.ops_cache_dir()))
-        self.device = Device.open(cfg.device)
+        self.device = Device.open(cfg.device, self.rank.local_device if self.rank else 0)
         built = None if cached else op_library.status()
         say("op library", 1, 1, built and f"op library compiled in {built.seconds:.0f} s: {built.path.parent}")
         say("model", 0, 1, None)
@@ -127,6 +133,7 @@ class ReplaySession:
             cfg.fused_layers,
             trace_payload(self.trace_sha256),
             cfg.cuda_graph,
+            self.rank,
         )
         say("model", 1, 1, None)
         say("warm-up", 0, 1, None)
@@ -202,6 +209,12 @@ class ReplaySession:
             steps = self.produced
             tokens = {
                 rid: {"count": len(t), "sha256": digest(t), "steps": steps.get(rid)} for rid, t in r.tokens.items()
+            }
+        elif run.finished:  # a tensor-parallel rank that does not send: the tokens it sampled
+            counts = {req.id: req.output_len for req in self.trace.requests}
+            steps = self.produced
+            tokens = {
+                rid: {"count": counts[rid], "sha256": d, "steps": steps.get(rid)} for rid, d in run.finished.items()
             }
         return PathRecord(
             name=run.path,

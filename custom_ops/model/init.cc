@@ -1,6 +1,10 @@
 // fill_:        every element = value (bool, int32, int64, float16, float32), in place.
 // fill_random_: x[i] = scale * u(seed, i) in float32 (include/random.h), rounded to float16 for float16
 //               tensors; bit-identical on the CPU and CUDA, which makes the model's weights identical.
+// fill_random_block_: a block of columns of one shard of a bigger [rows, full_cols] tensor filled by fill_random_:
+//               x[r][col_start + c] = scale * u(seed, (row_offset + r) * full_cols + col_offset + c) for
+//               c < col_count, the rest of x untouched. A tensor-parallel rank builds its shard of the same
+//               seeded weights with it (a column-parallel shard in two or three blocks, a row-parallel one in one).
 // The value is converted to the tensor's dtype once, on the host, and both kernels copy its bits.
 #include <cmath>
 #include <cstring>
@@ -82,6 +86,39 @@ void FillRandom(paddle::Tensor& x, int64_t seed, float scale) {
   });
 }
 
+void FillRandomBlock(paddle::Tensor& x, int64_t seed, float scale, int64_t full_cols, int64_t row_offset,
+                     int64_t col_offset, int64_t col_start, int64_t col_count) {
+  const char* op = "fill_random_block_";
+  PD_CHECK(x.shape().size() == 2, op, ": input 'x' must be 2-D [rows, cols], got ", x.shape().size(), " dimensions");
+  const int64_t rows = x.shape()[0], cols = x.shape()[1];
+  PD_CHECK(row_offset >= 0 && col_offset >= 0 && col_start >= 0 && col_count >= 0, op,
+           ": offsets and counts must be >= 0");
+  PD_CHECK(col_start + col_count <= cols, op, ": columns [", col_start, ", ", col_start + col_count,
+           ") are past the ", cols, " columns of 'x'");
+  PD_CHECK(col_offset + col_count <= full_cols, op, ": columns [", col_offset, ", ", col_offset + col_count,
+           ") are past full_cols ", full_cols);
+  const bool on_gpu = RunsOnGpu(op, "x", x);
+  DispatchFloat(op, "x", x, [&](auto type) {
+    using S = typename decltype(type)::type;
+    S* dst = FloatData<S>(x);
+    if (on_gpu) {
+#ifdef PADDLE_WITH_CUDA
+      CheckCuda(op, LaunchFillRandomBlock<S>(dst, rows, cols, static_cast<uint64_t>(seed), scale, full_cols,
+                                             row_offset, col_offset, col_start, col_count, x.stream()));
+#endif
+      return;
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      const uint64_t base = static_cast<uint64_t>(row_offset + r) * static_cast<uint64_t>(full_cols) +
+                            static_cast<uint64_t>(col_offset);
+      for (int64_t c = 0; c < col_count; ++c) {
+        dst[r * cols + col_start + c] =
+            FromFloat<S>(scale * UniformSigned(static_cast<uint64_t>(seed), base + static_cast<uint64_t>(c)));
+      }
+    }
+  });
+}
+
 }  // namespace fdo::init
 
 PD_BUILD_OP(fill_)
@@ -97,3 +134,11 @@ PD_BUILD_OP(fill_random_)
     .Attrs({"seed: int64_t", "scale: float"})
     .SetInplaceMap({{"x", "x_out"}})
     .SetKernelFn(PD_KERNEL(fdo::init::FillRandom));
+
+PD_BUILD_OP(fill_random_block_)
+    .Inputs({"x"})
+    .Outputs({"x_out"})
+    .Attrs({"seed: int64_t", "scale: float", "full_cols: int64_t", "row_offset: int64_t", "col_offset: int64_t",
+            "col_start: int64_t", "col_count: int64_t"})
+    .SetInplaceMap({{"x", "x_out"}})
+    .SetKernelFn(PD_KERNEL(fdo::init::FillRandomBlock));

@@ -1,4 +1,4 @@
-// CUDA kernels of fill_ and fill_random_: grid-stride loops (semantics in init.cc).
+// CUDA kernels of fill_, fill_random_ and fill_random_block_: grid-stride loops (semantics in init.cc).
 #include "../include/cuda_utils.cuh"
 #include "../include/random.h"
 #include "init.h"
@@ -54,5 +54,35 @@ cudaError_t LaunchFillRandom(S* data, int64_t n, uint64_t seed, float scale, cud
 
 template cudaError_t LaunchFillRandom<float>(float*, int64_t, uint64_t, float, cudaStream_t);
 template cudaError_t LaunchFillRandom<uint16_t>(uint16_t*, int64_t, uint64_t, float, cudaStream_t);
+
+template <typename S>
+__global__ void FillRandomBlockKernel(S* data, int64_t rows, int64_t cols, uint64_t seed, float scale,
+                                      int64_t full_cols, int64_t row_offset, int64_t col_offset, int64_t col_start,
+                                      int64_t col_count) {
+  const int64_t n = rows * col_count;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = i / col_count, c = i % col_count;
+    const uint64_t index = static_cast<uint64_t>(row_offset + r) * static_cast<uint64_t>(full_cols) +
+                           static_cast<uint64_t>(col_offset + c);
+    data[r * cols + col_start + c] = StoreFloat<S>(scale * UniformSigned(seed, index));
+  }
+}
+
+template <typename S>
+cudaError_t LaunchFillRandomBlock(S* data, int64_t rows, int64_t cols, uint64_t seed, float scale, int64_t full_cols,
+                                  int64_t row_offset, int64_t col_offset, int64_t col_start, int64_t col_count,
+                                  cudaStream_t stream) {
+  const int64_t n = rows * col_count;
+  if (n == 0) return cudaSuccess;
+  FillRandomBlockKernel<S><<<BlocksFor(n, 256), 256, 0, stream>>>(data, rows, cols, seed, scale, full_cols, row_offset,
+                                                                  col_offset, col_start, col_count);
+  return cudaGetLastError();
+}
+
+template cudaError_t LaunchFillRandomBlock<float>(float*, int64_t, int64_t, uint64_t, float, int64_t, int64_t, int64_t,
+                                                  int64_t, int64_t, cudaStream_t);
+template cudaError_t LaunchFillRandomBlock<uint16_t>(uint16_t*, int64_t, int64_t, uint64_t, float, int64_t, int64_t,
+                                                     int64_t, int64_t, int64_t, cudaStream_t);
 
 }  // namespace fdo::init

@@ -91,6 +91,15 @@ def _replay_parameters(
         bool, typer.Option("--timestamps/--no-timestamps", help="GPU timestamps at stage boundaries.")
     ] = True,
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Steps replayed once before measuring.")] = 8,
+    tp: Annotated[
+        int,
+        typer.Option(
+            "--tp",
+            min=1,
+            help="Tensor-parallel ranks, started through paddle.distributed.launch (NCCL between GPUs, gloo on "
+            "the CPU); it must divide the heads, the kv heads and the intermediate size.",
+        ),
+    ] = 1,
     window: WindowOpt = None,
     cuda_profiler_range: Annotated[
         bool,
@@ -116,7 +125,7 @@ FLAGS = {
     "paths": "--path",
     "path": "--path",
     "warmup_steps": "--warmup",
-    **{name: f"--{name.replace('_', '-')}" for name in ("device", "preset", "layers", "dims", "window")},
+    **{name: f"--{name.replace('_', '-')}" for name in ("device", "preset", "layers", "dims", "window", "tp")},
     **{name: f"--{name.replace('_', '-')}" for name in ("token_count", "copy_stream", "cuda_graph")},
 }
 
@@ -142,6 +151,7 @@ def _config(paths: tuple[str, ...], values: dict[str, Any]) -> tuple[ReplayConfi
         warmup_steps=v["warmup"],
         window=parse_window(v["window"]),
         cuda_profiler_range=v["cuda_profiler_range"],
+        tp=v["tp"],
         command=("fdoverlap", *sys.argv[1:]),
     )
     return config, Outputs({"-o": v["out"], "--timeline": v["timeline"]}, v["as_json"])
@@ -191,7 +201,12 @@ def run_replay(paths: tuple[str, ...], values: dict[str, Any]) -> None:
 
     config, outputs = _config(paths, values)
     outputs.check({"the trace": config.trace_file})  # fail now, not after the run
-    session = ReplaySession(config)
+    if config.tp > 1:
+        from fdoverlap_cli.tp_session import TensorParallelSession
+
+        session: Any = TensorParallelSession(config)
+    else:
+        session = ReplaySession(config)
     try:
         with run_tables.progress(enabled=not outputs.as_json) as progress:
             session.run(progress)
@@ -200,6 +215,8 @@ def run_replay(paths: tuple[str, ...], values: dict[str, Any]) -> None:
             outputs.wrote(flag, "what was measured before the run stopped")
         raise
     result, written = _save(session, outputs)
+    if hasattr(session, "close"):
+        session.close()
     view = result.view(config.window)
     if outputs.as_json:
         typer.echo(json.dumps(run_tables.summary_dict(result, view), indent=2))

@@ -54,15 +54,15 @@ class DeviceGraph:
 class Device:
     """A place to run on ('cpu' or 'gpu') and everything stream- or event-shaped about it."""
 
-    def __init__(self, kind: str, info: DeviceInfo, ops: ModuleType) -> None:
+    def __init__(self, kind: str, info: DeviceInfo, ops: ModuleType, gpu_index: int = 0) -> None:
         self.paddle = require_paddle()
         self.kind = kind
         self.info = info
         self.is_gpu = kind == "gpu"
         self.ops = ops  # the op library built for this machine
         if self.is_gpu:
-            self.paddle.set_device("gpu:0")
-            self.place = self.paddle.CUDAPlace(0)
+            self.paddle.set_device(f"gpu:{gpu_index}")
+            self.place = self.paddle.CUDAPlace(gpu_index)
             cuda = self.paddle.device.cuda
             self.compute_stream = cuda.current_stream()
             self._copy_stream: Any = None
@@ -73,8 +73,9 @@ class Device:
             self._copy_stream = None
 
     @classmethod
-    def open(cls, kind: str = "auto") -> Device:
-        """'auto' takes the GPU when paddle sees one; asking for 'gpu' without one is an error.
+    def open(cls, kind: str = "auto", gpu_index: int = 0) -> Device:
+        """'auto' takes the GPU when paddle sees one; asking for 'gpu' without one is an error. `gpu_index`:
+        which GPU (a tensor-parallel rank's own).
 
         Loads (building if needed) the op library: the device's timing and copies run through it.
         """
@@ -85,7 +86,7 @@ class Device:
             why = "paddle was built without CUDA" if not info.compiled_with_cuda else "no GPU is visible"
             raise OptionError("device", f"gpu asked for, but {why}; use cpu or install paddlepaddle-gpu")
         chosen = "gpu" if kind == "gpu" or (kind == "auto" and info.has_gpu) else "cpu"
-        return cls(chosen, info, op_library.load())
+        return cls(chosen, info, op_library.load(), gpu_index)
 
     @property
     def name(self) -> str:

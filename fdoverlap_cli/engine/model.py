@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from fdoverlap_cli.engine.parallel import Shard, shard_weight
 from fdoverlap_cli.errors import FdoError, OptionError
 
 
@@ -122,20 +124,38 @@ class _Layer:
 class SyntheticDecoder:
     """Seeded weights on the device and a forward pass over a packed batch."""
 
-    def __init__(self, cfg: ModelConfig, device: Any, ops: Any, fused_layers: bool = True) -> None:
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        device: Any,
+        ops: Any,
+        fused_layers: bool = True,
+        shard: Shard | None = None,
+        all_reduce: Callable[[Any], None] | None = None,
+    ) -> None:
+        """`shard`: the part of the weights this tensor-parallel rank holds (engine/parallel.py); `all_reduce`
+        sums a row-parallel GEMM's partial output over the ranks (None with one rank)."""
         self.cfg = cfg
+        self.shard = shard = shard or Shard()
+        self.all_reduce = all_reduce
         # One op per layer (decoder_layer) or one per kernel: the same math, a different host cost per step.
-        self.fused_layers = fused_layers
-        self._heads = (cfg.num_q_heads, cfg.num_kv_heads, cfg.head_dim)
+        # A sharded layer sums its output projection inside the layer, which one op cannot: op by op.
+        self.fused_layers = fused_layers and shard.world == 1
+        self._heads = shard.heads(cfg)
         self.device = device
         self.ops = ops
         self.matmul = device.paddle.matmul
         h, seed = cfg.hidden_size, cfg.seed
         counter = iter(range(1, 1 << 30))
 
-        def weight(shape: list[int], fan_in: int) -> Any:
+        def weight(shape: list[int], fan_in: int, blocks: list[tuple[int, int, int]] | None = None,
+                   full: tuple[int, int] | None = None, row_offset: int = 0) -> Any:  # fmt: skip
             w = device.empty(shape, cfg.dtype)
-            ops.fill_random_(w, seed * 1_000_003 + next(counter), 1.0 / math.sqrt(fan_in))
+            n_seed, scale = seed * 1_000_003 + next(counter), 1.0 / math.sqrt(fan_in)
+            if shard.world == 1 or full is None:
+                ops.fill_random_(w, n_seed, scale)
+            else:
+                shard_weight(ops, w, n_seed, scale, full, blocks or [(0, 0, full[1])], row_offset)
             return w
 
         def ones(n: int) -> Any:
@@ -143,15 +163,25 @@ class SyntheticDecoder:
             ops.fill_(w, 1.0)
             return w
 
+        r, (q, kv, d), f = shard.rank, self._heads, shard.ffn(cfg)
+        hq, hkv, big_f = cfg.num_q_heads * d, cfg.num_kv_heads * d, cfg.ffn_size
+        # Column-parallel: this rank's query, key and value heads; its gate and up columns.
+        qkv_blocks = [
+            (r * q * d, 0, q * d),
+            (hq + r * kv * d, q * d, kv * d),
+            (hq + hkv + r * kv * d, (q + kv) * d, kv * d),
+        ]
+        gate_up_blocks = [(r * f, 0, f), (big_f + r * f, f, f)]
         self.embed = weight([cfg.vocab_size, h], 1)
         self.layers = [
             _Layer(
                 attn_norm=ones(h),
-                qkv=weight([h, cfg.qkv_size], h),
-                out=weight([cfg.num_q_heads * cfg.head_dim, h], cfg.num_q_heads * cfg.head_dim),
+                qkv=weight([h, (q + 2 * kv) * d], h, qkv_blocks, (h, cfg.qkv_size)),
+                # Row-parallel: this rank's rows of the output and down projections.
+                out=weight([q * d, h], hq, None, (hq, h), r * q * d),
                 ffn_norm=ones(h),
-                gate_up=weight([h, 2 * cfg.ffn_size], h),
-                down=weight([cfg.ffn_size, h], cfg.ffn_size),
+                gate_up=weight([h, 2 * f], h, gate_up_blocks, (h, 2 * big_f)),
+                down=weight([f, h], big_f, None, (big_f, h), r * f),
             )
             for _ in range(cfg.num_layers)
         ]
@@ -162,7 +192,7 @@ class SyntheticDecoder:
     def new_kv_cache(self, slots: int, max_model_len: int) -> list[tuple[Any, Any]]:
         """One (key, value) pair per layer, [slots, max_model_len, kv_heads, head_dim]; written before read."""
         c = self.cfg
-        shape = [slots, max_model_len, c.num_kv_heads, c.head_dim]
+        shape = [slots, max_model_len, self._heads[1], c.head_dim]
         return [(self.device.empty(shape, c.dtype), self.device.empty(shape, c.dtype)) for _ in range(c.num_layers)]
 
     def forward(
@@ -199,8 +229,14 @@ class SyntheticDecoder:
         qkv = mm(h, layer.qkv)
         ops.write_kv_cache(qkv, k_cache, v_cache, *batch, *self._heads)
         attn = ops.attention(qkv, k_cache, v_cache, *batch, *self._heads, self.attn_scale)
-        h, residual = ops.add_rms_norm(mm(attn, layer.out), residual, layer.ffn_norm, c.rms_eps)
-        return mm(ops.silu_mul(mm(h, layer.gate_up)), layer.down), residual
+        h, residual = ops.add_rms_norm(self._reduced(mm(attn, layer.out)), residual, layer.ffn_norm, c.rms_eps)
+        return self._reduced(mm(ops.silu_mul(mm(h, layer.gate_up)), layer.down)), residual
+
+    def _reduced(self, partial: Any) -> Any:
+        """A row-parallel GEMM's output summed over the ranks (itself with one rank)."""
+        if self.all_reduce is not None:
+            self.all_reduce(partial)
+        return partial
 
     def compute_logits(self, hidden_last: Any) -> Any:
         """Logits [bsz, V] of each slot's last hidden row."""

@@ -8,6 +8,7 @@ through the sync or the overlap path with a fresh output queue and reader, and r
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from fdoverlap_cli.engine.device import Device
 from fdoverlap_cli.engine.graphs import GraphCapture, ModelForward, capture_sizes, graphs_enabled
 from fdoverlap_cli.engine.model import ModelConfig, SyntheticDecoder
 from fdoverlap_cli.engine.msg_queue import check_message_size
+from fdoverlap_cli.engine.parallel import RankContext, reducer
 from fdoverlap_cli.engine.reader import OutputReader, OutputSender, ReaderResult
 from fdoverlap_cli.engine.recorder import StepRecorder
 from fdoverlap_cli.engine.runner import ModelRunner, RunnerOptions
@@ -46,10 +48,15 @@ class PathRun:
     clock_end: np.ndarray | None = None
     reader: ReaderResult | None = None
     full_queue_waits: int = 0
+    messages_sent: int = 0  # save_output calls (0 on a tensor-parallel rank other than 0)
+    finished: dict[str, str] = field(default_factory=dict)  # request id -> digest of the tokens it sampled
 
 
 class _NullSender:
-    """Warm-up runs send nothing."""
+    """Warm-up runs, and tensor-parallel ranks other than 0, send nothing."""
+
+    sent = 0
+    full_waits = 0
 
     def send(self, *_: Any) -> None:
         return None
@@ -67,9 +74,17 @@ class Engine:
         fused_layers: bool = True,
         trace_id: int | None = None,
         cuda_graph: str = "auto",
+        parallel: RankContext | None = None,
     ) -> None:
         """`trace_id` goes into each path's NVTX range as its payload, so an nsys export names its trace;
-        `cuda_graph` (auto, on, off) whether decode-only batches replay CUDA graphs (graphs.py)."""
+        `cuda_graph` (auto, on, off) whether decode-only batches replay CUDA graphs (graphs.py); `parallel`
+        this process's rank of a tensor-parallel replay (parallel.py; None: one rank)."""
+        self.parallel = parallel
+        sharded = parallel is not None and parallel.shard.world > 1
+        if sharded and cuda_graph == "on":
+            raise OptionError("cuda_graph", "on needs one rank: the all-reduce of --tp > 1 is not captured in a graph")
+        if sharded:
+            cuda_graph = "off"
         self.trace_id = trace_id
         self.trace = trace
         self.device = device
@@ -83,7 +98,8 @@ class Engine:
         )
         check_message_size(trace.config.max_num_seqs)  # before the model: msgsnd would fail mid-run
         self.ops = device.ops
-        self.model = SyntheticDecoder(model_cfg, device, self.ops, fused_layers)
+        shard = parallel.shard if parallel is not None else None
+        self.model = SyntheticDecoder(model_cfg, device, self.ops, fused_layers, shard, reducer(parallel))
         cfg = trace.config
         self.share = ShareInputs(device, self.ops, cfg, self.model.new_kv_cache(cfg.max_num_seqs, cfg.max_model_len))
         self.forward = ModelForward(device, self.model, self.share, cuda_graph)
@@ -103,7 +119,13 @@ class Engine:
             recorder,
             self.annotator,
             self.forward,
+            self.parallel.barrier if self.parallel is not None and self.parallel.shard.world > 1 else None,
         )
+
+    @property
+    def saves(self) -> bool:
+        """Whether this process sends the output: alone, or rank 0 of a tensor-parallel replay."""
+        return self.parallel is None or self.parallel.shard.saves
 
     @property
     def graph_capture(self) -> GraphCapture | None:
@@ -138,13 +160,14 @@ class Engine:
         dev = self.device
         recorder = StepRecorder(dev, len(self.trace.steps) + 1, self.options.timestamps)
         overlap = path == "overlap"
-        with MessageQueue() as queue:
-            reader = OutputReader(self.trace, queue.msqid)
-            sender = OutputSender(self.ops, queue.msqid, reader)
+        with MessageQueue() if self.saves else contextlib.nullcontext() as queue:
+            reader = OutputReader(self.trace, queue.msqid) if queue is not None else None
+            sender = OutputSender(self.ops, queue.msqid, reader) if reader is not None else _NullSender()
             runner = self._runner(sender, recorder, self.options)
             try:
-                reader.start()  # in the try: an interrupt while it loads paddle must stop it too
-                reader.wait_ready()
+                if reader is not None:
+                    reader.start()  # in the try: an interrupt while it loads paddle must stop it too
+                    reader.wait_ready()
                 run.clock_start = dev.clock_samples(CLOCK_SAMPLES)
                 with self.annotator.range(path, self.trace_id):
                     for k, step in enumerate(self.trace.steps):
@@ -154,13 +177,17 @@ class Engine:
                     runner.flush()
                 dev.synchronize()
                 run.clock_end = dev.clock_samples(CLOCK_SAMPLES)
-                run.reader = reader.finish(queue.send_end)
+                if reader is not None:
+                    run.reader = reader.finish(queue.send_end)
                 run.complete = True
             finally:
                 run.host = recorder.host_table()
                 run.gpu = _safe(recorder.gpu_times)
                 run.full_queue_waits = sender.full_waits
-                reader.stop()
+                run.messages_sent = sender.sent
+                run.finished = {self.trace.requests[r].id: d for r, d in self.book.finished.items()}
+                if reader is not None:
+                    reader.stop()
         return run
 
 

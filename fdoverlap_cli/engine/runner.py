@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +29,7 @@ from fdoverlap_cli.engine.model import SyntheticDecoder
 from fdoverlap_cli.engine.recorder import StepRecorder
 from fdoverlap_cli.errors import CheckFailed, ExitCode, FdoError, OptionError, first_line
 from fdoverlap_cli.measure.records import Kind
-from fdoverlap_cli.measure.schema import INSERT_TASKS, POSTPROCESS, PREPROCESS, SAVE, STEP, GpuPoint
+from fdoverlap_cli.measure.schema import INSERT_TASKS, POSTPROCESS, PREPROCESS, SAVE, STEP, TP_BARRIER, GpuPoint
 from fdoverlap_cli.trace import Step
 
 
@@ -93,7 +94,9 @@ class ModelRunner:
         recorder: StepRecorder,
         annotator: Annotator,
         forward: ModelForward,
+        barrier: Callable[[bool], None] | None = None,
     ) -> None:
+        """`barrier(overlap)`: a tensor-parallel rank's wait for the others before each iteration (parallel.py)."""
         self.device = device
         self.ops = ops
         self.model = model
@@ -108,6 +111,8 @@ class ModelRunner:
         self.pending: PendingSave | None = None
         self.insert_epoch = 0
         self._insert_times = (-1, -1)
+        self.barrier = barrier
+        self._barrier_times = (-1, -1)
         self._iteration_step = -1
 
     # ------------------------------------------------------------------ the engine's insert
@@ -152,6 +157,8 @@ class ModelRunner:
         row = self.rec.new_row(k)
         self.rec.set(row, "insert_start", self._insert_times[0])
         self.rec.set(row, "insert_end", self._insert_times[1])
+        self.rec.set(row, "barrier_start", self._barrier_times[0])
+        self.rec.set(row, "barrier_end", self._barrier_times[1])
         self.rec.set(row, "pre_start", t0)
         self.rec.set(row, "running", plan.running)
         self.rec.set(row, "generated", len(plan.producers))
@@ -278,6 +285,7 @@ class ModelRunner:
         t0 = time.monotonic_ns()
         self.nvtx.push(STEP, k)
         try:
+            self._tp_barrier(k, overlap)
             self.insert_tasks(k, step)
             ran = self.execute_model_overlap(k) if overlap else self.execute_model(k)
         except (OSError, RuntimeError, ValueError) as e:  # an op failed (a CUDA error, a failed check): say where
@@ -288,6 +296,16 @@ class ModelRunner:
             self.rec.set(row, "iter_start", t0)
             self.rec.set(row, "iter_end", time.monotonic_ns())
         return ran
+
+    def _tp_barrier(self, k: int, overlap: bool) -> None:
+        """FastDeploy's barrier across tensor-parallel ranks before the iteration's insert and launch (none alone)."""
+        if self.barrier is None:
+            return
+        t0 = time.monotonic_ns()
+        self.nvtx.push(TP_BARRIER, k)
+        self.barrier(overlap)
+        self.nvtx.pop()
+        self._barrier_times = (t0, time.monotonic_ns())
 
     def execute_model(self, k: int) -> bool:
         """Sync path: 1(k) 2(k) 3(k). Returns whether step k ran."""

@@ -30,6 +30,9 @@ class Kind:
     INSERT = "insert"  # host: insert_tasks for step k
     PREPROCESS = "preprocess"  # host: preprocess_and_execute_model(k)
     POSTPROCESS = "postprocess"  # host: postprocess(k)
+    # host: a tensor-parallel rank waiting for the others before the iteration's insert and launch (FastDeploy's
+    # `_tp_barrier_wait`: a CPU barrier on the overlap path, #6259; paddle's collective barrier on the sync path)
+    TP_BARRIER = "tp_barrier"
     # The waits the engine tells apart (each is a WAIT: B_k leaves it out, and W holds it).
     READBACK = "readback"  # host: reading a device value back before a launch (the token count)
     EVENT_WAIT = "event_wait"  # host: save(k) waiting for its step's event E_k
@@ -37,7 +40,7 @@ class Kind:
 
     GPU = (COMPUTE, COPY)
     WAITS = (WAIT, READBACK, EVENT_WAIT, BACKPRESSURE)
-    HOST = (SAVE, ITERATION, WAIT, INSERT, PREPROCESS, POSTPROCESS, READBACK, EVENT_WAIT, BACKPRESSURE)
+    HOST = (SAVE, ITERATION, WAIT, INSERT, PREPROCESS, POSTPROCESS, READBACK, EVENT_WAIT, BACKPRESSURE, TP_BARRIER)
     ALL = GPU + HOST
 
 

@@ -20,10 +20,17 @@ INSERT_TASKS = "insert_tasks"  # payload k, only when step k inserts or preempts
 PREPROCESS = "preprocess_and_execute_model"  # stage 1, payload k
 POSTPROCESS = "postprocess"  # stage 2, payload k
 SAVE = "save_model_output"  # stage 3, payload: the step it saves
+TP_BARRIER = "tp_barrier"  # a tensor-parallel rank's barrier before the insert and launch of step k (payload k)
 STEP = "step"  # one loop iteration, payload: the step it launches
 MEASURE = "measure"  # the measured part of a run, the capture range of `profile --capture measure`
-STAGE_RANGES = (INSERT_TASKS, PREPROCESS, POSTPROCESS, SAVE)
-STAGE_KINDS = {INSERT_TASKS: Kind.INSERT, PREPROCESS: Kind.PREPROCESS, POSTPROCESS: Kind.POSTPROCESS, SAVE: Kind.SAVE}
+STAGE_RANGES = (INSERT_TASKS, PREPROCESS, POSTPROCESS, SAVE, TP_BARRIER)
+STAGE_KINDS = {
+    INSERT_TASKS: Kind.INSERT,
+    PREPROCESS: Kind.PREPROCESS,
+    POSTPROCESS: Kind.POSTPROCESS,
+    SAVE: Kind.SAVE,
+    TP_BARRIER: Kind.TP_BARRIER,
+}
 COMPUTE_STAGES = (PREPROCESS, POSTPROCESS)  # the stages whose kernels are C_k
 # The kind of a host-blocking CUDA call inside a stage range, as the nsys reader tells the waits apart: in stage 1
 # it reads the token count back, in stage 3 it waits for E_k. Elsewhere a wait is a Kind.WAIT. (Back-pressure
@@ -68,6 +75,8 @@ HOST_COLUMNS = (
     "iter_end",
     "insert_start",
     "insert_end",
+    "barrier_start",  # the tensor-parallel barrier before the iteration's insert (-1 with one rank)
+    "barrier_end",
     "pre_start",
     "pre_end",
     "post_start",
@@ -83,6 +92,7 @@ WAIT_KINDS = Kind.WAITS  # a wait_kind outside them (or a table without the colu
 STEP_SPANS = (
     (Kind.ITERATION, "iter_start", "iter_end", Track.HOST),
     (Kind.INSERT, "insert_start", "insert_end", Track.HOST),
+    (Kind.TP_BARRIER, "barrier_start", "barrier_end", Track.HOST),
     (Kind.PREPROCESS, "pre_start", "pre_end", Track.HOST),
     (Kind.POSTPROCESS, "post_start", "post_end", Track.HOST),
     (Kind.SAVE, "save_start", "save_end", Track.HOST),
@@ -101,6 +111,7 @@ TIME_COLUMNS = (*(c for _, s, e, _ in STEP_SPANS for c in (s, e)), "wait_start",
 # kind (a stage or a wait) gets a row here and is attributed, tabled and drawn with no other change.
 OTHER = "other"
 EXPOSED = (
+    (Kind.TP_BARRIER, "tensor-parallel barrier"),
     (Kind.INSERT, "insert"),
     (Kind.PREPROCESS, "preprocess (before the launch)"),
     (Kind.POSTPROCESS, "postprocess"),

@@ -180,6 +180,8 @@ def failed_checks(result: RunResult) -> list[str]:
         check = p.reader.output_check if p.reader else None
         if check and not check.ok:
             failures.append(f"{name}: {check.problems[0]}")
+    if result.tensor_parallel is not None:
+        failures += result.tensor_parallel.problems()
     return failures
 
 
