@@ -121,7 +121,7 @@ class ReplaySession:
         say = progress or (lambda *_: None)
         cached = op_library.status()
         say("op library", 0, 1, None if cached else _COMPILING.format(where=op_library.ops_cache_dir()))
-        self.device = Device.open(cfg.device, self.rank.local_device if self.rank else 0)
+        self.device = Device.open(cfg.device, self.rank.local_device) if self.rank else Device.open(cfg.device)
         built = None if cached else op_library.status()
         say("op library", 1, 1, built and f"op library compiled in {built.seconds:.0f} s: {built.path.parent}")
         say("model", 0, 1, None)
