@@ -94,6 +94,9 @@ def test_profile_runs_exports_and_analyzes_against_the_run(tmp_path, export):
     assert out["per_step"]["available"] is True
     assert all(r["agrees"] for r in out["against"]["rows"] if r["target"] is not None)
     assert "Usage" in result.stderr  # compare --help ran under the stand-in nsys
+    for call in (profile_call, export_call):  # nsys ran in a private TMPDIR, removed with what nsys left there
+        private = Path(call["env"]["TMPDIR"])
+        assert private.name.startswith("fdoverlap-nsys-") and not private.exists()
 
 
 @pytest.mark.parametrize(

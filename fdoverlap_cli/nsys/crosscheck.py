@@ -17,14 +17,17 @@ import numpy as np
 from fdoverlap_cli.errors import InputError
 from fdoverlap_cli.measure import catalog
 from fdoverlap_cli.measure.derive import derive
-from fdoverlap_cli.measure.records import Kind
+from fdoverlap_cli.measure.records import Kind, SpanTable
 from fdoverlap_cli.measure.schema import EXPOSED, trace_payload
 from fdoverlap_cli.nsys.analysis import NsysAnalysis
 from fdoverlap_cli.results import RunResult
 
 # The agreement targets between nsys and the tool's own timing: (catalog key, how the difference is taken, target).
+# "hidden: copy ∪ save" is shown without a target: the tool's D_k spans its timestamps around the copies (the
+# GPU's gaps between them included), nsys's the copies alone, and on a short step that alone moves it by points.
 AGREEMENT = (
-    ("hidden", "points", 0.02),  # hidden fraction: within 2 percentage points
+    ("hidden_save_work", "points", 0.02),  # the save's work hidden: within 2 percentage points
+    ("hidden", "points", None),
     ("compute_mean_ns", "relative", 0.05),  # mean per-step |C_k|: within 5%
     ("bubble_ns.mean", "relative", None),  # shown, no target
     ("gpu_busy", "points", None),
@@ -65,6 +68,13 @@ class CrossCheck:
 
     def to_dict(self) -> dict[str, Any]:
         return {"file": self.file, "rows": [r.to_dict() for r in self.rows]}
+
+
+def _mean_copy_ns(spans: SpanTable) -> float | None:
+    """Mean per step of the copies' total time, or None without copies."""
+    copies = spans.of_kind(Kind.COPY)
+    steps = len(np.unique(copies.step))
+    return float(np.sum(copies.end_ns - copies.start_ns)) / steps if steps else None
 
 
 def _ran(steps_of_iterations: np.ndarray) -> int:
@@ -116,6 +126,13 @@ def cross_check(analysis: NsysAnalysis, run: RunResult, where: str) -> CrossChec
             else:
                 diff = (b - a) / a if a else None
             rows.append(Agreement(name, key, a, b, diff, measure, target))
+        copies = _mean_copy_ns(common[name].spans), _mean_copy_ns(analysis.attribution.paths[name].spans)
+        if None not in copies:
+            analysis.notes.append(
+                f"{name}: the copies D_k are {copies[0] / 1e3:,.1f} µs a step between the tool's timestamps around "
+                f"them, {copies[1] / 1e3:,.1f} µs in nsys (the copies alone); 'hidden: copy ∪ save' counts each "
+                "side's own"
+            )
         for category, _ in EXPOSED:
             m = catalog.path_metric(f"exposed.{category}.mean_ns")
             a, b = m.value(ours), m.value(theirs)

@@ -187,16 +187,20 @@ def _alive(pid: int) -> bool:
 
 def run_stoppable(argv: Sequence[str], *, env: dict[str, str] | None = None, stdout: int | None = None) -> int:
     """Run `argv` in its own process group and return its exit status; on SIGINT/SIGTERM (Interrupted)
-    stop it and its descendants, then re-raise."""
-    try:
-        proc = subprocess.Popen(list(argv), env={**os.environ, **(env or {})}, stdout=stdout, start_new_session=True)
-    except OSError as e:
-        raise FdoError(f"cannot run {argv[0]}: {e.strerror or e}") from None
-    try:
-        return proc.wait()
-    except Interrupted as e:
-        _stop(proc, e.signum)
-        raise
+    stop it and its descendants, then re-raise. It gets a private TMPDIR, removed afterwards: nsys keeps
+    its own files (TMPDIR/nvidia) there, which would otherwise stay behind."""
+    with tempfile.TemporaryDirectory(prefix="fdoverlap-nsys-", ignore_cleanup_errors=True) as tmp:
+        try:
+            proc = subprocess.Popen(
+                list(argv), env={**os.environ, **(env or {}), "TMPDIR": tmp}, stdout=stdout, start_new_session=True
+            )
+        except OSError as e:
+            raise FdoError(f"cannot run {argv[0]}: {e.strerror or e}") from None
+        try:
+            return proc.wait()
+        except Interrupted as e:
+            _stop(proc, e.signum)
+            raise
 
 
 # --------------------------------------------------------------------------- profile and export
