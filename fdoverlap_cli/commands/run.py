@@ -20,6 +20,7 @@ import typer
 from fdoverlap_cli.commands.options import JsonOpt, Outputs, TimelineOpt, WindowOpt, choices, parse_window
 from fdoverlap_cli.engine.graphs import GRAPH_MODES
 from fdoverlap_cli.engine.model import PRESETS
+from fdoverlap_cli.engine.runner import HOST_WORK_STAGES
 from fdoverlap_cli.errors import CheckFailed, FdoError, OptionError
 
 if TYPE_CHECKING:
@@ -87,6 +88,23 @@ def _replay_parameters(
         bool,
         typer.Option("--verify-token-count", help="Read the token count back every step and check the prediction."),
     ] = False,
+    host_work_us: Annotated[
+        int,
+        typer.Option(
+            "--host-work-us",
+            min=0,
+            metavar="N",
+            help="An emulated extra host cost: N µs of busy host work a step, inside --host-work-stage.",
+        ),
+    ] = 0,
+    host_work_stage: Annotated[
+        str,
+        typer.Option(
+            "--host-work-stage",
+            metavar=choices(*HOST_WORK_STAGES),
+            help="The stage --host-work-us is spent in (its span and its exposed host time hold it).",
+        ),
+    ] = "preprocess",
     timestamps: Annotated[
         bool, typer.Option("--timestamps/--no-timestamps", help="GPU timestamps at stage boundaries.")
     ] = True,
@@ -126,7 +144,10 @@ FLAGS = {
     "path": "--path",
     "warmup_steps": "--warmup",
     **{name: f"--{name.replace('_', '-')}" for name in ("device", "preset", "layers", "dims", "window", "tp")},
-    **{name: f"--{name.replace('_', '-')}" for name in ("token_count", "copy_stream", "cuda_graph")},
+    **{
+        name: f"--{name.replace('_', '-')}"
+        for name in ("token_count", "copy_stream", "cuda_graph", "host_work_us", "host_work_stage")
+    },
 }
 
 
@@ -146,7 +167,13 @@ def _config(paths: tuple[str, ...], values: dict[str, Any]) -> tuple[ReplayConfi
         fused_layers=v["fused_layers"],
         cuda_graph=v["cuda_graph"],
         runner=RunnerOptions(
-            v["token_count"], v["copy_stream"], v["snapshot_preempted"], v["verify_token_count"], v["timestamps"]
+            token_count=v["token_count"],
+            copy_stream=v["copy_stream"],
+            snapshot_preempted=v["snapshot_preempted"],
+            verify_token_count=v["verify_token_count"],
+            timestamps=v["timestamps"],
+            host_work_us=v["host_work_us"],
+            host_work_stage=v["host_work_stage"],
         ),
         warmup_steps=v["warmup"],
         window=parse_window(v["window"]),

@@ -139,7 +139,7 @@ class Engine:
         if n:
             self.share.reset()
             self.book.reset()
-            options = dataclasses.replace(self.options, verify_token_count=False)
+            options = dataclasses.replace(self.options, verify_token_count=False, host_work_us=0)
             runner = self._runner(_NullSender(), StepRecorder(self.device, n + 1, timestamps=False), options)
             for k in range(n):
                 runner.iteration(k, self.trace.steps[k], overlap=False)

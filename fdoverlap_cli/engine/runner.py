@@ -32,6 +32,11 @@ from fdoverlap_cli.measure.records import Kind
 from fdoverlap_cli.measure.schema import INSERT_TASKS, POSTPROCESS, PREPROCESS, SAVE, STEP, TP_BARRIER, GpuPoint
 from fdoverlap_cli.trace import Step
 
+# The host stages an emulated extra host cost (`RunnerOptions.host_work_us`) can be spent in, by their span kinds
+# (the exposed host time's categories): at the start of the insert, in stage 1 before the forward's launch, at the
+# start of postprocess, and in save after its event wait (before the send).
+HOST_WORK_STAGES = (Kind.INSERT, Kind.PREPROCESS, Kind.POSTPROCESS, Kind.SAVE)
+
 
 @dataclass(frozen=True)
 class RunnerOptions:
@@ -50,12 +55,30 @@ class RunnerOptions:
     verify_token_count: bool = False
     # GPU timestamps at the stage boundaries (the tool's own timing).
     timestamps: bool = True
+    # An emulated extra host cost per step ("what if my scheduler costs 2 ms a step"): this many µs of busy
+    # host work (a spin that holds the GIL, as Python code does) inside the stage `host_work_stage`.
+    host_work_us: int = 0
+    host_work_stage: str = Kind.PREPROCESS
 
     def __post_init__(self) -> None:
         if self.token_count not in ("sync", "predict"):
             raise OptionError("token_count", f"expected sync or predict, got '{self.token_count}'")
         if self.copy_stream not in ("compute", "separate"):
             raise OptionError("copy_stream", f"expected compute or separate, got '{self.copy_stream}'")
+        if isinstance(self.host_work_us, bool) or not isinstance(self.host_work_us, int) or self.host_work_us < 0:
+            raise OptionError("host_work_us", f"expected a whole number of µs >= 0, got {self.host_work_us!r}")
+        if self.host_work_us > 10_000_000:
+            raise OptionError("host_work_us", f"at most 10,000,000 µs (10 s) a step, got {self.host_work_us:,}")
+        if self.host_work_stage not in HOST_WORK_STAGES:
+            stages = ", ".join(HOST_WORK_STAGES)
+            raise OptionError("host_work_stage", f"expected one of {stages}, got '{self.host_work_stage}'")
+
+
+def spend_host(ns: int) -> None:
+    """Busy host work for `ns` nanoseconds: a spin on the monotonic clock (never a sleep: work holds the host)."""
+    end = time.monotonic_ns() + ns
+    while time.monotonic_ns() < end:
+        pass
 
 
 @dataclass
@@ -114,12 +137,19 @@ class ModelRunner:
         self.barrier = barrier
         self._barrier_times = (-1, -1)
         self._iteration_step = -1
+        self._host_work_ns = options.host_work_us * 1000
+
+    def _host_work(self, stage: str) -> None:
+        """The emulated extra host cost, where the options put it (in `stage`'s span)."""
+        if self._host_work_ns and stage == self.options.host_work_stage:
+            spend_host(self._host_work_ns)
 
     # ------------------------------------------------------------------ the engine's insert
 
     def insert_tasks(self, k: int, step: Step) -> None:
         """FastDeploy's insert for step k: preemptions and prefill chunks, through one op, then set_stop(True)."""
         t0 = time.monotonic_ns()
+        self._host_work(Kind.INSERT)
         if step.insert or step.preempt:
             self.nvtx.push(INSERT_TASKS, k)
             s = self.share
@@ -163,6 +193,7 @@ class ModelRunner:
         self.rec.set(row, "running", plan.running)
         self.rec.set(row, "generated", len(plan.producers))
         self.rec.set(row, "prefill_tokens", plan.prefill_tokens)
+        self._host_work(Kind.PREPROCESS)
         token_num = self._token_count(k, plan)
         self.rec.set(row, "tokens", token_num)
         self.rec.mark(row, GpuPoint.PRE_START)
@@ -195,6 +226,7 @@ class ModelRunner:
         k, row = fwd.plan.step, fwd.row
         self.rec.set(row, "post_start", time.monotonic_ns())
         self.nvtx.push(POSTPROCESS, k)
+        self._host_work(Kind.POSTPROCESS)
         s, ops = self.share, self.ops
         self.rec.mark(row, GpuPoint.POST_START)
         if fwd.hidden is not None:
@@ -263,6 +295,7 @@ class ModelRunner:
         s = self.share
         p.event.synchronize()
         self.rec.wait(self._iteration_step, t0, time.monotonic_ns(), Kind.EVENT_WAIT)
+        self._host_work(Kind.SAVE)
         preempted = s.last_preempted_idx if self.options.snapshot_preempted else s.preempted_idx
         self.device.write_host(s.preempted_for_save, preempted)
         blocked = self.sender.send(s.sampled_token_ids, s.not_need_stop_staged, s.preempted_for_save)
