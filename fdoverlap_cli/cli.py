@@ -38,7 +38,7 @@ _exit_at_once_outside_main()
 import typer  # noqa: E402
 
 from fdoverlap_cli import __version__  # noqa: E402
-from fdoverlap_cli.commands import instrument, nsys, ops, report, run, trace  # noqa: E402
+from fdoverlap_cli.commands import instrument, nsys, ops, report, run, sweep, trace  # noqa: E402
 from fdoverlap_cli.errors import ExitCode, FdoError, Interrupted  # noqa: E402
 
 app = typer.Typer(
@@ -75,6 +75,7 @@ def _root(
 trace.register(app)
 ops.register(app)
 run.register(app)
+sweep.register(app)
 report.register(app)
 nsys.register(app)
 instrument.register(app)

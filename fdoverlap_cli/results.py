@@ -284,6 +284,22 @@ class RunResult:
         """Whether the run timed a GPU: only then do the overlap's metrics mean anything."""
         return self.environment.get("device") == "gpu"
 
+    def failures(self) -> list[str]:
+        """One line per failed check (token identity between paths, each path's stream against the trace)."""
+        failures = []
+        if self.identity is not None and not self.identity.identical:
+            d = self.identity.first_difference or {}
+            failures.append(
+                f"tokens differ first at request {d['request']}, token {d['token_index']} (step {d['step']})"
+            )
+        for name, p in self.paths.items():
+            check = p.reader.output_check if p.reader else None
+            if check and not check.ok:
+                failures.append(f"{name}: {check.problems[0]}")
+        if self.tensor_parallel is not None:
+            failures += self.tensor_parallel.problems()
+        return failures
+
     def view(self, window: Window | None) -> Derived:
         """Every number shown of this run, over `window` (None: every step it measured)."""
         return derive({name: p.timing(self.on_gpu and p.gpu_timed) for name, p in self.paths.items()}, window)

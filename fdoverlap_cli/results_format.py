@@ -311,3 +311,46 @@ def _times(
         if not 0 <= value <= MAX_VALUE:
             raise InputError(at, f"the time {clip(str(value))} ns is outside [0, 2^62] (time base and offsets)")
         yield value
+
+
+# --------------------------------------------------------------------------- a sweep's file (sweep/record.py)
+
+POINT_STATUSES = ("done", "pending", "incomplete", "failed")
+
+
+def check_sweep(doc: dict[str, Any]) -> None:
+    """Raise InputError(json_path, reason) for the first field of a sweep file (format and version already
+    checked) that SweepResult.from_dict or a renderer could not use; each point's run is a run.json, checked
+    by check_results when it is loaded."""
+    D.bool(doc, "complete", "")
+    D.str(doc, "created", "")
+    D.strings(doc, "command", "")
+    axes = D.list(doc, "axes", "")
+    if not axes:
+        raise InputError("axes", "a sweep has at least one axis (batch or trace)")
+    names = []
+    for i, axis in enumerate(axes):
+        at = f"axes[{i}]"
+        names.append(D.str(D.object(axis, at), "name", at))
+        if not D.list(axis, "values", at):
+            raise InputError(f"{at}.values", "an axis has at least one value")
+    if len(set(names)) != len(names):
+        raise InputError("axes", "an axis is named twice")
+    ids = set()
+    for i, point in enumerate(D.list(doc, "points", "")):
+        at = f"points[{i}]"
+        point = D.object(point, at)
+        ids.add(D.str(point, "id", at))
+        key = D.object(D.field(point, "key", at), f"{at}.key")
+        if list(key) != names:
+            raise InputError(f"{at}.key", f"expected the axes {', '.join(names)} in order, got {', '.join(key)}")
+        D.str(point, "label", at)
+        status = D.str(point, "status", at)
+        if status not in POINT_STATUSES:
+            raise InputError(f"{at}.status", f"expected one of {', '.join(POINT_STATUSES)}, got {_describe(status)}")
+        D.str(point, "error", at, nullable=True)
+        run = D.optional(point, "run", at)
+        if status == "done" and (run is None or run.get("complete") is not True):
+            raise InputError(f"{at}.run", "a done point holds a complete run")
+    if len(ids) != len(doc["points"]):
+        raise InputError("points", "two points have the same id")

@@ -43,6 +43,7 @@ CHOICES = {
     "--cuda-graph": GRAPH_MODES,
     "--token-count": ("predict", "sync"),
     "--copy-stream": ("compute", "separate"),
+    "--host-work-stage": ("insert", "preprocess", "postprocess", "save"),
 }
 
 
@@ -63,7 +64,8 @@ def test_choices_show_as_choices_and_are_what_the_engine_takes(command):
 
 
 @pytest.mark.parametrize(
-    "command", [["replay"], ["compare"], ["report"], ["analyze"], ["profile"], ["trace", "synth"], ["ops", "build"]]
+    "command",
+    [["replay"], ["compare"], ["sweep"], ["report"], ["analyze"], ["profile"], ["trace", "synth"], ["ops", "build"]],
 )
 def test_help_reads_at_80_columns(command):
     """Every option name is there whole, and no line but the example runs past 80 columns."""

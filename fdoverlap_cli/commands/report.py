@@ -26,7 +26,9 @@ if TYPE_CHECKING:
 
 
 def report(
-    run: Annotated[Path, typer.Argument(help="A results file written by replay or compare (-o run.json).")],
+    run: Annotated[
+        Path, typer.Argument(help="A results file written by replay or compare (-o run.json), or by sweep.")
+    ],
     png: Annotated[
         Path | None,
         typer.Option(
@@ -55,12 +57,16 @@ def report(
     """
     from fdoverlap_cli.render import run_tables
     from fdoverlap_cli.results import RunResult
+    from fdoverlap_cli.trace.format import read_json_file
 
     flags = ("--png", "--svg", "--html", "--markdown", "--timeline")
     outputs = Outputs(dict(zip(flags, (png, svg, html, markdown, timeline), strict=True)), as_json)
     outputs.check({"the run": run})
     gantt_steps = parse_window(gantt, "--gantt")
-    result = RunResult.load(run)
+    doc = read_json_file(run, "results file")
+    if _is_sweep(doc):
+        return _report_sweep(doc, run, outputs, gantt=gantt, window=window)
+    result = RunResult.from_dict(doc, str(run))
     asked = parse_window(window)
     try:
         view = result.view(asked or result.window)
@@ -113,6 +119,41 @@ def _write_reports(
         write_text(files["--html"], run_report.html_report(result, view, svg_of(figure) if figure else ""))
     if files["--markdown"] is not None:
         write_text(files["--markdown"], run_report.markdown_report(result, view))
+
+
+def _is_sweep(doc: object) -> bool:
+    from fdoverlap_cli.sweep.record import SWEEP_FORMAT
+
+    return isinstance(doc, dict) and doc.get("format") == SWEEP_FORMAT
+
+
+def _report_sweep(doc: object, file: Path, outputs: Outputs, **run_only: str | None) -> None:
+    """A sweep's results file: its table (or JSON) and, with --png, its figure; exit 1 on a failed point."""
+    from fdoverlap_cli.commands.sweep import write_figures
+    from fdoverlap_cli.render.sweep_tables import print_sweep, sweep_summary
+    from fdoverlap_cli.sweep.record import SweepResult
+
+    files = outputs.files
+    for option, given in (*run_only.items(), ("timeline", files["--timeline"])):
+        if given is not None:
+            raise FdoError(f"--{option}: a run's option; {file} is a sweep (report one of its points' runs instead)")
+    for flag in ("--html", "--markdown"):
+        if files[flag] is not None:
+            raise FdoError(f"{flag}: not yet for a sweep's results file ({file}); its table, --json, --png and --svg")
+    view = SweepResult.from_dict(doc, str(file)).view()
+    write_figures(view, outputs)
+    if outputs.as_json:
+        typer.echo(json.dumps(sweep_summary(view, str(file)), indent=2))
+    else:
+        from rich.console import Console
+
+        print_sweep(view, Console(stderr=True) if outputs.to_stdout else None, view.title)
+    for flag in ("--png", "--svg"):
+        if files[flag] is not None:
+            outputs.wrote(flag)
+    failures = view.failures()
+    if failures:
+        raise CheckFailed(f"{len(failures)} point(s) failed: " + "; ".join(failures))
 
 
 def _check_gantt(steps: tuple[int, int], view: Derived) -> None:

@@ -189,29 +189,49 @@ def as_flag(e: OptionError) -> FdoError:
     return FdoError(f"{FLAGS.get(e.option, e.option)}: {e.reason}")
 
 
-def replay_options(command: Callable[..., tuple[str, ...]]) -> Callable[..., None]:
-    """Make `command(own parameters) -> paths` a Typer command with the shared replay parameters too.
-
-    The command picks the paths from its own parameters; the wrapper builds the ReplayConfig and runs it.
-    """
+def with_replay_parameters(command: Callable[..., None], leave_out: tuple[str, ...] = ()) -> Callable[..., None]:
+    """Make `command(shared, **own parameters)` a Typer command with the shared replay parameters too (but
+    those in `leave_out`): `shared` holds their values by name. An OptionError leaves it as the flag's."""
     own = inspect.signature(command).parameters
     own_hints = get_type_hints(command, include_extras=True)
+    shared_names = [name for name in _SHARED if name not in leave_out]
 
     @functools.wraps(command)
     def wrapper(**kwargs: Any) -> None:
-        shared = {name: kwargs.pop(name) for name in _SHARED}
+        shared = {name: kwargs.pop(name) for name in shared_names}
         try:
-            run_replay(command(**kwargs), shared)
+            command(shared, **kwargs)
         except OptionError as e:
             raise as_flag(e) from None
 
-    parameters = [p.replace(annotation=own_hints[p.name]) for p in own.values()]
-    parameters += [p.replace(annotation=_HINTS[p.name]) for p in _SHARED.values()]
+    parameters = [p.replace(annotation=own_hints[p.name]) for name, p in own.items() if name != "shared"]
+    parameters += [_SHARED[name].replace(annotation=_HINTS[name]) for name in shared_names]
     # The trace argument first, as the help shows it: `replay [TRACE] [OPTIONS]`.
     parameters.sort(key=lambda p: p.name != "trace")
     wrapper.__signature__ = inspect.Signature(parameters, return_annotation=None)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
     return wrapper
+
+
+def replay_options(command: Callable[..., tuple[str, ...]]) -> Callable[..., None]:
+    """Make `command(own parameters) -> paths` a Typer command with the shared replay parameters too.
+
+    The command picks the paths from its own parameters; the wrapper builds the ReplayConfig and runs it.
+    """
+
+    def run(shared: dict[str, Any], **own: Any) -> None:
+        run_replay(command(**own), shared)
+
+    run.__signature__ = inspect.signature(command)  # type: ignore[attr-defined]
+    functools.update_wrapper(run, command, assigned=("__module__", "__name__", "__qualname__", "__doc__"))
+    run.__annotations__ = get_type_hints(command, include_extras=True)
+    return with_replay_parameters(run)
+
+
+def base_config(paths: tuple[str, ...], values: dict[str, Any]) -> ReplayConfig:
+    """The ReplayConfig of the shared parameters' `values`, those not given (left out) at their defaults."""
+    defaults = {name: p.default for name, p in _SHARED.items()}
+    return _config(paths, {**defaults, **values})[0]
 
 
 def run_replay(paths: tuple[str, ...], values: dict[str, Any]) -> None:

@@ -172,17 +172,7 @@ def check_lines(result: RunResult) -> list[Text]:
 
 def failed_checks(result: RunResult) -> list[str]:
     """One line per failed check (token identity between paths, each path's stream against the trace)."""
-    failures = []
-    if result.identity is not None and not result.identity.identical:
-        d = result.identity.first_difference or {}
-        failures.append(f"tokens differ first at request {d['request']}, token {d['token_index']} (step {d['step']})")
-    for name, p in result.paths.items():
-        check = p.reader.output_check if p.reader else None
-        if check and not check.ok:
-            failures.append(f"{name}: {check.problems[0]}")
-    if result.tensor_parallel is not None:
-        failures += result.tensor_parallel.problems()
-    return failures
+    return result.failures()
 
 
 def summary_dict(result: RunResult, view: Derived) -> dict[str, Any]:
