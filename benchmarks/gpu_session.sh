@@ -18,6 +18,9 @@
 #   bash benchmarks/gpu_session.sh report     a report to attach of a GPU run (decode-b64, 8B-class): report
 #                                             --html/--markdown/--svg/--png, and analyze --html/--markdown of its
 #                                             nsys profile, in $OUT/report/ (look at the figures and the page)
+#   bash benchmarks/gpu_session.sh sweep      fdoverlap sweep: batch 16,32,64,128 x copy stream compute/separate
+#                                             (8B-class, $LAYERS layers, graphs auto), then host work 0/500/2000 us
+#                                             in preprocess at batch 64; sweep json, table, PNG and SVG figures
 # Needs paddlepaddle-gpu importable (PYTHONPATH), nvcc for the op build (CUDA_HOME or PATH) and, for the nsys
 # phases, Nsight Systems ($NSYS or nsys on PATH); on a host without a package registry, set those up first
 # (an offline bundle's environment script, e.g. `source /tmp/fdo/tools/env.sh`). GLOG_minloglevel=2 keeps
@@ -209,6 +212,22 @@ report_phase() {  # ~3 min on an H200 (estimate): one compare, one profiled comp
     ls -la "$dir"
 }
 
+sweep_phase() {  # about 2 min on an H200 (estimate): 8 + 3 compares of ~70 steps a path (1 wave, short prompts)
+    local dir="$OUT/sweep"
+    mkdir -p "$dir"
+    banner "sweep: batch 16,32,64,128 x copy_stream compute,separate (8b, $LAYERS layers, graphs auto)"
+    timeout 400 $FDO sweep --batch 16,32,64,128 --axis copy_stream=compute,separate --preset 8b \
+        --layers "$LAYERS" --waves 1 --prompt-len 64..128 --output-len 48..64 --fresh \
+        -o "$dir/sweep.json" --png "$dir/sweep.png" --svg "$dir/sweep.svg" 2>&1 | tail -25
+    banner "sweep: host work 0,500,2000 us in preprocess at batch 64"
+    timeout 300 $FDO sweep --batch 64 --axis host_work_us=0,500,2000 --host-work-stage preprocess --preset 8b \
+        --layers "$LAYERS" --waves 1 --prompt-len 64..128 --output-len 48..64 --fresh \
+        -o "$dir/sweep-hostwork.json" --png "$dir/sweep-hostwork.png" --svg "$dir/sweep-hostwork.svg" 2>&1 | tail -15
+    $FDO report "$dir/sweep.json" --json > "$dir/sweep.report.json"
+    $FDO report "$dir/sweep-hostwork.json" --json > "$dir/sweep-hostwork.report.json"
+    ls -l "$dir"
+}
+
 for phase in "${@:-check}"; do
     case $phase in
         check) timed check ;;
@@ -221,6 +240,7 @@ for phase in "${@:-check}"; do
         sanitizer) timed sanitizer ;;
         exposed) timed exposed ;;
         report) timed report_phase ;;
+        sweep) timed sweep_phase ;;
         *) echo "unknown phase $phase" >&2; exit 2 ;;
     esac
 done 2>&1 | tee -a "$OUT/gpu-session.log"

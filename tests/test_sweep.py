@@ -304,3 +304,16 @@ def test_the_help_names_the_grid():
     assert proc.returncode == 0
     for option in ("--batch", "--axis", "--trace", "--host-work-us", "--host-work-stage", "--png", "--svg"):
         assert option in proc.stdout
+
+
+@pytest.mark.gpu
+def test_a_gpu_sweep_measures_every_point(tmp_path, ops):
+    """On a GPU every point has its speedup, GPU busy and exposed host time, and identical tokens."""
+    out = tmp_path / "sweep.json"
+    args = ["sweep", "--device", "gpu", "--preset", "8b", "--layers", "2", "--waves", "1", "--output-len", "8..12"]
+    assert main([*args, "--batch", "4,8", "--axis", "copy_stream=compute,separate", "-o", str(out)]) == 0
+    view = SweepResult.load(out).view()
+    assert len(view.rows) == 4 and view.measurable
+    for r in view.rows:
+        assert r.tokens == "same" and r.speedup is not None
+        assert all(r.gpu_busy[p] is not None and r.exposed_ns[p] is not None for p in ("sync", "overlap"))

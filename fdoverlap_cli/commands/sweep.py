@@ -30,7 +30,11 @@ def sweep(
     ] = None,
     traces: Annotated[
         list[Path] | None,
-        typer.Option("--trace", help="A trace file as a point of the first axis, instead of --batch (repeatable)."),
+        typer.Option(
+            "--trace",
+            metavar="FILE",
+            help="A trace file as a point of the first axis, instead of --batch (repeatable).",
+        ),
     ] = None,
     axes: Annotated[
         list[str] | None,

@@ -7,6 +7,7 @@ they are not measurable, as a run's table does.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -16,6 +17,7 @@ from rich.table import Table
 from fdoverlap_cli.measure import catalog
 from fdoverlap_cli.measure.schema import PATHS
 from fdoverlap_cli.render.cells import MISSING, NOT_MEASURABLE_ON_CPU, value
+from fdoverlap_cli.sweep.grid import TRACE
 from fdoverlap_cli.sweep.record import DONE, SweepView
 
 SPEEDUP = catalog.COMPARISON_METRICS[0]
@@ -47,7 +49,7 @@ def print_sweep(view: SweepView, console: Console | None = None, title: str | No
     table.add_column("tokens", no_wrap=True)
     for r in view.rows:
         gpu = r.measurable
-        cells = [escape(_cell(r.key.get(a))) for a in view.axes]
+        cells = [escape(Path(str(r.key[a])).name if a == TRACE else _cell(r.key.get(a))) for a in view.axes]
         cells.append(f"{value(r.speedup, SPEEDUP.unit)}×" if r.speedup is not None else MISSING)
         cells.append(_pair(r.gpu_busy, GPU_BUSY.unit) if gpu else MISSING)
         cells.append(_pair(r.exposed_ns, "us") if gpu else MISSING)
