@@ -20,7 +20,8 @@
 #                                             nsys profile, in $OUT/report/ (look at the figures and the page)
 #   bash benchmarks/gpu_session.sh sweep      fdoverlap sweep: batch 16,32,64,128 x copy stream compute/separate
 #                                             (8B-class, $LAYERS layers, graphs auto), then host work 0/500/2000 us
-#                                             in preprocess at batch 64; sweep json, table, PNG and SVG figures
+#                                             in preprocess at batch 64; sweep json, table, PNG and SVG figures,
+#                                             the sweep's --html page and --markdown
 # Needs paddlepaddle-gpu importable (PYTHONPATH), nvcc for the op build (CUDA_HOME or PATH) and, for the nsys
 # phases, Nsight Systems ($NSYS or nsys on PATH); on a host without a package registry, set those up first
 # (an offline bundle's environment script, e.g. `source /tmp/fdo/tools/env.sh`). GLOG_minloglevel=2 keeps
@@ -224,6 +225,7 @@ sweep_phase() {  # about 2 min on an H200 (estimate): 8 + 3 compares of ~70 step
         --layers "$LAYERS" --waves 1 --prompt-len 64..128 --output-len 48..64 --fresh \
         -o "$dir/sweep-hostwork.json" --png "$dir/sweep-hostwork.png" --svg "$dir/sweep-hostwork.svg" 2>&1 | tail -15
     $FDO report "$dir/sweep.json" --json > "$dir/sweep.report.json"
+    $FDO report "$dir/sweep.json" --html "$dir/sweep.html" --markdown "$dir/sweep.md" > /dev/null  # to attach
     $FDO report "$dir/sweep-hostwork.json" --json > "$dir/sweep-hostwork.report.json"
     ls -l "$dir"
 }

@@ -99,6 +99,21 @@ def test_profile_runs_exports_and_analyzes_against_the_run(tmp_path, export):
         assert private.name.startswith("fdoverlap-nsys-") and not private.exists()
 
 
+def test_profile_writes_analyzes_reports(tmp_path, export):
+    """profile --markdown/--html: the reports analyze writes of the same export against the same run."""
+    sqlite, tool_run = export
+    run_json, page, md = tmp_path / "run.json", tmp_path / "prof.html", tmp_path / "prof.md"
+    env = _env(tmp_path, sqlite, FAKE_NSYS_RUN_JSON=str(tool_run))
+    args = ("-o", str(tmp_path / "prof"), "--html", str(page), "--markdown", str(md))
+    result = _profile(tmp_path, env, *args, "--", "compare", "--help", "-o", str(run_json))
+    assert result.returncode == 0, result.stderr
+    assert f"wrote {page}" in result.stdout and f"wrote {md}" in result.stdout
+    again = run_cli("analyze", str(tmp_path / "prof.sqlite"), "--against", str(run_json), "--markdown", "-")
+    assert again.returncode == 0, again.stderr
+    assert md.read_text() == again.stdout and "| measured steps |" in again.stdout
+    assert page.read_text().count("<svg") == 1
+
+
 @pytest.mark.parametrize(
     ("capture", "options", "extra_arg"),
     [

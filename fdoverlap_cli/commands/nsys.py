@@ -248,6 +248,8 @@ def profile(
     ] = "graph",
     window: WindowOpt = None,
     timeline: TimelineOpt = None,
+    html: HtmlOpt = None,
+    markdown: MarkdownOpt = None,
     as_json: JsonOpt = False,
     scrub: Annotated[
         bool,
@@ -260,8 +262,8 @@ def profile(
 
     Runs `nsys profile -t cuda,nvtx -s none --cpuctxsw=none --cuda-graph-trace=graph|node -o NAME` with the
     capture range, then `nsys export --type sqlite`; when the command writes -o run.json, the analysis
-    compares against it. The exit code is the profiled command's when it failed (nothing is analyzed when it
-    refused its input).
+    compares against it. --html and --markdown write the analysis's reports, as analyze does. The exit code is
+    the profiled command's when it failed (nothing is analyzed when it refused its input).
 
     \b
     Example: fdoverlap profile -o compare -- compare --sync --overlap --preset 8b -o run.json
@@ -276,6 +278,8 @@ def profile(
             "-o": report,
             "-o (its SQLite export)": sqlite,
             "--timeline": timeline,
+            "--html": html,
+            "--markdown": markdown,
             "the command's -o": nsys_profile.results_file(command),
         },
         as_json,

@@ -49,11 +49,13 @@ def report(
 
     The numbers cover the run's own --window unless another is given. --html writes one self-contained page
     (the table, the figure, per-step tables, trace, environment, command) and --markdown the table and the
-    token check in GitHub markdown, to paste into a pull request. Exit code 1 when the run's token checks
-    failed, as for compare.
+    token check in GitHub markdown, to paste into a pull request. A sweep's results file gets its table, its
+    figure, and the same two reports (the sweep's table, each point's token check). Exit code 1 when the
+    run's token checks failed (a sweep: any point's), as for compare.
 
     \b
     Example: fdoverlap report run.json --html run.html --markdown - --svg run.svg
+    Example: fdoverlap report sweep.json --html sweep.html --markdown sweep.md
     """
     from fdoverlap_cli.render import run_tables
     from fdoverlap_cli.results import RunResult
@@ -128,8 +130,11 @@ def _is_sweep(doc: object) -> bool:
 
 
 def _report_sweep(doc: object, file: Path, outputs: Outputs, **run_only: str | None) -> None:
-    """A sweep's results file: its table (or JSON) and, with --png, its figure; exit 1 on a failed point."""
+    """A sweep's results file: its table (or JSON), its figure (--png, --svg), its reports (--html, --markdown);
+    exit 1 on a failed point."""
     from fdoverlap_cli.commands.sweep import write_figures
+    from fdoverlap_cli.fileio import write_text
+    from fdoverlap_cli.render import sweep_report
     from fdoverlap_cli.render.sweep_tables import print_sweep, sweep_summary
     from fdoverlap_cli.sweep.record import SweepResult
 
@@ -137,18 +142,22 @@ def _report_sweep(doc: object, file: Path, outputs: Outputs, **run_only: str | N
     for option, given in (*run_only.items(), ("timeline", files["--timeline"])):
         if given is not None:
             raise FdoError(f"--{option}: a run's option; {file} is a sweep (report one of its points' runs instead)")
-    for flag in ("--html", "--markdown"):
-        if files[flag] is not None:
-            raise FdoError(f"{flag}: not yet for a sweep's results file ({file}); its table, --json, --png and --svg")
-    view = SweepResult.from_dict(doc, str(file)).view()
-    write_figures(view, outputs)
+    record = SweepResult.from_dict(doc, str(file))
+    view = record.view()
+    figure = write_figures(view, outputs)
+    if files["--html"] is not None:
+        from fdoverlap_cli.render.figures import svg_of
+
+        write_text(files["--html"], sweep_report.html_report(record, view, svg_of(figure)))
+    if files["--markdown"] is not None:
+        write_text(files["--markdown"], sweep_report.markdown_report(record, view))
     if outputs.as_json:
         typer.echo(json.dumps(sweep_summary(view, str(file)), indent=2))
     else:
         from rich.console import Console
 
         print_sweep(view, Console(stderr=True) if outputs.to_stdout else None, view.title)
-    for flag in ("--png", "--svg"):
+    for flag in ("--png", "--svg", "--html", "--markdown"):
         if files[flag] is not None:
             outputs.wrote(flag)
     failures = view.failures()

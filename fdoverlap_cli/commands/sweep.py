@@ -138,13 +138,19 @@ def _run(points: list[Any], first: Any, varied: list[Any], outputs: Outputs, fre
         raise CheckFailed(f"{len(failures)} point(s) failed: " + "; ".join(failures))
 
 
-def write_figures(view: Any, outputs: Outputs) -> None:
-    """The sweep's figure, to --png and --svg where asked for."""
-    from fdoverlap_cli.render.sweep_figures import plot_sweep
+def write_figures(view: Any, outputs: Outputs) -> Any:
+    """The sweep's figure, drawn once: to --png and --svg where asked for; returned (None when no output of
+    this command takes it) for an HTML report to inline."""
+    if not any(outputs.files.get(flag) is not None for flag in ("--png", "--svg", "--html")):
+        return None
+    from fdoverlap_cli.render import figures
+    from fdoverlap_cli.render.sweep_figures import draw_sweep
 
+    figure = draw_sweep(view)
     for flag, fmt in (("--png", "png"), ("--svg", "svg")):
         if outputs.files.get(flag) is not None:
-            plot_sweep(view, outputs.files[flag], fmt)  # type: ignore[arg-type]
+            figures.write_figure(figure, outputs.files[flag], fmt)  # type: ignore[arg-type]
+    return figure
 
 
 def register(app: typer.Typer) -> None:

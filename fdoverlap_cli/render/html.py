@@ -59,6 +59,11 @@ def cell(c: Cell) -> str:
     return _styled("".join(_styled(html.escape(p, quote=False), s) for p, s in c.pieces), c.style)
 
 
+def _lines(header: str) -> str:
+    """A header of several lines (as the terminal prints it): a line break between them."""
+    return "<br>\n".join(html.escape(line) for line in header.split("\n"))
+
+
 def table(t: Table) -> str:
     """An HTML table: the title its caption, the numbers' columns right-aligned."""
     klass = f' class="{html.escape(t.name)}"' if t.name else ""
@@ -68,7 +73,7 @@ def table(t: Table) -> str:
         out.append(f"<caption>{html.escape(t.title)}</caption>")
     out.append(
         "<thead><tr>"
-        + "".join(f"<th{n}>{html.escape(c.header)}</th>" for c, n in zip(t.columns, num, strict=True))
+        + "".join(f"<th{n}>{_lines(c.header)}</th>" for c, n in zip(t.columns, num, strict=True))
         + "</tr></thead>"
     )
     out.append("<tbody>")

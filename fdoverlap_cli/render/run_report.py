@@ -101,7 +101,8 @@ def settings_table(d: Mapping[str, Any], title: str) -> Table:
     return table(["", "value"], _flat(d), title=title, name="settings")
 
 
-def _token_check(result: RunResult) -> list[Block]:
+def token_check(result: RunResult) -> list[Block]:
+    """The token identity between the paths, and each path's output stream against the trace, as a table."""
     lines: list[Block] = list(check_lines(result))
     if result.identity is None:
         lines.append(text("tokens: one path ran, nothing to compare"))
@@ -123,7 +124,7 @@ def html_report(result: RunResult, view: Derived, figure_svg: str = "") -> str:
     sections = [Section("Summary", run_blocks(result, view))]
     if figure_svg:
         sections.append(Section("Figure", svg=figure_svg))
-    sections.append(Section("Token check", _token_check(result)))
+    sections.append(Section("Token check", token_check(result)))
     for name, m in view.paths.items():
         if m.steps:
             sections.append(

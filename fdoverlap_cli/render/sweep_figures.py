@@ -3,17 +3,17 @@ option (the values of every axis but the first); the overlap path solid, the syn
 
 The x axis is the batch size (the trace's slots); on a trace axis whose traces share a batch size, the traces
 by name. On the CPU the three quantities are not measurable: each panel says so, as the run's figure does.
-Written as PNG or SVG; matplotlib is imported only here, off-screen (Agg).
+Drawn once (`draw_sweep`) and written as PNG or SVG, or inline in the HTML report, by render/figures.py (its fonts:
+the SVG's text drawn as paths); matplotlib is imported only when drawn, off-screen (Agg).
 """
 
 from __future__ import annotations
 
-import io
 import os
 from typing import Any
 
-from fdoverlap_cli.fileio import atomic_open
 from fdoverlap_cli.measure import catalog
+from fdoverlap_cli.render import figures
 from fdoverlap_cli.render.cells import NOT_MEASURABLE_ON_CPU
 from fdoverlap_cli.sweep.record import SweepRow, SweepView
 
@@ -55,8 +55,15 @@ def _panel(ax: Any, view: SweepView, title: str, unit_label: str, get: Any, path
         ax.legend(fontsize=9, framealpha=0.9)
 
 
-def plot_sweep(view: SweepView, out: str | os.PathLike[str], fmt: str = "png") -> None:
-    """Write the sweep's figure to `out` (atomically) as `fmt`: png or svg."""
+def draw_sweep(view: SweepView) -> Any:
+    """The sweep's figure (a matplotlib Figure, not yet written)."""
+    import matplotlib
+
+    with matplotlib.rc_context(figures.FONTS):
+        return _draw(view)
+
+
+def _draw(view: SweepView) -> Any:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -98,7 +105,9 @@ def plot_sweep(view: SweepView, out: str | os.PathLike[str], fmt: str = "png") -
     axes[-1].set_xticks(ticks, labels)
     axes[-1].set_xlabel("batch size (slots)" if by_batch else "trace")
     fig.suptitle(view.title, fontsize=12)
-    buf = io.BytesIO()
-    fig.savefig(buf, format=fmt, dpi=110)
-    with atomic_open(out, "wb") as f:
-        f.write(buf.getvalue())
+    return fig
+
+
+def plot_sweep(view: SweepView, out: str | os.PathLike[str], fmt: str = "png") -> None:
+    """Write the sweep's figure to `out` (atomically; '-': standard output) as `fmt`: png or svg."""
+    figures.write_figure(draw_sweep(view), out, fmt)
