@@ -269,14 +269,36 @@ def write_export(
     trace_sha256: str | None = None,
     schema_from: str | Path | None = None,
     version: str = "3.20.3",
+    processes: tuple[int, ...] = (PID,),
 ) -> dict[str, list[Span]]:
     """Write an export of `steps` steps of each path to `file`; return each path's spans.
+
+    With several `processes` (the ranks of a tensor-parallel run in one export) each runs the same loop over
+    the same time, its threads its own, and the spans are returned per process: `sync@pid{pid}`.
 
     Warm-up steps run before the `measure` range (attributed to no path); the sync path's messages
     are registered strings, the overlap path's plain text; another thread launches kernels outside
     any range; `trace_sha256` is the trace's id in the path ranges' payload.
     """
     w = ExportWriter(file, schema_from=schema_from, version=version)
+    expected: dict[str, list[Span]] = {}
+    for pid in processes:
+        w.process(pid)
+        own = _write_process(w, steps, costs, paths, warmup_steps, trace_sha256)
+        expected.update(own if len(processes) == 1 else {f"{p}@pid{pid}": s for p, s in own.items()})
+    w.close()
+    return expected
+
+
+def _write_process(
+    w: ExportWriter,
+    steps: int,
+    costs: StepCosts,
+    paths: tuple[str, ...],
+    warmup_steps: int,
+    trace_sha256: str | None,
+) -> dict[str, list[Span]]:
+    """One process's rows of write_export (its domain and categories, warm-up, paths, measure range)."""
     domain = w.domain(schema.DOMAIN)
     for category, name in enumerate(schema.RANGES, 1):
         w.category(domain, category, name)
@@ -306,7 +328,6 @@ def write_export(
         )
         loop.host += 50_000
     w.nvtx_range(measure_start, loop.host, schema.MEASURE, domain=domain)
-    w.close()
     return expected
 
 

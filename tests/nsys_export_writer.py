@@ -78,8 +78,12 @@ PID = 4242
 GLOBAL_PID = (1 << 48) | (PID << 24)  # nsys's GlobalId layout: the pid above the low 24 bits of the tid
 
 
-def global_tid(tid: int) -> int:
-    return GLOBAL_PID | tid
+def global_pid(pid: int = PID) -> int:
+    return (1 << 48) | (pid << 24)
+
+
+def global_tid(tid: int, pid: int = PID) -> int:
+    return global_pid(pid) | tid
 
 
 class ExportWriter:
@@ -111,6 +115,11 @@ class ExportWriter:
         self._graph_table = False
         self.first_ns: int | None = None
         self.last_ns = 0
+        self.pid = PID  # the process the rows written next belong to (`process()`)
+
+    def process(self, pid: int) -> None:
+        """Write the rows that follow as process `pid`'s (a thread id `tid` is then that process's thread)."""
+        self.pid = pid
 
     def _create_tables(self, schema_from: str | Path | None) -> None:
         if schema_from is None:
@@ -156,13 +165,25 @@ class ExportWriter:
             self._domains[name] = len(self._domains) + 1
             self._add(
                 nsys.NVTX,
-                (0, None, nsys.NVTX_DOMAIN_CREATE, None, name, global_tid(tid), None, self._domains[name], None),
+                (
+                    0,
+                    None,
+                    nsys.NVTX_DOMAIN_CREATE,
+                    None,
+                    name,
+                    global_tid(tid, self.pid),
+                    None,
+                    self._domains[name],
+                    None,
+                ),
             )
         return self._domains[name]
 
     def category(self, domain: int, category: int, name: str, tid: int = PID) -> None:
         """Name a category of `domain` (an nvtxDomainNameCategory event)."""
-        self._add(nsys.NVTX, (0, None, nsys.NVTX_CATEGORY, category, name, global_tid(tid), None, domain, None))
+        self._add(
+            nsys.NVTX, (0, None, nsys.NVTX_CATEGORY, category, name, global_tid(tid, self.pid), None, domain, None)
+        )
 
     def nvtx_range(
         self,
@@ -179,14 +200,15 @@ class ExportWriter:
         """A push/pop range; its message a registered string (textId) or plain text."""
         text, text_id = (None, self.string(name)) if registered and name is not None else (name, None)
         self._add(
-            nsys.NVTX, (start, end, nsys.NVTX_PUSH_POP, category, text, global_tid(tid), text_id, domain, payload)
+            nsys.NVTX,
+            (start, end, nsys.NVTX_PUSH_POP, category, text, global_tid(tid, self.pid), text_id, domain, payload),
         )
         self._seen(start, end)
 
     def call(self, start: int, end: int, name: str, *, tid: int = PID) -> int:
         """A CUDA API call (`name` as nsys spells it, e.g. cudaLaunchKernel_v7000); returns its correlation id."""
         self._correlation += 1
-        self._add(nsys.RUNTIME, (start, end, global_tid(tid), self._correlation, self.string(name)))
+        self._add(nsys.RUNTIME, (start, end, global_tid(tid, self.pid), self._correlation, self.string(name)))
         self._seen(start, end)
         return self._correlation
 
@@ -195,7 +217,7 @@ class ExportWriter:
     ) -> None:
         """A kernel; `graph_node`: the node of a CUDA graph it ran in (a graph traced per node)."""
         name_id = self.string(name)
-        self._add(nsys.KERNEL, (start, end, stream, correlation_id, GLOBAL_PID, name_id, name_id, graph_node))
+        self._add(nsys.KERNEL, (start, end, stream, correlation_id, global_pid(self.pid), name_id, name_id, graph_node))
         self._seen(start, end)
 
     def graph_trace(self, start: int, end: int, *, stream: int, correlation_id: int, graph_id: int = 1) -> None:
@@ -203,13 +225,13 @@ class ExportWriter:
         if not self._graph_table:
             self._db.execute(f"CREATE TABLE {nsys.GRAPH_TRACE} ({_GRAPH_TRACE_COLUMNS})")
             self._graph_table = True
-        self._add(nsys.GRAPH_TRACE, (start, end, stream, correlation_id, GLOBAL_PID, graph_id, graph_id))
+        self._add(nsys.GRAPH_TRACE, (start, end, stream, correlation_id, global_pid(self.pid), graph_id, graph_id))
         self._seen(start, end)
 
     def memcpy(
         self, start: int, end: int, *, stream: int, correlation_id: int, kind: int, src: int, dst: int, nbytes: int
     ) -> None:
-        self._add(nsys.MEMCPY, (start, end, stream, correlation_id, GLOBAL_PID, nbytes, kind, src, dst))
+        self._add(nsys.MEMCPY, (start, end, stream, correlation_id, global_pid(self.pid), nbytes, kind, src, dst))
         self._seen(start, end)
 
     def close(self) -> None:

@@ -225,6 +225,29 @@ def test_simulated_spans_match_the_definitions(simulated, path):
         assert _unions(got, kind) == _unions(want, kind), kind
 
 
+def test_two_processes_in_one_export_are_attributed_per_process(tmp_path):
+    """The ranks of a --tp 2 run profiled together: each process's paths apart, named by its pid, and each one's
+    spans those of its own loop (the other rank's ranges and kernels, at the same times, take nothing)."""
+    path = tmp_path / "two-ranks.sqlite"
+    expected = write_export(path, 5, warmup_steps=1, processes=(4242, 4343))
+    with NsysExport.open(path) as export:
+        attribution = attribute(export)
+    names = {f"{p}@pid{pid}" for p in ("sync", "overlap") for pid in (4242, 4343)}
+    assert set(attribution.paths) == set(expected) == names
+    for name, p in attribution.paths.items():
+        assert p.pid == int(name.rsplit("@pid", 1)[1])
+        got, want = p.spans, SpanTable.from_spans(expected[name])
+        for kind in Kind.ALL:
+            assert _unions(got, kind) == _unions(want, kind), (name, kind)
+        assert p.compute_kernels.count == attribution.paths[name.replace("4343", "4242")].compute_kernels.count
+
+
+def test_one_process_keeps_the_plain_path_names(simulated):
+    _, _, attribution = simulated
+    assert set(attribution.paths) == {"sync", "overlap"}
+    assert {p.pid for p in attribution.paths.values()} == {4242}
+
+
 @pytest.mark.parametrize("path", ["sync", "overlap"])
 def test_simulated_metrics_match(simulated, path):
     _, expected, attribution = simulated

@@ -60,6 +60,11 @@ _PAYLOAD_COLUMNS = ("int64Value", "uint64Value", "int32Value", "uint32Value")
 TID_BITS = 24  # globalTid = globalPid + tid: the low 24 bits are the thread id
 
 
+def process_id(global_tid: int) -> int:
+    """The OS process id inside nsys's globalTid/globalPid (bits 24-47; the top bits are the VM id)."""
+    return (global_tid >> TID_BITS) & 0xFFFFFF
+
+
 class NvtxRange(NamedTuple):
     """One NVTX range [start, end) on thread `tid`; `end` is None for a range never closed."""
 

@@ -34,6 +34,10 @@ definitions, the same as the engine's own timing (schema.STEP_SPANS):
   insert, preprocess, postprocess  their ranges: Kind.INSERT, PREPROCESS, POSTPROCESS. GPU work
              launched inside insert_tasks is insert work (counted, in no C_k).
 
+Several processes (the ranks of `--tp N` profiled together, or one export per rank merged): the ranges and
+calls are attributed per thread as always, and each path is named by the process it ran in,
+`sync@pid1234`, so every rank's steps are measured apart (one process: `sync`, `overlap` as before).
+
 One pass over the API calls in time order, advancing through the NVTX ranges alongside: the state is
 one stack of open ranges per thread, the last interval of each (kind, step, stream) still growing
 (touching or overlapping intervals are merged as they arrive), and the span columns.
@@ -83,6 +87,7 @@ class PathAttribution:
     idle_iterations: int  # step ranges without a preprocess range (the worker idled)
     kernel_busy_ns: int = 0  # |union of the C_k kernels|: C_k without the idle gaps inside its stages
     first_kernel_ns: dict[int, int] = field(default_factory=dict)  # step -> start of its first kernel of C_k
+    pid: int | None = None  # the process the path's ranges ran in
 
     def counts(self) -> dict[str, dict[str, int] | int]:
         return {
@@ -160,6 +165,7 @@ class StepAttributor:
         self.tracks = Tracks()
         self.stacks: dict[int, list[_Open]] = {}
         self.paths: dict[str, PathBuilder] = {}
+        self.origin: dict[str, tuple[str, int]] = {}  # path key -> (path name, process id)
         self.step_ranges = self.stage_ranges = self.steps_outside_paths = self.gpu_outside_paths = 0
         self._last_wait: tuple[int, int, int] | None = None
         self._last_graph_launch: tuple[int, int | None] | None = None
@@ -174,13 +180,27 @@ class StepAttributor:
             stack.pop()
         return stack
 
-    def _new_path(self, name: str) -> PathBuilder:
+    def _new_path(self, name: str, tid: int) -> PathBuilder:
         key, n = name, 1
         while key in self.paths:
             n += 1
             key = f"{name}#{n}"
         self.paths[key] = PathBuilder(key)
+        self.origin[key] = (name, nsys.process_id(tid))
         return self.paths[key]
+
+    def _keys(self) -> dict[str, str]:
+        """Each path's name in the result: as found in one process; with several, by process (`sync@pid1234`)."""
+        if len({pid for _, pid in self.origin.values()}) <= 1:
+            return {key: key for key in self.paths}
+        keys: dict[str, str] = {}
+        for key, (name, pid) in self.origin.items():
+            new, n = f"{name}@pid{pid}", 1
+            while new in keys.values():
+                n += 1
+                new = f"{name}@pid{pid}#{n}"
+            keys[key] = new
+        return keys
 
     def enter(self, r: nsys.NvtxRange) -> None:
         """A push/pop range of the fdoverlap domain starts: push it, and emit its host span."""
@@ -191,7 +211,7 @@ class StepAttributor:
         name = r.name if r.name is not None else self.categories.get((r.domain, r.category))
         opened = _Open(r.end, parent.path, parent.step, parent.stage, parent.stage_step)
         if name in PATHS:
-            opened = _Open(r.end, self._new_path(name), None, None, None)
+            opened = _Open(r.end, self._new_path(name, r.tid), None, None, None)
             if r.payload is not None:
                 self.trace_ids.add(r.payload)
         elif name == STEP:
@@ -284,12 +304,13 @@ class StepAttributor:
             p.finish()
         names = self.tracks.names(self.paths.values())
         paths = {}
+        keys = self._keys()
         for key, p in self.paths.items():
             if not len(p.columns.step):
                 continue
             w = p.work
-            paths[key] = PathAttribution(
-                name=key,
+            paths[keys[key]] = PathAttribution(
+                name=keys[key],
                 spans=p.columns.table(names),
                 flows=[_flow(f, names) for f in p.flows],
                 compute_kernels=w.get("compute", GpuWork()),
@@ -303,6 +324,7 @@ class StepAttributor:
                 idle_iterations=p.idle_iterations,
                 kernel_busy_ns=p.kernel_busy_ns,
                 first_kernel_ns=p.first_kernel,
+                pid=self.origin[key][1],
             )
         return Attribution(
             paths=paths,
