@@ -15,6 +15,9 @@
 #   bash benchmarks/gpu_session.sh exposed    the exposed host time on decode-b64 (8B-class, default and
 #                                             --token-count sync; their figures) and its nsys cross-check
 #                                             on the sync path; prints the acceptance, PASS/FAIL per check
+#   bash benchmarks/gpu_session.sh tp         tensor parallelism: its GPU tests (shards built on the GPU, one rank
+#                                             through paddle's launcher), compare --tp 1 in process and launched,
+#                                             and --tp 2/4/8 where the host has the GPUs (skipped with a message)
 #   bash benchmarks/gpu_session.sh report     a report to attach of a GPU run (decode-b64, 8B-class): report
 #                                             --html/--markdown/--svg/--png, and analyze --html/--markdown of its
 #                                             nsys profile, in $OUT/report/ (look at the figures and the page)
@@ -230,6 +233,51 @@ sweep_phase() {  # about 2 min on an H200 (estimate): 8 + 3 compares of ~70 step
     ls -l "$dir"
 }
 
+tp_phase() {  # about 3 min on one H200 (estimate): 2-layer GPU tests, then compares at $LAYERS layers
+    banner "tensor-parallel GPU tests (8b, 2 layers)"
+    rm -f "$OUT/tp-identity.txt"
+    timeout 500 python -m pytest -q -m gpu -rf -p no:cacheprovider tests/test_tensor_parallel_gpu.py \
+        > "$OUT/tp-tests.log" 2>&1
+    tail -8 "$OUT/tp-tests.log"
+    [ -f "$OUT/tp-identity.txt" ] && cat "$OUT/tp-identity.txt"
+    local gpus n
+    gpus=$(nvidia-smi -L | wc -l)
+    banner "compare --tp 1 in process, and as one rank of paddle.distributed.launch (8b, $LAYERS layers)"
+    timeout 500 $FDO compare --sync --overlap traces/decode-b64.json --preset 8b --layers "$LAYERS" \
+        -o "$OUT/tp-1.json" | tail -3
+    FDOVERLAP_TP_LAUNCH=1 timeout 500 $FDO compare --sync --overlap traces/decode-b64.json --preset 8b \
+        --layers "$LAYERS" -o "$OUT/tp-1-launched.json" | tail -3
+    for n in 2 4 8; do
+        if [ "$n" -gt "$gpus" ]; then
+            echo "skip --tp $n: this host has $gpus GPU(s)"
+            continue
+        fi
+        banner "compare --tp $n (8b, $LAYERS layers)"
+        timeout 560 $FDO compare --sync --overlap traces/decode-b64.json --preset 8b --layers "$LAYERS" --tp "$n" \
+            -o "$OUT/tp-$n.json" | tail -3
+    done
+    banner "tensor parallel: speedup, barrier wait per step, tokens against --tp 1"
+    python - "$OUT"/tp-*.json <<'PY'
+import json, sys
+runs = {f.rsplit('/', 1)[-1]: json.load(open(f)) for f in sys.argv[1:]}
+one = runs.get("tp-1.json")
+for name, d in runs.items():
+    c = d["derived"]["comparison"] or {}
+    tp = d.get("tensor_parallel") or {"size": 1, "ranks": []}
+    parts = []
+    for p, rec in d["paths"].items():
+        cols = rec["columns"]
+        waits = [e - s for s, e in zip(cols["barrier_start"], cols["barrier_end"]) if s is not None and e is not None]
+        exposed = ((d["derived"]["paths"][p].get("exposed") or {}).get("tp_barrier") or {}).get("mean_ns")
+        same = one and {r: t["sha256"] for r, t in rec["tokens"].items()} == {
+            r: t["sha256"] for r, t in one["paths"][p]["tokens"].items()}
+        wait = f"{sum(waits) / len(waits) / 1e3:,.1f} us" if waits else "-"
+        parts.append(f"{p}: barrier {wait}/step, exposed {exposed}, tokens as tp-1 {same}")
+    speedup = f"{c['speedup']:.3f}" if c.get("speedup") else "-"
+    print(f"{name:20} tp {tp['size']} speedup {speedup}  " + " · ".join(parts))
+PY
+}
+
 for phase in "${@:-check}"; do
     case $phase in
         check) timed check ;;
@@ -243,6 +291,7 @@ for phase in "${@:-check}"; do
         exposed) timed exposed ;;
         report) timed report_phase ;;
         sweep) timed sweep_phase ;;
+        tp) timed tp_phase ;;
         *) echo "unknown phase $phase" >&2; exit 2 ;;
     esac
 done 2>&1 | tee -a "$OUT/gpu-session.log"

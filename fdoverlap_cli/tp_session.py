@@ -64,7 +64,7 @@ class TensorParallelSession:
                     say(phase, done, total, None)
 
         with barrier_server(cfg.tp) as env:
-            launcher = RankLauncher(cfg.tp, self._dir, config_file, self.on_gpu, env)
+            launcher = RankLauncher(cfg.tp, self._dir, config_file, env)
             try:
                 code = launcher.wait(poll)
             finally:

@@ -204,6 +204,17 @@ def test_the_tp_record_is_checked_on_load(runs, tmp_path):
     assert RunResult.load(f).tensor_parallel is None
 
 
+def test_one_rank_through_the_launcher(tmp_path, ops):
+    """FDOVERLAP_TP_LAUNCH=1: --tp 1 as one rank of paddle's launcher (what the GPU session checks on one GPU)."""
+    trace, out = _synth(tmp_path), tmp_path / "run.json"
+    args = ["compare", str(trace), "--device", "cpu", "--warmup", "2", "--json", "-o", str(out)]
+    done = run_cli(*args, env={"FDOVERLAP_TP_LAUNCH": "1"})
+    assert done.returncode == 0, done.stderr
+    run = RunResult.load(out)
+    assert run.tensor_parallel.size == 1 and len(run.tensor_parallel.ranks) == 1
+    assert run.identity.identical and run.tensor_parallel.ranks[0].messages_sent["overlap"] > 0
+
+
 # ------------------------------------------------------------------ interrupts
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,10 @@ from fdoverlap_cli.engine.graphs import GRAPH_MODES
 from fdoverlap_cli.engine.model import PRESETS
 from fdoverlap_cli.engine.runner import HOST_WORK_STAGES
 from fdoverlap_cli.errors import CheckFailed, FdoError, OptionError
+
+# FDOVERLAP_TP_LAUNCH=1 starts even --tp 1 as a rank of paddle's launcher (the GPU session checks the launcher and
+# paddle's collective set-up on a host with one GPU that way).
+TP_LAUNCH_ENV = "FDOVERLAP_TP_LAUNCH"
 
 if TYPE_CHECKING:
     from fdoverlap_cli.session import ReplayConfig
@@ -248,7 +253,7 @@ def run_replay(paths: tuple[str, ...], values: dict[str, Any]) -> None:
 
     config, outputs = _config(paths, values)
     outputs.check({"the trace": config.trace_file})  # fail now, not after the run
-    if config.tp > 1:
+    if config.tp > 1 or os.environ.get(TP_LAUNCH_ENV) == "1":  # the env: one rank through the launcher too
         from fdoverlap_cli.tp_session import TensorParallelSession
 
         session: Any = TensorParallelSession(config)

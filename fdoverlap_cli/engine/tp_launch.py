@@ -53,26 +53,25 @@ def barrier_server(parties: int) -> Iterator[dict[str, str]]:
             server.listener.close()
 
 
-def launcher_command(ranks: int, run_dir: Path, config_file: Path, gpus: bool) -> list[str]:
-    """paddle's launcher starting `ranks` processes of the rank entry on this host."""
+def launcher_command(ranks: int, run_dir: Path, config_file: Path) -> list[str]:
+    """paddle's launcher starting `ranks` processes of the rank entry on this host (on a GPU host rank i gets the
+    i-th visible GPU, as FLAGS_selected_gpus; on the CPU the backend is gloo)."""
     cmd = [sys.executable, "-m", "paddle.distributed.launch", "--run_mode", "collective"]
     cmd += ["--nproc_per_node", str(ranks), "--max_restart", "0", "--log_dir", str(run_dir / "log")]
     cmd += ["--job_id", f"fdoverlap-{os.getpid()}"]
-    if gpus:
-        cmd += ["--devices", ",".join(str(i) for i in range(ranks))]
     return [*cmd, str(RANK_SCRIPT), str(config_file), str(run_dir)]
 
 
 class RankLauncher:
     """paddle's launcher as a child in its own session, and everything it started."""
 
-    def __init__(self, ranks: int, run_dir: Path, config_file: Path, gpus: bool, env: dict[str, str]) -> None:
+    def __init__(self, ranks: int, run_dir: Path, config_file: Path, env: dict[str, str]) -> None:
         self.ranks = ranks
         self.run_dir = run_dir
         package_root = str(Path(__file__).resolve().parents[2])  # the ranks run this copy of fdoverlap
         path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
         self._proc = subprocess.Popen(
-            launcher_command(ranks, run_dir, config_file, gpus),
+            launcher_command(ranks, run_dir, config_file),
             env={**os.environ, **env, "PYTHONPATH": path},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
