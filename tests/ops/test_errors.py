@@ -129,6 +129,21 @@ CASES = [
         "fill_: input 'x' must be bool, int32, int64, float16 or float32",
     ),
     ("fill_random_", lambda o: o.fill_random_(z(3, I64), 1, 1.0), "fill_random_: input 'x' must be float32 or float16"),
+    (
+        "fill_random_block_",
+        lambda o: o.fill_random_block_(z(3, F32), 1, 1.0, 3, 0, 0, 0, 3),
+        r"fill_random_block_: input 'x' must be 2-D \[rows, cols\]",
+    ),
+    (
+        "fill_random_block_",
+        lambda o: o.fill_random_block_(z((2, 3), I64), 1, 1.0, 3, 0, 0, 0, 3),
+        "fill_random_block_: input 'x' must be float32 or float16",
+    ),
+    (
+        "fill_random_block_",
+        lambda o: o.fill_random_block_(z((2, 3), F32), 1, 1.0, 4, 0, 2, 0, 3),
+        r"fill_random_block_: columns \[2, 5\) are past full_cols 4",
+    ),
     ("record_timestamp", lambda o: o.record_timestamp(z(3, I32), 0, 0), "record_timestamp: input 'buf' must be int64"),
     ("clock_samples", lambda o: o.clock_samples(z(1, I64), 0), "clock_samples: attribute 'samples' must be positive"),
     (
