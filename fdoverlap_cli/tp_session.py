@@ -18,9 +18,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from fdoverlap_cli import ops as op_library
+from fdoverlap_cli import stop_signals
 from fdoverlap_cli.engine.parallel import check_tp
 from fdoverlap_cli.engine.tp_launch import RankLauncher, barrier_server
 from fdoverlap_cli.errors import ExitCode, FdoError, InputError
+from fdoverlap_cli.fileio import atomic_open
 from fdoverlap_cli.platform import probe
 from fdoverlap_cli.results import PathRecord, RankRecord, RunResult, TensorParallel
 from fdoverlap_cli.session import Progress, ReplayConfig, ReplaySession, _runs_on_cpu
@@ -43,6 +45,8 @@ class TensorParallelSession:
             raise FdoError("--cuda-graph: on needs one rank: the all-reduce of --tp > 1 is not captured in a graph")
         self._dir = Path(tempfile.mkdtemp(prefix="fdoverlap-tp-"))
         self.backend = "nccl" if self.on_gpu else "gloo"
+        self.keep_logs = False  # the ranks' folder stays when the error names their logs
+        self._merged: RunResult | None = None
 
     def run(self, progress: Progress | None = None) -> None:
         say = progress or (lambda *_: None)
@@ -53,7 +57,8 @@ class TensorParallelSession:
             op_library.load()
         say("op library", 1, 1, None)
         config_file = self._dir / "config.pickle"
-        config_file.write_bytes(pickle.dumps(cfg))
+        with atomic_open(config_file, "wb", encoding=None) as f:
+            f.write(pickle.dumps(cfg))
         seen: list[tuple[str, int, int]] = []
 
         def poll() -> None:  # rank 0's progress, as the ranks' bar
@@ -69,6 +74,8 @@ class TensorParallelSession:
                 code = launcher.wait(poll)
             finally:
                 launcher.stop()  # also on an interrupt: no rank may outlive the run
+                with stop_signals.held():  # what the ranks wrote, read before the folder goes
+                    self._merged = self._merge()
         poll()
         if code != 0:
             raise self._rank_error(code)
@@ -80,6 +87,7 @@ class TensorParallelSession:
             if f.exists():
                 status, _, message = f.read_text().partition("\t")
                 return FdoError(f"tp rank {r}: {message.strip()}", exit_code=int(status or ExitCode.INTERNAL))
+        self.keep_logs = True
         return FdoError(
             f"paddle.distributed.launch exited with status {code}; the ranks' logs: {self._dir / 'log'}",
             exit_code=ExitCode.INTERNAL,
@@ -87,6 +95,11 @@ class TensorParallelSession:
 
     def result(self) -> RunResult:
         """Rank 0's run with every rank's record (what the ranks had measured when one stopped)."""
+        if self._merged is None:
+            self._merged = self._merge()
+        return self._merged
+
+    def _merge(self) -> RunResult:
         ranks: list[RankRecord] = []
         main: RunResult | None = None
         for r in range(self.config.tp):
@@ -117,7 +130,8 @@ class TensorParallelSession:
         return main
 
     def close(self) -> None:
-        """Remove the ranks' folder (their logs stay while the run is reported)."""
+        """Remove the ranks' folder once the run is saved (kept when an error names the logs in it)."""
         import shutil
 
-        shutil.rmtree(self._dir, ignore_errors=True)
+        if not self.keep_logs:
+            shutil.rmtree(self._dir, ignore_errors=True)

@@ -266,9 +266,10 @@ def run_replay(paths: tuple[str, ...], values: dict[str, Any]) -> None:
         for flag in _save(session, outputs)[1]:
             outputs.wrote(flag, "what was measured before the run stopped")
         raise
+    finally:
+        if hasattr(session, "close"):  # a --tp run's folder of rank records, once they are merged
+            session.close()
     result, written = _save(session, outputs)
-    if hasattr(session, "close"):
-        session.close()
     view = result.view(config.window)
     if outputs.as_json:
         typer.echo(json.dumps(run_tables.summary_dict(result, view), indent=2))
