@@ -22,7 +22,9 @@ from typing import Any
 import numpy as np
 
 from fdoverlap_cli import __version__
+from fdoverlap_cli.engine.designs import PR6176
 from fdoverlap_cli.engine.graphs import GraphCapture
+from fdoverlap_cli.engine.output_ipc import MSGQUEUE
 from fdoverlap_cli.engine.token_check import IdentityCheck, StreamCheck
 from fdoverlap_cli.errors import InputError
 from fdoverlap_cli.fileio import write_json
@@ -278,6 +280,17 @@ class RunResult:
     @property
     def complete(self) -> bool:
         return bool(self.paths) and all(p.complete for p in self.paths.values())
+
+    @property
+    def runner(self) -> str:
+        """The runner design the run replayed (develop, pr6176): options.runner.design; a run.json written
+        before there were two runners ran the #6176 one."""
+        return str((self.options.get("runner") or {}).get("design", PR6176))
+
+    @property
+    def output_ipc(self) -> str:
+        """How save sent the tokens to the output reader (msgqueue, zmq); msgqueue in an older run.json."""
+        return str(self.options.get("output_ipc", MSGQUEUE))
 
     @property
     def on_gpu(self) -> bool:

@@ -129,7 +129,7 @@ def check_results(doc: dict[str, Any]) -> None:
     D.str(model, "name", "model")
     D.int(model, "num_layers", "model")
     D.str(model, "dtype", "model")
-    D.object(D.field(doc, "options", ""), "options")
+    _options(D.object(D.field(doc, "options", ""), "options"))
     _window(D.field(doc, "window", ""))
     graphs = D.optional(doc, "cuda_graphs", "")
     if graphs is not None:
@@ -171,6 +171,25 @@ def _tensor_parallel(tp: dict[str, Any]) -> None:
             if name not in schema.PATHS:
                 raise InputError(_key(f"{at}.paths", name), f"unknown path (expected {' or '.join(schema.PATHS)})")
             _path(D.object(path, f"{at}.paths.{name}"), name, f"{at}.paths.{name}")
+
+
+def _options(options: dict[str, Any]) -> None:
+    """Free-form but for what the renderers read: the runner's design and the output path (absent in files
+    written before there were two of each: pr6176 and msgqueue)."""
+    from fdoverlap_cli.engine.designs import DESIGNS
+    from fdoverlap_cli.engine.output_ipc import OUTPUT_IPCS
+
+    runner = options.get("runner")
+    if runner is not None:
+        runner = D.object(runner, "options.runner")
+        if "design" in runner and runner["design"] not in DESIGNS:
+            raise InputError(
+                "options.runner.design", f"expected {' or '.join(DESIGNS)}, got {_describe(runner['design'])}"
+            )
+    if "output_ipc" in options and options["output_ipc"] not in OUTPUT_IPCS:
+        raise InputError(
+            "options.output_ipc", f"expected {' or '.join(OUTPUT_IPCS)}, got {_describe(options['output_ipc'])}"
+        )
 
 
 def _window(value: Any) -> None:

@@ -20,6 +20,7 @@ from fdoverlap_cli.engine.bookkeeping import digest
 from fdoverlap_cli.engine.device import Device
 from fdoverlap_cli.engine.graphs import GRAPH_MODES
 from fdoverlap_cli.engine.model import model_config
+from fdoverlap_cli.engine.output_ipc import OUTPUT_IPCS
 from fdoverlap_cli.engine.parallel import RankContext
 from fdoverlap_cli.engine.replay import Engine, PathRun
 from fdoverlap_cli.engine.runner import RunnerOptions
@@ -55,7 +56,8 @@ class ReplayConfig:
     dims: str | None = None  # explicit model dimensions, 'hidden_size=1024,ffn_size=4096'
     fused_layers: bool = True  # one op per decoder layer (else one per kernel)
     cuda_graph: str = "auto"  # decode-only batches as CUDA graphs: auto (on a GPU), on, off (engine/graphs.py)
-    runner: RunnerOptions = field(default_factory=RunnerOptions)
+    runner: RunnerOptions = field(default_factory=RunnerOptions)  # its `design`: the runner (develop, pr6176)
+    output_ipc: str = "msgqueue"  # how save sends the tokens to the output reader (engine/output_ipc.py)
     warmup_steps: int = 8
     window: Window | None = None  # the steps the output covers
     cuda_profiler_range: bool = False  # cudaProfilerStart/Stop around the measured paths
@@ -70,6 +72,8 @@ class ReplayConfig:
             raise OptionError("tp", f"must be at least 1, got {self.tp}")
         if self.cuda_graph not in GRAPH_MODES:
             raise OptionError("cuda_graph", f"expected auto, on or off, got '{self.cuda_graph}'")
+        if self.output_ipc not in OUTPUT_IPCS:
+            raise OptionError("output_ipc", f"expected {' or '.join(OUTPUT_IPCS)}, got '{self.output_ipc}'")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -134,6 +138,7 @@ class ReplaySession:
             trace_payload(self.trace_sha256),
             cfg.cuda_graph,
             self.rank,
+            cfg.output_ipc,
         )
         say("model", 1, 1, None)
         say("warm-up", 0, 1, None)

@@ -81,8 +81,9 @@ def test_reader_tokens_follow_the_trace():
 
 
 def test_overlap_runs_one_empty_step_after_a_drain_and_loses_nothing():
+    """#6176: the host's not_need_stop is a step late on the overlap path (develop has none: test_runners.py)."""
     trace = engine_traces.drain_then_arrival()
-    sync, overlap = _both(trace)
+    sync, overlap = _both(trace, design="pr6176")
     _assert_complete_and_identical(trace, sync, overlap)
     sync_steps = sync.host["step"].tolist()
     overlap_steps = overlap.host["step"].tolist()
@@ -103,7 +104,7 @@ def test_a_stale_stop_flag_that_clears_a_fresh_insert_is_caught(monkeypatch):
 
     monkeypatch.setattr(ModelRunner, "save_model_output", stale)
     trace = engine_traces.arrival_right_after_drain()
-    overlap = _engine(trace).replay("overlap")
+    overlap = _engine(trace, design="pr6176").replay("overlap")
     check = check_against_trace(trace, overlap.reader.tokens, overlap.reader.markers)
     assert not check.ok
     assert any("r1" in p for p in check.problems)
@@ -127,7 +128,7 @@ def test_preemption_markers_go_out_with_their_step():
 
 def test_without_the_snapshot_overlap_sends_markers_a_step_early():
     trace = engine_traces.preemption()
-    overlap = _engine(trace, snapshot_preempted=False).replay("overlap")
+    overlap = _engine(trace, design="pr6176", snapshot_preempted=False).replay("overlap")
     expected = sorted((k, s) for k, step in enumerate(trace.steps) for s in step.preempt)
     assert _marker_steps(overlap) != expected
     check = check_against_trace(trace, overlap.reader.tokens, overlap.reader.markers)
@@ -137,7 +138,7 @@ def test_without_the_snapshot_overlap_sends_markers_a_step_early():
 def test_the_step_table_counts_the_tokens_the_messages_carried():
     """Without the snapshot a marker goes out in a token's place: `emitted` counts what the reader got."""
     trace = engine_traces.preemption()
-    overlap = _engine(trace, snapshot_preempted=False).replay("overlap")
+    overlap = _engine(trace, design="pr6176", snapshot_preempted=False).replay("overlap")
     h = overlap.host
     assert h["emitted"].sum() == sum(map(len, overlap.reader.tokens.values())) < h["generated"].sum()
     sync = _engine(trace).replay("sync")
@@ -146,7 +147,8 @@ def test_the_step_table_counts_the_tokens_the_messages_carried():
 
 def test_a_hazard_run_says_so_and_counts_what_was_emitted():
     proc = run_cli(
-        "compare", "--device", "cpu", "--warmup", "1", "--no-snapshot-preempted", str(traces_dir() / "preempt.json"),
+        "compare", "--device", "cpu", "--warmup", "1", "--runner", "pr6176", "--no-snapshot-preempted",
+        str(traces_dir() / "preempt.json"),
         "--json",
     )  # fmt: skip
     assert proc.returncode == 1  # the tokens differ: the hazard, shown on purpose
@@ -155,13 +157,15 @@ def test_a_hazard_run_says_so_and_counts_what_was_emitted():
     assert any("reproduces a known hazard" in note for note in s["notes"])
 
 
-def test_each_wait_is_tagged_with_its_kind():
-    run = _engine(engine_traces.preemption(), token_count="sync").replay("sync")
+@pytest.mark.parametrize("design", ["pr6176", "develop"])
+def test_each_wait_is_tagged_with_its_kind(design):
+    run = _engine(engine_traces.preemption(), design=design, token_count="sync").replay("sync")
     kinds = [schema.WAIT_KINDS[c] for c in run.host["wait_kind"].tolist()]
     steps = len(run.host["step"])
     assert kinds.count(Kind.EVENT_WAIT) == steps  # every save waits for its event
     assert kinds.count(Kind.READBACK) == steps  # --token-count sync reads the count back every step
-    assert set(kinds) <= {Kind.EVENT_WAIT, Kind.READBACK, Kind.BACKPRESSURE}
+    assert kinds.count(Kind.TOKEN_NUM) == (steps if design == "develop" else 0)  # develop's token_num_event
+    assert set(kinds) <= {Kind.EVENT_WAIT, Kind.READBACK, Kind.BACKPRESSURE, Kind.TOKEN_NUM}
 
 
 # ----------------------------------------------------------------------------- hazard: pinned buffer reuse
@@ -205,7 +209,9 @@ def test_predicted_token_count_equals_the_real_one(name):
         assert engine.replay(path).complete
 
 
-def test_a_wrong_prediction_is_caught(monkeypatch):
+@pytest.mark.parametrize("design", ["pr6176", "develop"])
+def test_a_wrong_prediction_is_caught(monkeypatch, design):
+    """The host's own count off by one: --verify-token-count reads the batch back and says so."""
     from fdoverlap_cli.engine import bookkeeping
 
     launch = bookkeeping.Bookkeeping.launch
@@ -218,8 +224,8 @@ def test_a_wrong_prediction_is_caught(monkeypatch):
 
     monkeypatch.setattr(bookkeeping.Bookkeeping, "launch", off_by_one)
     trace = engine_traces.preemption()
-    with pytest.raises(CheckFailed, match="predicted"):
-        _engine(trace, verify_token_count=True).replay("overlap")
+    with pytest.raises(CheckFailed, match=r"step \d+: the host (predicted|counted) \d+ tokens but the batch has"):
+        _engine(trace, design=design, verify_token_count=True).replay("overlap")
 
 
 def test_token_steps_follow_the_schedule():

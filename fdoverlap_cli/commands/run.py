@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING, Annotated, Any, get_type_hints
 import typer
 
 from fdoverlap_cli.commands.options import JsonOpt, Outputs, TimelineOpt, WindowOpt, choices, parse_window
+from fdoverlap_cli.engine.designs import DESIGNS, DEVELOP
 from fdoverlap_cli.engine.graphs import GRAPH_MODES
 from fdoverlap_cli.engine.model import PRESETS
+from fdoverlap_cli.engine.output_ipc import OUTPUT_IPCS
 from fdoverlap_cli.engine.runner import HOST_WORK_STAGES
 from fdoverlap_cli.errors import CheckFailed, FdoError, OptionError
 
@@ -69,12 +71,31 @@ def _replay_parameters(
             "off: launch every forward from the host.",
         ),
     ] = "auto",
+    runner: Annotated[
+        str,
+        typer.Option(
+            "--runner",
+            metavar=choices(*DESIGNS),
+            help="develop: FastDeploy's runner today (no not_need_stop, an upper-bound token count, "
+            "token_num_event); pr6176: the runner of PR #6176.",
+        ),
+    ] = DEVELOP,
+    output_ipc: Annotated[
+        str,
+        typer.Option(
+            "--output-ipc",
+            metavar=choices(*OUTPUT_IPCS),
+            help="msgqueue: save_output on a SysV queue; zmq: a queue and a sender thread, PUSH to the reader's "
+            "PULL (FD_USE_GET_SAVE_OUTPUT_V1).",
+        ),
+    ] = "msgqueue",
     token_count: Annotated[
         str,
         typer.Option(
             "--token-count",
             metavar=choices("predict", "sync"),
-            help="predict: count decode-only batches on the host; sync: read it back.",
+            help="predict: decode-only batches use the host's count (pr6176) or the cached upper bound "
+            "(develop); sync: read it back every step.",
         ),
     ] = "predict",
     copy_stream: Annotated[
@@ -148,10 +169,12 @@ FLAGS = {
     "paths": "--path",
     "path": "--path",
     "warmup_steps": "--warmup",
+    "design": "--runner",
+    "snapshot_preempted": "--no-snapshot-preempted",
     **{name: f"--{name.replace('_', '-')}" for name in ("device", "preset", "layers", "dims", "window", "tp")},
     **{
         name: f"--{name.replace('_', '-')}"
-        for name in ("token_count", "copy_stream", "cuda_graph", "host_work_us", "host_work_stage")
+        for name in ("token_count", "copy_stream", "cuda_graph", "host_work_us", "host_work_stage", "output_ipc")
     },
 }
 
@@ -172,6 +195,7 @@ def _config(paths: tuple[str, ...], values: dict[str, Any]) -> tuple[ReplayConfi
         fused_layers=v["fused_layers"],
         cuda_graph=v["cuda_graph"],
         runner=RunnerOptions(
+            design=v["runner"],
             token_count=v["token_count"],
             copy_stream=v["copy_stream"],
             snapshot_preempted=v["snapshot_preempted"],
@@ -180,6 +204,7 @@ def _config(paths: tuple[str, ...], values: dict[str, Any]) -> tuple[ReplayConfi
             host_work_us=v["host_work_us"],
             host_work_stage=v["host_work_stage"],
         ),
+        output_ipc=v["output_ipc"],
         warmup_steps=v["warmup"],
         window=parse_window(v["window"]),
         cuda_profiler_range=v["cuda_profiler_range"],
@@ -332,6 +357,7 @@ def compare(
 
     \b
     Example: fdoverlap compare --sync --overlap traces/decode-b64.json --preset 8b -o run.json
+    (--runner pr6176 --output-ipc zmq: another design and output path)
     """
     return tuple(p for p, on in (("sync", sync), ("overlap", overlap)) if on) or ("sync", "overlap")
 

@@ -14,7 +14,8 @@ class ShareInputs:
 
     Device: input_ids, pre_ids, seq_lens_this_time/encoder/decoder, prompt_lens, step_idx, max_dec_len,
     stop_flags, not_need_stop_device, next_tokens, end_ids, the KV cache.
-    Host: sampled_token_ids and not_need_stop_staged (pinned on a GPU: the async copies' targets),
+    Host: sampled_token_ids, not_need_stop_staged and seq_lens_this_time_host (pinned on a GPU: the async
+    copies' targets), running_flag (the develop runner's constant message sign),
     not_need_stop (the host flag, read and written only through get_stop/set_stop), preempted_idx and
     last_preempted_idx (numpy: the host writes them at insert time).
     """
@@ -45,6 +46,10 @@ class ShareInputs:
         self.sampled_token_ids = device.host_buffer([bsz, 1], "int64")
         self.not_need_stop_staged = device.host_buffer([1], "bool")
         self.not_need_stop = device.host_tensor(np.zeros([1], dtype=bool))
+        # The develop runner: seq_lens_this_time copied at each launch (its token_num_event predicts the next
+        # launch's count from it), and the sign its messages carry (no not_need_stop: always +msg_id).
+        self.seq_lens_this_time_host = device.host_buffer([bsz], "int32")
+        self.running_flag = device.host_tensor(np.ones([1], dtype=bool))
         self.preempted_idx = np.zeros(bsz, dtype=np.int32)
         self.last_preempted_idx = np.zeros(bsz, dtype=np.int32)
         self.preempted_for_save = device.host_tensor(self.preempted_idx)  # what save_output reads

@@ -7,7 +7,9 @@ the way FastDeploy's engine does: a token in slot s belongs to the request occup
 order of occupants of each slot from the trace; an occupant leaves when it has all its tokens or at
 its preemption marker.
 
-Run as `python -m fdoverlap_cli.engine.reader --msqid N --plan plan.json --out result.json`.
+Run as `python -m fdoverlap_cli.engine.reader --msqid N --plan plan.json --out result.json` (the SysV queue;
+it loads paddle and the ops for get_output), or with `--zmq ipc://...` instead of `--msqid` (the ZMQ path: it
+binds the PULL there and needs neither).
 """
 
 from __future__ import annotations
@@ -166,8 +168,12 @@ class TokenStreams:
 class OutputReader:
     """Starts, watches and stops the reader process of one replay."""
 
-    def __init__(self, trace: Trace, msqid: int) -> None:
+    def __init__(self, trace: Trace, msqid: int | None = None, zmq_address: str | None = None) -> None:
+        """Read the SysV queue `msqid`, or (`zmq_address`) bind a PULL at the ZMQ endpoint's address."""
+        if (msqid is None) == (zmq_address is None):
+            raise ValueError("the output reader reads one transport: give msqid or zmq_address")
         self.msqid = msqid
+        self.zmq_address = zmq_address
         self._dir = tempfile.TemporaryDirectory(prefix="fdoverlap-reader-")
         work = Path(self._dir.name)
         self._plan_path = work / "plan.json"
@@ -178,7 +184,8 @@ class OutputReader:
 
     def start(self) -> None:
         with open(self._err_path, "wb") as err:
-            args = ["--msqid", str(self.msqid), "--plan", str(self._plan_path), "--out", str(self._out_path)]
+            source = ["--zmq", self.zmq_address] if self.zmq_address else ["--msqid", str(self.msqid)]
+            args = [*source, "--plan", str(self._plan_path), "--out", str(self._out_path)]
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "fdoverlap_cli.engine.reader", *args, "--parent", str(os.getpid())],
                 stdin=subprocess.DEVNULL,
@@ -298,7 +305,9 @@ def _terminate(signum: int, _frame: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fdoverlap-reader")
-    parser.add_argument("--msqid", type=int, required=True)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--msqid", type=int)
+    source.add_argument("--zmq", metavar="ADDRESS")
     parser.add_argument("--plan", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--parent", type=int, required=True)
@@ -311,7 +320,12 @@ def main(argv: list[str] | None = None) -> int:
         return _read(args)
     except BaseException:  # SystemExit from _terminate or _die_with_parent, or what paddle's import makes of it
         if os.getppid() != args.parent:  # the tool died: nobody else will remove the queue and the folder
-            remove_queue(args.msqid)
+            if args.zmq:
+                from fdoverlap_cli.engine.zmq_output import remove_endpoint
+
+                remove_endpoint(args.zmq)
+            else:
+                remove_queue(args.msqid)
             shutil.rmtree(args.plan.parent, ignore_errors=True)
         raise
 
@@ -319,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
 def _read(args: argparse.Namespace) -> int:
     """Load paddle and the ops, then receive until the end-of-run message and write the result."""
     from fdoverlap_cli import stop_signals
+
+    if args.zmq:
+        return _read_zmq(args)
 
     with stop_signals.held():  # paddle's SIGTERM handler must not replace _terminate
         import numpy as np
@@ -345,6 +362,19 @@ def _read(args: argparse.Namespace) -> int:
         if tuple(message[:2]) == END_OF_RUN:
             break
         streams.add(message)
+    streams.write(args.out)
+    return 0
+
+
+def _read_zmq(args: argparse.Namespace) -> int:
+    """Bind the PULL, then receive until the end-of-run message and write the result (no paddle needed)."""
+    from fdoverlap_cli.engine.zmq_output import ZmqReceiver
+
+    streams = TokenStreams(json.loads(args.plan.read_text()))
+    with ZmqReceiver(args.zmq) as receiver:  # closed, its socket file removed, on every exit
+        print(READY, flush=True)
+        for message in receiver.messages():
+            streams.add(message)
     streams.write(args.out)
     return 0
 

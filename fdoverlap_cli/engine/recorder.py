@@ -15,7 +15,7 @@ import numpy as np
 from fdoverlap_cli.measure.records import Kind
 from fdoverlap_cli.measure.schema import GPU_POINTS, HOST_COLUMNS, WAIT_COLUMNS, WAIT_KINDS, GpuPoint
 
-WAITS_PER_STEP = 3  # the token-count read-back, the save's event wait, back-pressure from a full queue (Kind.WAITS)
+WAITS_PER_STEP = 4  # the token-count read-back, the save's event wait, back-pressure, token_num_event (Kind.WAITS)
 
 
 class StepRecorder:

@@ -25,8 +25,9 @@ from fdoverlap_cli.engine.device import Device
 from fdoverlap_cli.engine.graphs import GraphCapture, ModelForward, capture_sizes, graphs_enabled
 from fdoverlap_cli.engine.model import ModelConfig, SyntheticDecoder
 from fdoverlap_cli.engine.msg_queue import check_message_size
+from fdoverlap_cli.engine.output_ipc import OUTPUT_IPCS, open_output
 from fdoverlap_cli.engine.parallel import RankContext, reducer
-from fdoverlap_cli.engine.reader import OutputReader, OutputSender, ReaderResult
+from fdoverlap_cli.engine.reader import ReaderResult
 from fdoverlap_cli.engine.recorder import StepRecorder
 from fdoverlap_cli.engine.runner import ModelRunner, RunnerOptions
 from fdoverlap_cli.errors import OptionError
@@ -75,10 +76,15 @@ class Engine:
         trace_id: int | None = None,
         cuda_graph: str = "auto",
         parallel: RankContext | None = None,
+        output_ipc: str = "msgqueue",
     ) -> None:
         """`trace_id` goes into each path's NVTX range as its payload, so an nsys export names its trace;
         `cuda_graph` (auto, on, off) whether decode-only batches replay CUDA graphs (graphs.py); `parallel`
-        this process's rank of a tensor-parallel replay (parallel.py; None: one rank)."""
+        this process's rank of a tensor-parallel replay (parallel.py; None: one rank); `output_ipc` how save
+        sends the tokens to the reader (output_ipc.py)."""
+        if output_ipc not in OUTPUT_IPCS:
+            raise OptionError("output_ipc", f"expected {' or '.join(OUTPUT_IPCS)}, got '{output_ipc}'")
+        self.output_ipc = output_ipc
         self.parallel = parallel
         sharded = parallel is not None and parallel.shard.world > 1
         if sharded and cuda_graph == "on":
@@ -96,7 +102,8 @@ class Engine:
         memory.check(
             need, on_gpu=device.is_gpu, device_bytes=device.info.total_memory_bytes, host_bytes=_host_memory_bytes()
         )
-        check_message_size(trace.config.max_num_seqs)  # before the model: msgsnd would fail mid-run
+        if output_ipc == "msgqueue":
+            check_message_size(trace.config.max_num_seqs)  # before the model: msgsnd would fail mid-run
         self.ops = device.ops
         shard = parallel.shard if parallel is not None else None
         self.model = SyntheticDecoder(model_cfg, device, self.ops, fused_layers, shard, reducer(parallel))
@@ -148,8 +155,6 @@ class Engine:
 
     def replay(self, path: str, on_step: Callable[[int], None] | None = None) -> PathRun:
         """Replay the whole trace through `path` ('sync' or 'overlap'); the result is also kept in `self.runs`."""
-        from fdoverlap_cli.engine.msg_queue import MessageQueue
-
         if path not in PATHS:
             raise OptionError("path", f"expected sync or overlap, got '{path}'")
         self.forward.capture_all()  # once, before the first path (warm_up has usually done it)
@@ -160,14 +165,13 @@ class Engine:
         dev = self.device
         recorder = StepRecorder(dev, len(self.trace.steps) + 1, self.options.timestamps)
         overlap = path == "overlap"
-        with MessageQueue() if self.saves else contextlib.nullcontext() as queue:
-            reader = OutputReader(self.trace, queue.msqid) if queue is not None else None
-            sender = OutputSender(self.ops, queue.msqid, reader) if reader is not None else _NullSender()
+        with open_output(self.output_ipc, self.trace, self.ops) if self.saves else contextlib.nullcontext() as out:
+            sender = out.sender if out is not None else _NullSender()
             runner = self._runner(sender, recorder, self.options)
             try:
-                if reader is not None:
-                    reader.start()  # in the try: an interrupt while it loads paddle must stop it too
-                    reader.wait_ready()
+                if out is not None:
+                    out.reader.start()  # in the try: an interrupt while it loads paddle must stop it too
+                    out.reader.wait_ready()
                 run.clock_start = dev.clock_samples(CLOCK_SAMPLES)
                 with self.annotator.range(path, self.trace_id):
                     for k, step in enumerate(self.trace.steps):
@@ -177,8 +181,8 @@ class Engine:
                     runner.flush()
                 dev.synchronize()
                 run.clock_end = dev.clock_samples(CLOCK_SAMPLES)
-                if reader is not None:
-                    run.reader = reader.finish(queue.send_end)
+                if out is not None:
+                    run.reader = out.finish()
                 run.complete = True
             finally:
                 run.host = recorder.host_table()
@@ -186,8 +190,6 @@ class Engine:
                 run.full_queue_waits = sender.full_waits
                 run.messages_sent = sender.sent
                 run.finished = {self.trace.requests[r].id: d for r, d in self.book.finished.items()}
-                if reader is not None:
-                    reader.stop()
         return run
 
 

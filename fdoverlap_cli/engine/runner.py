@@ -9,7 +9,11 @@
 2. postprocess(k): rebuild_padding and logits; set_value_by_flags_and_idx; sample; step_idx,
    max_dec_len and EOS (set_stop_value_multi_ends); update_inputs; then the async DtoH copies of
    sampled_token_ids and not_need_stop into pinned buffers and an event E_k.
-3. save_model_output(k): E_k.synchronize(), then save_output: one message on the SysV queue.
+3. save_model_output(k): E_k.synchronize(), then save_output: one message on the output queue
+   (the SysV queue, or the ZMQ path's queue and sender thread).
+
+Two designs (designs.py): FastDeploy's #6176 runner, and develop's, whose token_num_event stage sits
+between save(k-1) and postprocess(k) (1(k) 3(k-1) t(k) 2(k); sync: 1(k) t(k) 2(k) 3(k)).
 """
 
 from __future__ import annotations
@@ -24,10 +28,11 @@ import numpy as np
 from fdoverlap_cli.engine.annotate import Annotator
 from fdoverlap_cli.engine.bookkeeping import Bookkeeping, StepPlan
 from fdoverlap_cli.engine.buffers import ShareInputs
+from fdoverlap_cli.engine.designs import DESIGNS, DEVELOP, make_design
 from fdoverlap_cli.engine.graphs import ModelForward
 from fdoverlap_cli.engine.model import SyntheticDecoder
 from fdoverlap_cli.engine.recorder import StepRecorder
-from fdoverlap_cli.errors import CheckFailed, ExitCode, FdoError, OptionError, first_line
+from fdoverlap_cli.errors import ExitCode, FdoError, OptionError, first_line
 from fdoverlap_cli.measure.records import Kind
 from fdoverlap_cli.measure.schema import INSERT_TASKS, POSTPROCESS, PREPROCESS, SAVE, STEP, TP_BARRIER, GpuPoint
 from fdoverlap_cli.trace import Step
@@ -42,6 +47,8 @@ HOST_WORK_STAGES = (Kind.INSERT, Kind.PREPROCESS, Kind.POSTPROCESS, Kind.SAVE)
 class RunnerOptions:
     """The design choices of the overlapped runner that FastDeploy made (or later changed)."""
 
+    # "develop": FastDeploy's runner today (designs.py); "pr6176": the runner of PR #6176.
+    design: str = DEVELOP
     # "sync": read seq_lens_this_time back to the host every step (a host sync, as in FastDeploy #6176);
     # "predict": for a decode-only batch use the host's own count (FastDeploy's follow-up, #6259).
     token_count: str = "predict"
@@ -61,6 +68,13 @@ class RunnerOptions:
     host_work_stage: str = Kind.PREPROCESS
 
     def __post_init__(self) -> None:
+        if self.design not in DESIGNS:
+            raise OptionError("design", f"expected {' or '.join(DESIGNS)}, got '{self.design}'")
+        if self.design == DEVELOP and not self.snapshot_preempted:
+            raise OptionError(
+                "snapshot_preempted",
+                "the develop runner always snapshots them (last_preempted_idx); use --runner pr6176",
+            )
         if self.token_count not in ("sync", "predict"):
             raise OptionError("token_count", f"expected sync or predict, got '{self.token_count}'")
         if self.copy_stream not in ("compute", "separate"):
@@ -136,8 +150,9 @@ class ModelRunner:
         self._insert_times = (-1, -1)
         self.barrier = barrier
         self._barrier_times = (-1, -1)
-        self._iteration_step = -1
+        self.iteration_step = -1
         self._host_work_ns = options.host_work_us * 1000
+        self.design = make_design(options.design, self)
 
     def _host_work(self, stage: str) -> None:
         """The emulated extra host cost, where the options put it (in `stage`'s span)."""
@@ -168,22 +183,19 @@ class ModelRunner:
                 self.device.host_tensor(tokens),
                 self.device.host_tensor(np.asarray(preempt, dtype=np.int32)),
             )
-            s.preempted_idx[preempt] = 1
-            if step.insert:
-                self.ops.set_stop(s.not_need_stop, True)
-                self.insert_epoch += 1
+            self.design.after_insert(step, preempt)
             self.nvtx.pop()
         self._insert_times = (t0, time.monotonic_ns())
 
     # ------------------------------------------------------------------ stage 1
 
     def preprocess_and_execute_model(self, k: int) -> ForwardOutput | None:
-        """Stage 1 of step k; None when the host flag says no slot runs (the worker idles)."""
-        if not bool(self.ops.get_stop(self.share.not_need_stop).numpy()[0]):
-            return None
+        """Stage 1 of step k; None when no slot runs, as the design tells (the worker idles)."""
         t0 = time.monotonic_ns()
+        plan = self.design.plan(k)
+        if plan is None:
+            return None
         self.nvtx.push(PREPROCESS, k)
-        plan = self.book.launch(k)
         row = self.rec.new_row(k)
         self.rec.set(row, "insert_start", self._insert_times[0])
         self.rec.set(row, "insert_end", self._insert_times[1])
@@ -194,9 +206,10 @@ class ModelRunner:
         self.rec.set(row, "generated", len(plan.producers))
         self.rec.set(row, "prefill_tokens", plan.prefill_tokens)
         self._host_work(Kind.PREPROCESS)
-        token_num = self._token_count(k, plan)
+        token_num = self.design.token_count(k, plan)
         self.rec.set(row, "tokens", token_num)
         self.rec.mark(row, GpuPoint.PRE_START)
+        self.design.before_forward(k)
         fwd = self.forward.run(token_num, plan.decode_only)
         if fwd.hidden is not None:
             self.rec.set(row, "model_ns", fwd.model_ns)
@@ -206,17 +219,11 @@ class ModelRunner:
         self.rec.set(row, "pre_end", time.monotonic_ns())
         return ForwardOutput(row=row, plan=plan, hidden=fwd.hidden, cu_seqlens_q=fwd.cu_seqlens_q)
 
-    def _token_count(self, k: int, plan: StepPlan) -> int:
-        """Tokens of the batch: predicted for decode-only batches, else read back (a host sync)."""
-        if self.options.token_count == "predict" and plan.decode_only and not self.options.verify_token_count:
-            return plan.token_num
+    def read_token_count(self) -> int:
+        """The batch's token count read back from the device: a host sync, recorded as a read-back wait."""
         t0 = time.monotonic_ns()
         actual = int(self.share.seq_lens_this_time.numpy().sum())
-        self.rec.wait(self._iteration_step, t0, time.monotonic_ns(), Kind.READBACK)
-        if self.options.verify_token_count and actual != plan.token_num:
-            raise CheckFailed(f"step {k}: the host predicted {plan.token_num} tokens but the batch has {actual}")
-        if self.options.token_count == "predict" and plan.decode_only:
-            return plan.token_num
+        self.rec.wait(self.iteration_step, t0, time.monotonic_ns(), Kind.READBACK)
         return actual
 
     # ------------------------------------------------------------------ stage 2
@@ -261,7 +268,7 @@ class ModelRunner:
             s.next_tokens,
         )
         self.rec.mark(row, GpuPoint.POST_END)
-        if self.options.snapshot_preempted:
+        if self.design.snapshot_preempted:
             s.last_preempted_idx[:] = s.preempted_idx
             s.preempted_idx[:] = 0
         event = self._copy_to_host(row, sampled)
@@ -270,7 +277,7 @@ class ModelRunner:
         return PendingSave(row, fwd.plan, event, sampled, self.insert_epoch)
 
     def _copy_to_host(self, row: int, sampled: Any) -> Any:
-        """The async DtoH copies of the step's tokens and stop flag, and the event E_k after them."""
+        """The async DtoH copies of the step's tokens (and, on #6176, its stop flag), and the event E_k after them."""
         dev, s, stream = self.device, self.share, self.copy_stream
         if stream is not None:
             done = dev.new_event()
@@ -278,7 +285,8 @@ class ModelRunner:
             dev.wait_event(stream, done)
         self.rec.mark(row, GpuPoint.COPY_START, stream)
         dev.copy_to_host(s.sampled_token_ids, sampled, stream)
-        dev.copy_to_host(s.not_need_stop_staged, s.not_need_stop_device, stream)
+        if self.design.copies_stop_flag:
+            dev.copy_to_host(s.not_need_stop_staged, s.not_need_stop_device, stream)
         self.rec.mark(row, GpuPoint.COPY_END, stream)
         event = dev.new_event()
         dev.record_event(event, stream)
@@ -287,26 +295,24 @@ class ModelRunner:
     # ------------------------------------------------------------------ stage 3
 
     def save_model_output(self, p: PendingSave) -> None:
-        """Stage 3: wait for E_k, send the step's message, fold the step's stop flag into the host flag."""
+        """Stage 3: wait for E_k, send the step's message, then the design's after-save (#6176: the stop flag)."""
         k = p.plan.step
         t0 = time.monotonic_ns()
         self.rec.set(p.row, "save_start", t0)
         self.nvtx.push(SAVE, k)
         s = self.share
         p.event.synchronize()
-        self.rec.wait(self._iteration_step, t0, time.monotonic_ns(), Kind.EVENT_WAIT)
+        self.rec.wait(self.iteration_step, t0, time.monotonic_ns(), Kind.EVENT_WAIT)
         self._host_work(Kind.SAVE)
-        preempted = s.last_preempted_idx if self.options.snapshot_preempted else s.preempted_idx
+        preempted = s.last_preempted_idx if self.design.snapshot_preempted else s.preempted_idx
         self.device.write_host(s.preempted_for_save, preempted)
-        blocked = self.sender.send(s.sampled_token_ids, s.not_need_stop_staged, s.preempted_for_save)
+        blocked = self.sender.send(s.sampled_token_ids, self.design.stop_flag(), s.preempted_for_save)
         if blocked is not None:  # back-pressure from a full queue: the host waits, it does not work
-            self.rec.wait(self._iteration_step, *blocked, Kind.BACKPRESSURE)
+            self.rec.wait(self.iteration_step, *blocked, Kind.BACKPRESSURE)
         self.rec.emitted(p.row, p.plan.producers, preempted)
         preempted[:] = 0
         self.book.record_tokens(p.plan.producers, s.sampled_token_ids.numpy().reshape(-1))
-        # Inserts since the step was launched set the flag; the step's own answer must not clear it.
-        if p.insert_epoch == self.insert_epoch:
-            self.ops.set_stop(s.not_need_stop, bool(s.not_need_stop_staged.numpy()[0]))
+        self.design.after_save(p)
         self.nvtx.pop()
         self.rec.set(p.row, "save_end", time.monotonic_ns())
 
@@ -314,7 +320,7 @@ class ModelRunner:
 
     def iteration(self, k: int, step: Step, overlap: bool) -> bool:
         """One loop iteration of the worker: the engine's insert for step k, then execute_model[_overlap](k)."""
-        self._iteration_step = k
+        self.iteration_step = k
         t0 = time.monotonic_ns()
         self.nvtx.push(STEP, k)
         try:
@@ -341,21 +347,24 @@ class ModelRunner:
         self._barrier_times = (t0, time.monotonic_ns())
 
     def execute_model(self, k: int) -> bool:
-        """Sync path: 1(k) 2(k) 3(k). Returns whether step k ran."""
+        """Sync path: 1(k) [t(k)] 2(k) 3(k). Returns whether step k ran."""
         fwd = self.preprocess_and_execute_model(k)
         if fwd is None:
             return False
+        self.design.token_num_stage(k)
         self.save_model_output(self.postprocess(fwd))
         return True
 
     def execute_model_overlap(self, k: int) -> bool:
-        """Overlap path: 1(k) 3(k-1) 2(k). Step k's save happens in the next call (or in flush)."""
+        """Overlap path: 1(k) 3(k-1) [t(k)] 2(k). Step k's save happens in the next call (or in flush);
+        postprocess only when slots run."""
         fwd = self.preprocess_and_execute_model(k)
         if self.pending is not None:
             self.save_model_output(self.pending)
             self.pending = None
         if fwd is None:
             return False
+        self.design.token_num_stage(k)
         self.pending = self.postprocess(fwd)
         return True
 

@@ -37,10 +37,26 @@ class Kind:
     READBACK = "readback"  # host: reading a device value back before a launch (the token count)
     EVENT_WAIT = "event_wait"  # host: save(k) waiting for its step's event E_k
     BACKPRESSURE = "backpressure"  # host: the send blocked on a full output queue
+    # host: the develop runner's token_num_event stage: waiting for the async copy of seq_lens_this_time and
+    # predicting the next launch's token count from it (a wait: a numpy sum of max_num_seqs values is the rest)
+    TOKEN_NUM = "token_num"
 
     GPU = (COMPUTE, COPY)
-    WAITS = (WAIT, READBACK, EVENT_WAIT, BACKPRESSURE)
-    HOST = (SAVE, ITERATION, WAIT, INSERT, PREPROCESS, POSTPROCESS, READBACK, EVENT_WAIT, BACKPRESSURE, TP_BARRIER)
+    # Appended, never reordered: run.json stores a wait's kind as its index here (schema.WAIT_KINDS).
+    WAITS = (WAIT, READBACK, EVENT_WAIT, BACKPRESSURE, TOKEN_NUM)
+    HOST = (
+        SAVE,
+        ITERATION,
+        WAIT,
+        INSERT,
+        PREPROCESS,
+        POSTPROCESS,
+        READBACK,
+        EVENT_WAIT,
+        BACKPRESSURE,
+        TP_BARRIER,
+        TOKEN_NUM,
+    )
     ALL = GPU + HOST
 
 

@@ -21,21 +21,23 @@ PREPROCESS = "preprocess_and_execute_model"  # stage 1, payload k
 POSTPROCESS = "postprocess"  # stage 2, payload k
 SAVE = "save_model_output"  # stage 3, payload: the step it saves
 TP_BARRIER = "tp_barrier"  # a tensor-parallel rank's barrier before the insert and launch of step k (payload k)
+TOKEN_NUM_EVENT = "token_num_event"  # the develop runner's wait for the token count's copy, payload k
 STEP = "step"  # one loop iteration, payload: the step it launches
 MEASURE = "measure"  # the measured part of a run, the capture range of `profile --capture measure`
-STAGE_RANGES = (INSERT_TASKS, PREPROCESS, POSTPROCESS, SAVE, TP_BARRIER)
+STAGE_RANGES = (INSERT_TASKS, PREPROCESS, POSTPROCESS, SAVE, TP_BARRIER, TOKEN_NUM_EVENT)
 STAGE_KINDS = {
     INSERT_TASKS: Kind.INSERT,
     PREPROCESS: Kind.PREPROCESS,
     POSTPROCESS: Kind.POSTPROCESS,
     SAVE: Kind.SAVE,
     TP_BARRIER: Kind.TP_BARRIER,
+    TOKEN_NUM_EVENT: Kind.TOKEN_NUM,  # a wait kind: the stage is the wait (and the count it then takes)
 }
 COMPUTE_STAGES = (PREPROCESS, POSTPROCESS)  # the stages whose kernels are C_k
 # The kind of a host-blocking CUDA call inside a stage range, as the nsys reader tells the waits apart: in stage 1
-# it reads the token count back, in stage 3 it waits for E_k. Elsewhere a wait is a Kind.WAIT. (Back-pressure
-# blocks in msgsnd, not in CUDA: nsys sees it as save time.)
-STAGE_WAITS = {PREPROCESS: Kind.READBACK, SAVE: Kind.EVENT_WAIT}
+# it reads the token count back, in stage 3 it waits for E_k, in token_num_event for the count's copy. Elsewhere
+# a wait is a Kind.WAIT. (Back-pressure blocks in msgsnd or on the ZMQ queue, not in CUDA: nsys sees it as save time.)
+STAGE_WAITS = {PREPROCESS: Kind.READBACK, SAVE: Kind.EVENT_WAIT, TOKEN_NUM_EVENT: Kind.TOKEN_NUM}
 # Every range, in the order the engine registers them as categories of the domain (category id = index + 1).
 RANGES = (*STAGE_RANGES, STEP, MEASURE, *PATHS)
 CAPTURE_RANGE = f"{MEASURE}@{DOMAIN}"  # `nsys profile -c nvtx -p CAPTURE_RANGE`
@@ -119,6 +121,7 @@ EXPOSED = (
     (Kind.BACKPRESSURE, "send back-pressure"),
     (Kind.READBACK, "token-count read-back"),
     (Kind.EVENT_WAIT, "event wait"),
+    (Kind.TOKEN_NUM, "token_num_event wait"),
     (Kind.WAIT, "other host waits"),
     (OTHER, "other (between stages)"),
 )

@@ -85,7 +85,8 @@ def header_line(result: RunResult) -> Text:
     return text(
         (str(result.trace["file"]), BOLD),
         f": {value(result.trace['requests'], 'num')} requests, {value(result.trace['steps'], 'num')} steps · model "
-        f"{model['name']} ({model['num_layers']} layers, {model['dtype']}) · device {env.get('device')}{gpu}",
+        f"{model['name']} ({model['num_layers']} layers, {model['dtype']}) · device {env.get('device')}{gpu} "
+        f"· runner {result.runner}, output {result.output_ipc}",
     )
 
 
@@ -182,6 +183,8 @@ def summary_dict(result: RunResult, view: Derived) -> dict[str, Any]:
         "trace": {k: result.trace[k] for k in ("file", "requests", "steps")},
         "model": result.model["name"],
         "device": result.environment.get("device"),
+        "runner": result.runner,
+        "output_ipc": result.output_ipc,
         "complete": result.complete,
         "cuda_graphs": result.graphs.to_dict() if result.graphs else None,
         "window": derived["window"],
