@@ -12,6 +12,9 @@
 #   bash benchmarks/gpu_session.sh pair       the committed fixture pair: a real run.json and the nsys export of
 #                                             the same run, in $OUT/fixture-pair/ (copy both to tests/fixtures/nsys/)
 #   bash benchmarks/gpu_session.sh sanitizer  compute-sanitizer memcheck/racecheck on the op tests and a replay
+#   bash benchmarks/gpu_session.sh runners    both runners (develop, pr6176) × both output paths (msgqueue, zmq) on
+#                                             decode-b64 and default (8B-class, $LAYERS layers, graphs on): run.json
+#                                             files and the main thread's save, launch, step and exposed host time
 #   bash benchmarks/gpu_session.sh exposed    the exposed host time on decode-b64 (8B-class, default and
 #                                             --token-count sync; their figures) and its nsys cross-check
 #                                             on the sync path; prints the acceptance, PASS/FAIL per check
@@ -278,6 +281,13 @@ for name, d in runs.items():
 PY
 }
 
+runners() {  # ~100 s on an H200 (estimate): one model per trace, 4 combinations × 2 paths on it
+    banner "runners × output paths: decode-b64 and default (8b, $LAYERS layers, CUDA graphs on)"
+    timeout 420 python benchmarks/runners.py --preset 8b --layers "$LAYERS" --out "$OUT/runners" \
+        traces/decode-b64.json traces/default.json 2>&1 | grep -v '^wrote '
+    echo "runners: exit status ${PIPESTATUS[0]} (1: a combination's tokens differ)"
+}
+
 for phase in "${@:-check}"; do
     case $phase in
         check) timed check ;;
@@ -292,6 +302,7 @@ for phase in "${@:-check}"; do
         report) timed report_phase ;;
         sweep) timed sweep_phase ;;
         tp) timed tp_phase ;;
+        runners) timed runners ;;
         *) echo "unknown phase $phase" >&2; exit 2 ;;
     esac
 done 2>&1 | tee -a "$OUT/gpu-session.log"

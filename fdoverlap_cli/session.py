@@ -119,27 +119,41 @@ class ReplaySession:
             raise OptionError("window", f"starts at step {config.window[0]}, past the trace's last step {steps - 1}")
         self.device: Device | None = None
         self.engine: Engine | None = None
+        self._runs: list[PathRun] = []
 
-    def run(self, progress: Progress | None = None) -> None:
+    def run(self, progress: Progress | None = None, reuse: ReplaySession | None = None) -> None:
+        """Replay the configured paths; `reuse`: a session that ran the same trace, model and graph mode, whose
+        engine (model, buffers, graphs) replays them under this session's runner and output path."""
         cfg = self.config
         say = progress or (lambda *_: None)
         cached = op_library.status()
         say("op library", 0, 1, None if cached else _COMPILING.format(where=op_library.ops_cache_dir()))
-        self.device = Device.open(cfg.device, self.rank.local_device) if self.rank else Device.open(cfg.device)
+        if reuse is not None:
+            self.device = reuse.device
+        else:
+            self.device = Device.open(cfg.device, self.rank.local_device) if self.rank else Device.open(cfg.device)
         built = None if cached else op_library.status()
         say("op library", 1, 1, built and f"op library compiled in {built.seconds:.0f} s: {built.path.parent}")
         say("model", 0, 1, None)
-        self.engine = Engine(
-            self.trace,
-            self.device,
-            self.model_cfg,
-            cfg.runner,
-            cfg.fused_layers,
-            trace_payload(self.trace_sha256),
-            cfg.cuda_graph,
-            self.rank,
-            cfg.output_ipc,
-        )
+        if reuse is not None and reuse.engine is not None:
+            same = (reuse.trace_sha256, reuse.model_cfg, reuse.config.fused_layers, reuse.config.cuda_graph)
+            if same != (self.trace_sha256, self.model_cfg, cfg.fused_layers, cfg.cuda_graph) or self.rank:
+                raise OptionError("reuse", "the engine to reuse replays another trace, model or graph mode")
+            self.engine = reuse.engine
+            self.engine.reconfigure(cfg.runner, cfg.output_ipc)
+        else:
+            self.engine = Engine(
+                self.trace,
+                self.device,
+                self.model_cfg,
+                cfg.runner,
+                cfg.fused_layers,
+                trace_payload(self.trace_sha256),
+                cfg.cuda_graph,
+                self.rank,
+                cfg.output_ipc,
+            )
+        self._runs = self.engine.runs  # this session's: a later session reusing the engine starts a new list
         say("model", 1, 1, None)
         say("warm-up", 0, 1, None)
         self.engine.warm_up(cfg.warmup_steps)
@@ -179,7 +193,7 @@ class ReplaySession:
         )
         if dev is not None and not dev.is_gpu:
             result.notes.append(CPU_NOTE)
-        runs = {run.path: run for run in (self.engine.runs if self.engine else [])}
+        runs = {run.path: run for run in self._runs}
         for name, run in runs.items():
             result.paths[name] = self._record(run)
         if {"sync", "overlap"} <= runs.keys() and runs["sync"].reader and runs["overlap"].reader:

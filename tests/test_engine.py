@@ -19,7 +19,6 @@ from fdoverlap_cli.errors import CheckFailed, FdoError
 from fdoverlap_cli.measure import schema
 from fdoverlap_cli.measure.records import Kind
 from fdoverlap_cli.resources import traces_dir
-from fdoverlap_cli.trace import load_trace
 from tests import engine_traces
 from tests.conftest import run_cli
 
@@ -52,16 +51,7 @@ def test_paths_identical_on_hazard_traces(name):
     _assert_complete_and_identical(trace, sync, overlap)
 
 
-def _bundled_traces():
-    return sorted(p for p in traces_dir().glob("*.json"))
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("path", _bundled_traces(), ids=lambda p: p.stem)
-def test_paths_identical_on_bundled_traces(path):
-    trace = load_trace(path)
-    sync, overlap = _both(trace, verify_token_count=True)
-    _assert_complete_and_identical(trace, sync, overlap)
+# The bundled traces: tests/test_runners.py (every runner and output path).
 
 
 def test_reader_tokens_follow_the_trace():

@@ -135,6 +135,7 @@ class Watched:
             "sending": lambda: len(self.sending()) >= 1,
             "second sending": lambda: len(self.sending()) >= 2,
             "results": lambda: self.out.exists(),
+            "socket": lambda: any(self.tmpdir.glob("fdoverlap-zmq-*/output")),  # the ZMQ reader has bound
         }[event]
         while not reached():
             if self.proc.poll() is not None:
@@ -196,6 +197,7 @@ def _points(seed: int, events: list[str], n: int) -> list[tuple[str, float, sign
         "sending": (0.0, 0.25),
         "second sending": (0.0, 0.25),
         "results": (0.0, 0.05),
+        "socket": (0.0, 0.3),
     }
     return [
         (event, rng.uniform(*offsets[event]), rng.choice([signal.SIGINT, signal.SIGTERM]))
@@ -236,6 +238,28 @@ def test_compare_interrupted(tmp_path, ops, event, offset, signum):
     if _interrupt(out, args, event, offset, signum) != 0 and event.startswith("second"):
         doc = json.loads(out.read_text())
         assert doc["paths"]["sync"]["complete"] is True and doc["paths"]["overlap"]["complete"] is False
+
+
+ZMQ_POINTS = _points(53, ["socket", "socket", "reader"], 3)
+
+
+@pytest.mark.parametrize(("event", "offset", "signum"), ZMQ_POINTS, ids=_ids(ZMQ_POINTS))
+def test_zmq_replay_interrupted(tmp_path, ops, event, offset, signum):
+    """The ZMQ output path: no socket file or endpoint folder (they live in the run's TMPDIR), no reader."""
+    out = tmp_path / "run.json"
+    args = ["replay", "--device", "cpu", "--path", "overlap", "--output-ipc", "zmq", "-o", str(out)]
+    _interrupt(out, args, event, offset, signum)
+
+
+def test_a_killed_zmq_tool_leaves_nothing_behind(tmp_path, ops):
+    """SIGKILL of the tool once its ZMQ reader has bound: the reader removes the endpoint and its folder."""
+    out = tmp_path / "run.json"
+    run = Watched(["replay", "--device", "cpu", "--path", "overlap", "--output-ipc", "zmq", "-o", str(out)], out)
+    run.start()
+    assert run.wait_for("socket", 0.05)
+    code, _ = run.interrupt(signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    assert run.debris() == []
 
 
 def _nsys_that_waits(tmp_path: Path) -> Path:

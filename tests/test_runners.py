@@ -22,7 +22,8 @@ from fdoverlap_cli.engine.token_check import check_against_trace, compare_stream
 from fdoverlap_cli.errors import CheckFailed, FdoError, Interrupted, OptionError
 from fdoverlap_cli.measure import schema
 from fdoverlap_cli.measure.records import Kind
-from fdoverlap_cli.trace import Insert, Request, Step, Trace
+from fdoverlap_cli.resources import traces_dir
+from fdoverlap_cli.trace import Insert, Request, Step, Trace, load_trace
 from tests import engine_traces
 from tests.conftest import REPO
 from tests.test_engine import _reader_pids
@@ -73,6 +74,12 @@ def _waits(run, kind: str) -> list[int]:
 @pytest.mark.parametrize("name", sorted(engine_traces.ALL))
 def test_runners_and_output_paths_emit_the_same_tokens_on_hazard_traces(name):
     assert_identical_everywhere(engine_traces.ALL[name]())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", sorted(traces_dir().glob("*.json")), ids=lambda p: p.stem)
+def test_runners_and_output_paths_emit_the_same_tokens_on_bundled_traces(path):
+    assert_identical_everywhere(load_trace(path), verify_token_count=True)
 
 
 @pytest.mark.parametrize("copy_stream", ["compute", "separate"])

@@ -114,6 +114,15 @@ class Engine:
         self.annotator = Annotator()
         self.runs: list[PathRun] = []
 
+    def reconfigure(self, options: RunnerOptions, output_ipc: str) -> None:
+        """Replay the next paths with another runner design or output path on the same model, buffers and
+        graphs (a benchmark compares designs without building the model again); forgets the runs so far."""
+        if output_ipc not in OUTPUT_IPCS:
+            raise OptionError("output_ipc", f"expected {' or '.join(OUTPUT_IPCS)}, got '{output_ipc}'")
+        if output_ipc == "msgqueue":
+            check_message_size(self.trace.config.max_num_seqs)
+        self.options, self.output_ipc, self.runs = options, output_ipc, []
+
     def _runner(self, sender: Any, recorder: StepRecorder, options: RunnerOptions) -> ModelRunner:
         return ModelRunner(
             self.device,
