@@ -299,6 +299,19 @@ def _die_with_parent(parent: int) -> None:
         raise SystemExit(4)
 
 
+def _parent_gone(parent: int) -> bool:
+    """Whether the tool has died. Reparented, or its main thread already gone: the death signal comes when the
+    thread that started the reader exits, and while the tool's other threads still exit the reader's parent
+    is still the tool (its main thread a zombie)."""
+    if os.getppid() != parent:
+        return True
+    try:
+        state = Path(f"/proc/{parent}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in ("Z", "X")
+
+
 def _terminate(signum: int, _frame: Any) -> None:
     raise SystemExit(128 + signum)
 
@@ -319,14 +332,19 @@ def main(argv: list[str] | None = None) -> int:
         _die_with_parent(args.parent)  # in the try: a tool that died before this must still be cleaned up
         return _read(args)
     except BaseException:  # SystemExit from _terminate or _die_with_parent, or what paddle's import makes of it
-        if os.getppid() != args.parent:  # the tool died: nobody else will remove the queue and the folder
-            if args.zmq:
-                from fdoverlap_cli.engine.zmq_output import remove_endpoint
+        if _parent_gone(args.parent):  # the tool died: nobody else will remove the queue and the folder
+            from fdoverlap_cli import stop_signals
 
-                remove_endpoint(args.zmq)
-            else:
-                remove_queue(args.msqid)
-            shutil.rmtree(args.plan.parent, ignore_errors=True)
+            # Held: the parent's death signal may come right after another way out (a broken pipe to the
+            # dead tool) and must not cut the removal short.
+            with stop_signals.held():
+                if args.zmq:
+                    from fdoverlap_cli.engine.zmq_output import remove_endpoint
+
+                    remove_endpoint(args.zmq)
+                else:
+                    remove_queue(args.msqid)
+                shutil.rmtree(args.plan.parent, ignore_errors=True)
         raise
 
 
