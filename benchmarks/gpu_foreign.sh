@@ -8,8 +8,11 @@
 #   --cpuctxsw=none`, sync and async (use_async_batching), each as it is and under
 #   `fdoverlap instrument --preset transformers`; each report exported to SQLite, its steps found from
 #   CUDA activity (benchmarks/foreign_steps.py), and, for the instrumented ones, compared with the
-#   steps the injected `generation_step` ranges give. `nsys stats` of the copies and API calls of each
-#   export is the independent look.
+#   steps the injected `generation_step` ranges give. `fdoverlap analyze` of each export, text and JSON
+#   (NAME-analyze.txt/.json; the instrumented ones also with --steps nvtx:generation_step@transformers:
+#   NAME-analyze-ranges.txt/.json), and `analyze tf-sync-plain --vs tf-async-plain`
+#   (tf-sync-vs-async-analyze.txt/.json). `nsys stats` of the copies and API calls of each export is the
+#   independent look.
 # self (~1.5 min): the tool's own compare profiled twice, with its own NVTX and with it switched off and
 #   the same ranges put in by `fdoverlap instrument --preset fdoverlap`; `analyze` of both.
 #
@@ -55,6 +58,19 @@ independent_look() {  # name
     ls "$DIR/$1"_*.csv 2> /dev/null | sed 's/^/  stats: /'
 }
 
+analyze_export() {  # name [suffix --steps SPEC]: `fdoverlap analyze` of the export, text and JSON, timed
+    local name=$1 suffix=${2:+-$2}
+    shift $(($# > 1 ? 2 : 1))
+    local t0=$SECONDS
+    COLUMNS=200 analysis -m fdoverlap_cli analyze "$TMP/$name.sqlite" "$@" > "$DIR/$name-analyze$suffix.txt" 2>&1
+    echo "analyze $name $*: exit $? in $((SECONDS - t0)) s (text: $name-analyze$suffix.txt)"
+    analysis -m fdoverlap_cli analyze "$TMP/$name.sqlite" "$@" --json > "$DIR/$name-analyze$suffix.json" \
+        2> "$DIR/$name-analyze$suffix.err"
+    echo "analyze $name $* --json: exit $? (JSON: $name-analyze$suffix.json)"
+    grep -E '^steps found without NVTX|^ (steps found|step time p50|GPU time, kernels only / step|bubble \(mean\)|GPU busy, kernels only) ' \
+        "$DIR/$name-analyze$suffix.txt"
+}
+
 transformers_runs() {
     banner "environment"
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
@@ -82,9 +98,21 @@ transformers_runs() {
                 analysis "$REPO/benchmarks/foreign_steps.py" "$TMP/$name.sqlite" --steps "$STEP_RANGE" \
                     --json "$DIR/$name-ranges.json" 2>&1 | head -4
             fi
+            analyze_export "$name"
+            [ "$how" = instrumented ] && analyze_export "$name" ranges --steps "$STEP_RANGE"
             independent_look "$name"
         done
     done
+    banner "sync against async: fdoverlap analyze tf-sync-plain.sqlite --vs tf-async-plain.sqlite"
+    if [ -f "$TMP/tf-sync-plain.sqlite" ] && [ -f "$TMP/tf-async-plain.sqlite" ]; then
+        COLUMNS=200 analysis -m fdoverlap_cli analyze "$TMP/tf-sync-plain.sqlite" --vs "$TMP/tf-async-plain.sqlite" \
+            > "$DIR/tf-sync-vs-async-analyze.txt" 2>&1
+        echo "exit $? (text: $DIR/tf-sync-vs-async-analyze.txt)"
+        analysis -m fdoverlap_cli analyze "$TMP/tf-sync-plain.sqlite" --vs "$TMP/tf-async-plain.sqlite" --json \
+            > "$DIR/tf-sync-vs-async-analyze.json" 2> "$DIR/tf-sync-vs-async-analyze.err"
+        echo "exit $? (JSON: $DIR/tf-sync-vs-async-analyze.json)"
+        sed -n '/A against B/,$p' "$DIR/tf-sync-vs-async-analyze.txt" | head -40
+    fi
 }
 
 self_runs() {
