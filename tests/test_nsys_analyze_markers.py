@@ -165,3 +165,22 @@ def test_markdown_and_html_hold_the_marker_tables(loops, tmp_path):
     assert "**per step, steps found without NVTX: A against B**" in text
     assert "| A | B | change |" in text
     assert "host: sync waits / step" in text and f"wrote {md}" in result.stderr
+
+
+def test_json_stream_writes_what_json_dumps_would(monkeypatch):
+    import io
+
+    from fdoverlap_cli.render import json_stream
+
+    monkeypatch.setattr(json_stream, "CHUNK", 3)  # arrays written in several pieces
+    a = np.array([1.5, np.nan, 3.0, 4.0, np.nan, 6.25, 7.0])
+    doc = {"x": a, "n": np.arange(8), "empty": np.empty(0), "nested": [{"k": [1, 2], "s": "é\n"}, []], "d": {}}
+    doc["list"] = [1, None, "a"]
+    buf = io.StringIO()
+    json_stream.write(doc, buf)
+    plain = {**doc, "x": [None if np.isnan(v) else v for v in a.tolist()], "n": list(range(8)), "empty": []}
+    assert json.loads(buf.getvalue()) == plain
+    without_arrays = {k: v for k, v in plain.items() if k not in ("x", "n", "empty")}
+    out = io.StringIO()
+    json_stream.write(without_arrays, out)
+    assert out.getvalue() == json.dumps(without_arrays, indent=2) + "\n"  # the same text as before

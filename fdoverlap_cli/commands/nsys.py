@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -58,8 +57,10 @@ def _present(
     _write_reports(analysis, against, outputs)
     if outputs.as_json:
         nsys_tables.print_warnings(analysis)
-        doc = {**(extra or {}), **analysis.to_dict(), "against": against.to_dict() if against else None}
-        typer.echo(json.dumps(doc, indent=2))
+        from fdoverlap_cli.render import json_stream
+
+        doc = {**(extra or {}), **analysis.to_dict(arrays=True), "against": against.to_dict() if against else None}
+        json_stream.write(doc)
     else:
         from rich.console import Console
 
@@ -212,7 +213,9 @@ def _present_versus(v: NsysVersus, outputs: Outputs) -> None:
     if outputs.as_json:
         nsys_tables.print_warnings(v.a)
         nsys_tables.print_warnings(v.b)
-        typer.echo(json.dumps(v.to_dict(), indent=2))
+        from fdoverlap_cli.render import json_stream
+
+        json_stream.write(v.to_dict(arrays=True))
     else:
         from rich.console import Console
 

@@ -81,7 +81,8 @@ class NsysAnalysis:
         paths = self.attribution.paths
         return {k: p.spans for k, p in paths.items()}, {k: p.flows for k, p in paths.items()}
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, arrays: bool = False) -> dict[str, Any]:
+        """The JSON; `arrays`: the per-step columns of the steps found without NVTX as numpy arrays."""
         a, d = self.attribution, self.derived
         return {
             "source": {
@@ -108,7 +109,7 @@ class NsysAnalysis:
             },
             "paths": {k: p.to_dict() for k, p in self.paths.items()},
             "comparison": d.comparison.to_dict() if d and d.comparison else None,
-            "markers": self.markers.to_dict() if self.markers else None,
+            "markers": self.markers.to_dict(arrays) if self.markers else None,
         }
 
 
@@ -187,8 +188,8 @@ class NsysVersus:
     b: NsysAnalysis
     comparison: versus.MarkerComparison
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"a": self.a.to_dict(), "b": self.b.to_dict(), "vs": self.comparison.to_dict()}
+    def to_dict(self, arrays: bool = False) -> dict[str, Any]:
+        return {"a": self.a.to_dict(arrays), "b": self.b.to_dict(arrays), "vs": self.comparison.to_dict()}
 
 
 def analyze_versus(

@@ -26,9 +26,12 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
+from itertools import chain
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import quote
+
+import numpy as np
 
 from fdoverlap_cli.errors import InputError
 
@@ -56,6 +59,7 @@ GPUS = "TARGET_INFO_GPU"
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _BATCH = 8192
+CHUNK = 65536  # rows per list for the readers that turn rows into numpy arrays
 _PAYLOAD_COLUMNS = ("int64Value", "uint64Value", "int32Value", "uint32Value")
 TID_BITS = 24  # globalTid = globalPid + tid: the low 24 bits are the thread id
 
@@ -132,6 +136,14 @@ class CopyTotal(NamedTuple):
     count: int
     bytes: int
     total_ns: int
+
+
+def int64_rows(rows: list[tuple]) -> np.ndarray:
+    """A batch of integer rows as an int64 array (n, width): through one flat iterator, about twice as fast as
+    np.array on a list of tuples; a NULL (None) or a text is a TypeError or ValueError, as from np.array."""
+    width = len(rows[0]) if rows else 0
+    flat = np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=len(rows) * width)
+    return flat.reshape(len(rows), width)
 
 
 class NsysExport:
@@ -373,12 +385,19 @@ class NsysExport:
         )
         return map(Launch._make, self._rows(sql))
 
+    def _gpu_intervals_sql(self) -> str | None:
+        parts = [f"SELECT start, end FROM {t}" for t in (KERNEL, MEMCPY, GRAPH_TRACE) if t in self.tables]
+        return f"{' UNION ALL '.join(parts)} ORDER BY 1" if parts else None
+
     def gpu_intervals(self) -> Iterator[tuple[int, int]]:
         """(start, end) of every kernel, memory copy and whole-graph record, by start time."""
-        parts = [f"SELECT start, end FROM {t}" for t in (KERNEL, MEMCPY, GRAPH_TRACE) if t in self.tables]
-        if not parts:
-            return iter(())
-        return self._rows(f"{' UNION ALL '.join(parts)} ORDER BY 1")
+        sql = self._gpu_intervals_sql()
+        return self._rows(sql) if sql else iter(())
+
+    def gpu_interval_batches(self) -> Iterator[list[tuple[int, int]]]:
+        """`gpu_intervals` in lists of CHUNK rows, for readers that turn them into arrays."""
+        sql = self._gpu_intervals_sql()
+        return self.batches(sql, (), CHUNK) if sql else iter(())
 
     # ------------------------------------------------------------------ aggregates (computed by SQLite)
 
@@ -434,15 +453,16 @@ class NsysExport:
         )
         return self._rows(sql)
 
-    def kernel_durations(self, name_ids: frozenset[int]) -> Iterator[tuple[int, int]]:
-        """(shortName id, end - start) of every kernel of these names."""
+    def kernel_durations(self, name_ids: frozenset[int]) -> Iterator[list[tuple[int, int]]]:
+        """(shortName id, end - start) of every kernel of these names, in lists of CHUNK rows."""
         if KERNEL not in self.tables or not name_ids:
             return iter(())
         ids = ", ".join(str(int(i)) for i in sorted(name_ids))
-        return self._rows(f"SELECT shortName, end - start FROM {KERNEL} WHERE shortName IN ({ids})")
+        return self.batches(f"SELECT shortName, end - start FROM {KERNEL} WHERE shortName IN ({ids})", (), CHUNK)
 
-    def copy_records(self) -> Iterator[tuple[int, int | None, int | None, int, int]]:
-        """(copy kind, source memory, destination memory, end - start, bytes) of every memory copy."""
+    def copy_records(self) -> Iterator[list[tuple[int, int, int]]]:
+        """(copy kind, end - start, bytes) of every memory copy (-1 for a kind that is NULL), in lists of CHUNK rows."""
         if MEMCPY not in self.tables:
             return iter(())
-        return self._rows(f"SELECT copyKind, srcKind, dstKind, end - start, COALESCE(bytes, 0) FROM {MEMCPY}")
+        sql = f"SELECT COALESCE(copyKind, -1), end - start, COALESCE(bytes, 0) FROM {MEMCPY}"
+        return self.batches(sql, (), CHUNK)

@@ -44,8 +44,8 @@ class Stats:
     stddev: float
 
     @classmethod
-    def of(cls, values: Iterable[int]) -> Stats:
-        v = np.fromiter(values, dtype=np.int64)
+    def of(cls, values: Iterable[int] | np.ndarray) -> Stats:
+        v = values.astype(np.int64) if isinstance(values, np.ndarray) else np.fromiter(values, dtype=np.int64)
         if not len(v):
             return cls(0, 0, 0.0, 0.0, 0, 0, 0.0)
         stddev = float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
@@ -196,13 +196,21 @@ def copies(export: nsys.NsysExport, notes: list[str]) -> CopySummary:
         )
         for t in export.copy_totals()
     )
-    times: dict[str, list[int]] = {}
-    sizes: dict[str, list[int]] = {}
-    for kind, _src, _dst, duration, size in export.copy_records():
-        label = _enum_label(kinds.get(kind), kind)
-        times.setdefault(label, []).append(duration)
-        sizes.setdefault(label, []).append(size)
-    by_kind = [CopyKind(k, Stats.of(times[k]), Stats.of(sizes[k])) for k in times]
+    times: dict[int, list[np.ndarray]] = {}
+    sizes: dict[int, list[np.ndarray]] = {}
+    for batch in export.copy_records():
+        a = nsys.int64_rows(batch)
+        for kind in np.unique(a[:, 0]).tolist():
+            mine = a[:, 0] == kind
+            times.setdefault(kind, []).append(a[mine, 1])
+            sizes.setdefault(kind, []).append(a[mine, 2])
+    by_label: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {}
+    for kind in times:
+        label = _enum_label(kinds.get(kind), None if kind == -1 else kind)
+        t, z = by_label.setdefault(label, ([], []))
+        t += times[kind]
+        z += sizes[kind]
+    by_kind = [CopyKind(k, Stats.of(np.concatenate(t)), Stats.of(np.concatenate(z))) for k, (t, z) in by_label.items()]
     return CopySummary(rows, tuple(sorted(by_kind, key=lambda k: (-k.time.total, k.kind))))
 
 
@@ -217,29 +225,36 @@ def kernels(export: nsys.NsysExport) -> KernelSummary:
         instrumentation += t.count if is_timing_kernel(name) else 0
         if len(top_ids) < TOP_KERNELS:
             top_ids.append(t.name_id)
-    durations: dict[int, list[int]] = {i: [] for i in top_ids}
-    for name_id, duration in export.kernel_durations(frozenset(top_ids)):
-        durations[name_id].append(duration)
-    top = tuple((names.get(i, f"<string {i}>"), Stats.of(durations[i])) for i in top_ids)
+    durations: dict[int, list[np.ndarray]] = {i: [] for i in top_ids}
+    for batch in export.kernel_durations(frozenset(top_ids)):
+        a = nsys.int64_rows(batch)
+        for i in np.unique(a[:, 0]).tolist():
+            durations[i].append(a[a[:, 0] == i, 1])
+    top = tuple(
+        (names.get(i, f"<string {i}>"), Stats.of(np.concatenate(durations[i]) if durations[i] else np.empty(0)))
+        for i in top_ids
+    )
     return KernelSummary(count, total, instrumentation, top)
 
 
 def gpu_busy(export: nsys.NsysExport) -> GpuBusy:
-    """|∪ kernels ∪ copies| in one pass over the records by start time (merging as they come)."""
+    """|∪ kernels ∪ copies| in one pass over the records by start time, a chunk at a time: each record adds
+    what of it lies past the latest end before it (a running maximum carried across chunks)."""
     busy = 0
-    first = run_start = run_end = None
-    for start, end in export.gpu_intervals():
-        if run_end is None or start > run_end:
-            if run_end is not None:
-                busy += run_end - run_start
-            run_start, run_end = start, end
-            first = start if first is None else first
-        elif end > run_end:
-            run_end = end
-    if run_end is None:
+    first = latest = None
+    for batch in export.gpu_interval_batches():
+        a = nsys.int64_rows(batch)
+        start, end = a[:, 0], a[:, 1]
+        running = np.maximum.accumulate(end)
+        before = np.empty_like(running)
+        before[0] = start[0] if latest is None else latest
+        before[1:] = running[:-1]
+        busy += int(np.clip(end - np.maximum(start, before), 0, None).sum())
+        first = int(start[0]) if first is None else first
+        latest = int(running[-1]) if latest is None else max(latest, int(running[-1]))
+    if latest is None or first is None:
         return GpuBusy(0, 0, "no GPU records", 0)
-    busy += run_end - run_start
-    last = run_end  # the runs are disjoint and ordered: the last run ends last
+    last = latest
     profiled = export.profiled_window()
     if profiled is not None and profiled[1] > profiled[0]:
         return GpuBusy(busy, profiled[1] - profiled[0], "profiled session", last - first)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fdoverlap_cli.nsys import export as nsys
+from fdoverlap_cli.nsys.export import int64_rows
 from fdoverlap_cli.nsys.markers.rows import CHUNK, PID_MASK, ExportIndex, arrays, not_in, sql_ids
 from fdoverlap_cli.nsys.markers.spec import (
     DEFAULT_DOMAIN,
@@ -226,7 +227,7 @@ def _last_call_before(export: nsys.NsysExport, pid: int, times: np.ndarray) -> n
         "WHERE globalTid >= ? AND globalTid < ? AND correlationId IS NOT NULL"
     )
     for rows in export.batches(sql, (pid, pid + (1 << nsys.TID_BITS)), CHUNK):
-        a = np.array(rows, dtype=np.int64)
+        a = int64_rows(rows)
         np.maximum.at(slot_max, np.searchsorted(sorted_times, a[:, 0], side="right"), a[:, 1])
     out = np.empty(len(times), dtype=np.int64)
     out[order] = np.maximum.accumulate(slot_max)[: len(times)]

@@ -52,8 +52,8 @@ class CopyColumns:
     bytes: np.ndarray
     ns: np.ndarray
 
-    def to_dict(self) -> dict[str, list]:
-        return {"count": _list(self.count), "bytes": _list(self.bytes), "ns": _list(self.ns)}
+    def to_dict(self, arrays: bool = False) -> dict[str, Any]:
+        return {k: getattr(self, k) if arrays else _list(getattr(self, k)) for k in ("count", "bytes", "ns")}
 
 
 @dataclass(frozen=True)
@@ -122,11 +122,16 @@ class StepTable:
             return np.zeros(len(self)) if c is None else getattr(c, parts[2]).astype(np.float64)
         return np.asarray(getattr(self, parts[0]), dtype=np.float64)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, arrays: bool = False) -> dict[str, Any]:
+        """Every column as a list (NaN: None), or as the numpy array itself with `arrays` (render/json_stream
+        writes those without building the lists)."""
         out: dict[str, Any] = {}
         for f in fields(self):
             v = getattr(self, f.name)
-            out[f.name] = {k: c.to_dict() for k, c in v.items()} if f.name == "copies" else _list(v)
+            if f.name == "copies":
+                out[f.name] = {k: c.to_dict(arrays) for k, c in v.items()}
+            else:
+                out[f.name] = v if arrays else _list(v)
         return out
 
 
@@ -229,7 +234,8 @@ class MarkerSteps:
     unavailable: str | None  # why there are no steps
     notes: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, arrays: bool = False) -> dict[str, Any]:
+        """The JSON; `arrays`: the per-step columns as numpy arrays (for render/json_stream)."""
         return {
             "file": self.file,
             "available": self.unavailable is None,
@@ -237,5 +243,5 @@ class MarkerSteps:
             "notes": self.notes,
             "marker": self.choice.to_dict() if self.choice else None,
             "run": self.run.to_dict() if self.run else None,
-            "per_step": self.steps.to_dict() if self.steps else None,
+            "per_step": self.steps.to_dict(arrays) if self.steps else None,
         }

@@ -18,6 +18,7 @@ import numpy as np
 
 from fdoverlap_cli.nsys import export as nsys
 from fdoverlap_cli.nsys.calls import api_name, is_host_wait_call, is_timing_kernel
+from fdoverlap_cli.nsys.export import int64_rows
 
 CHUNK = 65536
 MEMSET = "CUPTI_ACTIVITY_KIND_MEMSET"
@@ -112,7 +113,7 @@ def _memory_label(name: str) -> str:
 
 def arrays(export: nsys.NsysExport, sql: str, params: tuple = (), columns: int | None = None) -> np.ndarray:
     """All rows of a small query as one int64 array (n, columns); NULLs must be COALESCEd away in the SQL."""
-    parts = [np.array(rows, dtype=np.int64) for rows in export.batches(sql, params)]
+    parts = [int64_rows(rows) for rows in export.batches(sql, params)]
     if not parts:
         return np.empty((0, columns or 0), dtype=np.int64)
     return np.concatenate(parts)
@@ -140,7 +141,7 @@ def kernel_correlations(export: nsys.NsysExport, index: ExportIndex, pid: int) -
         )
     for sql in parts:
         for rows in export.batches(sql, (pid,), CHUNK):
-            yield np.array(rows, dtype=np.int64).reshape(-1)
+            yield int64_rows(rows).reshape(-1)
 
 
 def kernels(export: nsys.NsysExport, index: ExportIndex, pid: int) -> Iterator[np.ndarray]:
@@ -162,7 +163,7 @@ def kernels(export: nsys.NsysExport, index: ExportIndex, pid: int) -> Iterator[n
         return
     sql = " UNION ALL ".join(parts) + " ORDER BY 1"
     for rows in export.batches(sql, (pid,) * len(parts), CHUNK):
-        yield np.array(rows, dtype=np.int64)
+        yield int64_rows(rows)
 
 
 def _process_rows(export: nsys.NsysExport, table: str, columns: str, pid: int) -> Iterator[np.ndarray]:
@@ -171,7 +172,7 @@ def _process_rows(export: nsys.NsysExport, table: str, columns: str, pid: int) -
         return
     sql = f"SELECT {columns} FROM {table} WHERE {_pid_filter(table, export)} AND correlationId IS NOT NULL"
     for rows in export.batches(sql, (pid,), CHUNK):
-        yield np.array(rows, dtype=np.int64)
+        yield int64_rows(rows)
 
 
 def copies(export: nsys.NsysExport, index: ExportIndex, pid: int) -> Iterator[np.ndarray]:
@@ -194,7 +195,7 @@ def calls(export: nsys.NsysExport, index: ExportIndex, pid: int) -> Iterator[np.
         "WHERE globalTid >= ? AND globalTid < ? AND correlationId IS NOT NULL"
     )
     for rows in export.batches(sql, (pid, pid + (1 << nsys.TID_BITS)), CHUNK):
-        yield np.array(rows, dtype=np.int64)
+        yield int64_rows(rows)
 
 
 def sampler_like_count(export: nsys.NsysExport, index: ExportIndex, pid: int) -> int:
