@@ -1,16 +1,21 @@
-"""How fast steps are found without NVTX in a large export, and how much memory it takes.
+"""How fast `fdoverlap analyze` reads a large export of a loop without NVTX, and how much memory it takes.
 
-Synthesises the export of a loop that emits no NVTX (tests/foreign_exports.py: per step a host gap, four
-forward kernels and a sampler, a pinned DtoH copy, an event record and a wait one step late) and times
-`nsys.markers.find_steps_in` on it in a fresh process, best of --repeat: with the marker chosen
-automatically (every candidate tried) and with --steps given. Peak RSS is the analysing process's VmHWM.
-Usage: python benchmarks/nsys_markers_speed.py [--steps 100000] [--repeat 3]
+Synthesises the export of a loop that emits no NVTX (tests/foreign_exports.py: per step a host gap,
+--kernels forward kernels and a sampler, a pinned DtoH copy, an event record and a wait one step late) and
+times, each in a fresh process, best of --repeat:
+  analyze   `nsys.analysis.analyze` (every summary, then the steps found with the marker chosen automatically:
+            every candidate tried), then its JSON written as `analyze --json` writes it (to /dev/null)
+  markers   `nsys.markers.find_steps_in` alone, automatic and with --steps sync:event
+Wall and CPU seconds and the process's peak RSS (VmHWM) are printed with the load average before each run
+(the machine may be shared: CPU seconds move less than wall seconds under load).
+Usage: python benchmarks/nsys_markers_speed.py [--steps 625000] [--kernels 4] [--repeat 2] [--only analyze|markers]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sqlite3
 import subprocess
@@ -38,50 +43,68 @@ def _peak_rss_mib() -> float:
     return float("nan")
 
 
-def measure(path: str, spec: str | None) -> None:
-    """In the child: find the steps once; print the wall time and peak RSS as JSON."""
-    from fdoverlap_cli.nsys.markers import find_steps_in
+def measure(what: str, path: str, spec: str | None) -> None:
+    """In the child: one run; print the wall and CPU seconds and the peak RSS as JSON."""
+    t, c = time.perf_counter(), time.process_time()
+    if what == "analyze":
+        from fdoverlap_cli.nsys.analysis import analyze
+        from fdoverlap_cli.render import json_stream
 
-    t = time.perf_counter()
-    r = find_steps_in(path, spec)
-    seconds = time.perf_counter() - t
-    print(json.dumps({"seconds": seconds, "rss_peak_mib": _peak_rss_mib(), "marker": r.choice.spec,
-                      "steps": r.run.steps}))  # fmt: skip
+        a = analyze(path)
+        analyzed, cpu = time.perf_counter() - t, time.process_time() - c
+        with open(os.devnull, "w") as sink:
+            json_stream.write(a.to_dict(arrays=True), sink)
+        r = a.markers
+    else:
+        from fdoverlap_cli.nsys.markers import find_steps_in
+
+        r = find_steps_in(path, spec)
+        analyzed, cpu = time.perf_counter() - t, time.process_time() - c
+    print(json.dumps({"seconds": analyzed, "cpu": cpu, "with_json": time.perf_counter() - t,
+                      "rss_peak_mib": _peak_rss_mib(), "marker": r.choice.spec, "steps": r.run.steps}))  # fmt: skip
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=100_000)
-    p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--measure", nargs=2, metavar=("EXPORT", "SPEC"), help=argparse.SUPPRESS)
+    p.add_argument("--steps", type=int, default=625_000, help="steps of the loop (625,000 x 16 rows = 10M rows)")
+    p.add_argument("--kernels", type=int, default=4, help="forward kernels per step")
+    p.add_argument("--repeat", type=int, default=2)
+    p.add_argument("--only", choices=("analyze", "markers"))
+    p.add_argument("--measure", nargs=3, metavar=("WHAT", "EXPORT", "SPEC"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.measure:
-        measure(args.measure[0], None if args.measure[1] == "auto" else args.measure[1])
+        what, path, spec = args.measure
+        measure(what, path, None if spec == "auto" else spec)
         return
     from tests.foreign_exports import LoopShape, write_loop
 
+    print(f"python {platform.python_version()}, sqlite {sqlite3.sqlite_version}, {platform.machine()}, "
+          f"{os.cpu_count()} CPUs")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "loop.sqlite"
         t = time.perf_counter()
-        write_loop(path, LoopShape(steps=args.steps, host_ns=50_000, one_step_late=True))
+        write_loop(path, LoopShape(steps=args.steps, kernels=args.kernels, host_ns=50_000, one_step_late=True))
         made = time.perf_counter() - t
         with sqlite3.connect(path) as db:
             rows = sum(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in ROW_TABLES)
-        print(f"export: {args.steps} steps, {rows:,} CUPTI rows, {path.stat().st_size / 2**20:.0f} MiB "
-              f"(written in {made:.1f} s)")  # fmt: skip
-        for spec in ("auto", "sync:event"):
-            runs = []
+        print(f"export: {args.steps:,} steps, {args.kernels + 1} kernels each, {rows:,} CUPTI rows, "
+              f"{path.stat().st_size / 2**20:.0f} MiB (written in {made:.1f} s)")  # fmt: skip
+        runs = [("analyze", "auto"), ("markers", "auto"), ("markers", "sync:event")]
+        for what, spec in (r for r in runs if args.only in (None, r[0])):
+            results = []
             for _ in range(args.repeat):
+                load = os.getloadavg()[0]
                 out = subprocess.run(
-                    [sys.executable, __file__, "--measure", str(path), spec],
+                    [sys.executable, __file__, "--measure", what, str(path), spec],
                     capture_output=True, text=True, check=True, cwd=ROOT,
                 )  # fmt: skip
-                runs.append(json.loads(out.stdout))
-            best = min(runs, key=lambda r: r["seconds"])
-            print(f"--steps {spec}: {best['marker']}, {best['steps']} steps, best of {args.repeat} "
-                  f"{best['seconds']:.2f} s = {rows / best['seconds']:,.0f} rows/s, "
-                  f"peak RSS {max(r['rss_peak_mib'] for r in runs):.0f} MiB")  # fmt: skip
-    print(f"python {platform.python_version()}, sqlite {sqlite3.sqlite_version}, {platform.machine()}")
+                results.append({**json.loads(out.stdout), "load": load})
+            best = min(results, key=lambda r: r["seconds"])
+            label = "analyze (summary + markers)" if what == "analyze" else f"find_steps --steps {spec}"
+            extra = f", {best['with_json']:.2f} s with --json" if what == "analyze" else ""
+            print(f"{label}: {best['marker']}, {best['steps']:,} steps; best of {args.repeat} {best['seconds']:.2f} s "
+                  f"wall ({best['cpu']:.2f} s CPU, load {best['load']:.1f}) = {rows / best['seconds']:,.0f} rows/s"
+                  f"{extra}; peak RSS {max(r['rss_peak_mib'] for r in results):.0f} MiB")  # fmt: skip
 
 
 if __name__ == "__main__":

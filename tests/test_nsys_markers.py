@@ -310,3 +310,16 @@ def test_not_an_export(tmp_path):
         find_steps_in(tmp_path / "x.sqlite")
     with pytest.raises(InputError, match="--steps: 'sync:soon'"):
         find_steps_in(SMALL, "sync:soon")
+
+
+def test_a_copy_that_fits_leaves_the_other_candidates_untried(tmp_path):
+    write_loop(tmp_path / "r.sqlite", LoopShape())
+    c = find_steps_in(tmp_path / "r.sqlite").choice
+    assert c.spec == "copy:dtoh,pinned,<=64KiB" and c.candidates[0].score == 0.0
+    untried = {x.spec for x in c.candidates if not x.tried}
+    assert untried == {"sync:event", "kernel:^sample_tokens_kernel$"}
+    assert all(x.score is None and x.events == 0 for x in c.candidates if not x.tried)
+    jitter = tuple(int(x) for x in np.random.default_rng(1).integers(0, 2_000_000, 12))
+    write_loop(tmp_path / "j.sqlite", LoopShape(jitter_ns=jitter))
+    c = find_steps_in(tmp_path / "j.sqlite").choice
+    assert c.candidates[0].score > 0.05 and all(x.tried for x in c.candidates)  # irregular: every one is tried

@@ -12,6 +12,7 @@ from rich.console import Console
 from fdoverlap_cli.measure.derive import Change
 from fdoverlap_cli.nsys.analysis import NsysVersus
 from fdoverlap_cli.nsys.markers import MarkerSteps
+from fdoverlap_cli.nsys.markers.candidates import TIE
 from fdoverlap_cli.nsys.markers.versus import MarkerComparison, rows
 from fdoverlap_cli.render.blocks import BOLD, DIM, Block, Column, Table, note, table, text, to_console, warning
 from fdoverlap_cli.render.cells import change, value
@@ -45,13 +46,18 @@ def choice_line(m: MarkerSteps, prefix: str = "") -> Block:
 def _candidates(m: MarkerSteps) -> list[Block]:
     if m.choice is None or not m.choice.candidates:
         return []
+    tried = [x for x in m.choice.candidates if x.tried]
     shown = [
         f"{x.spec} ({x.boundaries:,} boundaries, fit {'–' if x.score is None else f'{x.score:.3f}'})"
-        for x in m.choice.candidates[:TOP_CANDIDATES]
+        for x in tried[:TOP_CANDIDATES]
     ]
-    more = len(m.choice.candidates) - TOP_CANDIDATES
+    more = len(tried) - TOP_CANDIDATES
     tail = f"; {more} more" if more > 0 else ""
-    return [text("candidates, best first: " + "; ".join(shown) + tail, style=DIM)]
+    out = [text("candidates, best first: " + "; ".join(shown) + tail, style=DIM)]
+    skipped = [x.spec for x in m.choice.candidates if not x.tried]
+    if skipped:
+        out.append(text(f"not tried (the copy fits within {TIE} of a perfect fit): " + ", ".join(skipped), style=DIM))
+    return out
 
 
 def marker_rows(docs: list[dict], changes: MarkerComparison | None = None) -> list[list[str]]:

@@ -93,7 +93,8 @@ class Candidate:
     events: int
     boundaries: int
     regularity: Regularity
-    score: float | None  # None: not eligible (fewer than MIN_OCCURRENCES boundaries)
+    score: float | None  # None: not eligible (fewer than MIN_OCCURRENCES boundaries), or not tried
+    tried: bool = True  # False: a copy of the sampled tokens fitted within TIE already, so it wins regardless
 
     def to_dict(self) -> dict:
         return {**self.__dict__, "regularity": self.regularity.to_dict()}
@@ -225,19 +226,39 @@ def _sampler_specs(export: nsys.NsysExport, index: rows.ExportIndex) -> list[Ker
     return [KernelMarker(p) for p, count in patterns.items() if count >= MIN_OCCURRENCES]
 
 
+def _winner_fits(tried: list[tuple[Boundaries | None, Candidate]]) -> bool:
+    """Whether the winner so far (the first within TIE of the best score) scores TIE or less itself."""
+    scores = [c.score for _, c in tried if c.score is not None]
+    if not scores:
+        return False
+    best = min(scores)
+    first = next(c.score for _, c in tried if c.score is not None and c.score <= best + TIE)
+    return first <= TIE
+
+
 def choose(export: nsys.NsysExport, index: rows.ExportIndex) -> tuple[Boundaries | None, list[Candidate], int]:
     """Try every candidate marker; return the best one's boundaries, all candidates (best first) and the
-    number of sampler-like kernels they were measured against."""
+    number of sampler-like kernels they were measured against.
+
+    The copies are tried first: when the one that wins among them fits within TIE of a perfect fit (score 0),
+    no later candidate can change the winner (the tie margin over any best score still holds it, and no earlier
+    copy gets in), so the others are listed as not tried (their occurrences are never read)."""
     tried = []
     expected_by_pid: dict[int, int] = {}
-    found = [(spec, events.of_spec(export, index, spec)) for spec in candidate_specs(export, index)]
-    for b in group_all(export, index, found):
-        if b.pid not in expected_by_pid:
-            expected_by_pid[b.pid] = rows.sampler_like_count(export, index, b.pid) if len(b) else 0
-        tried.append((b, fit(b, expected_by_pid[b.pid])))
+    specs = candidate_specs(export, index)
+    copies = [s for s in specs if isinstance(s, CopyMarker)]
+    for tier in (copies, [s for s in specs if not isinstance(s, CopyMarker)]):
+        if _winner_fits(tried):
+            tried += [(None, Candidate(str(s), 0, 0, Regularity(0, None, None, None), None, False)) for s in tier]
+            continue
+        found = [(spec, events.of_spec(export, index, spec)) for spec in tier]
+        for b in group_all(export, index, found):
+            if b.pid not in expected_by_pid:
+                expected_by_pid[b.pid] = rows.sampler_like_count(export, index, b.pid) if len(b) else 0
+            tried.append((b, fit(b, expected_by_pid[b.pid])))
     scores = [c.score for _, c in tried if c.score is not None]
     best_score = min(scores, default=None)
-    ranked = sorted(tried, key=lambda bc: (bc[1].score is None, bc[1].score or 0.0))
+    ranked = sorted(tried, key=lambda bc: (not bc[1].tried, bc[1].score is None, bc[1].score or 0.0))
     best = next((b for b, c in tried if c.score is not None and c.score <= best_score + TIE), None)
     if best is not None:  # the winner first, then the rest by fit
         ranked.sort(key=lambda bc: bc[0] is not best)
