@@ -40,6 +40,11 @@ _SPECS = {
             {"target": f"{_RUNNER}.postprocess", "name": schema.POSTPROCESS, "payload": "arg:fwd.plan.step"},
             {"target": f"{_RUNNER}.save_model_output", "name": schema.SAVE, "payload": "arg:p.plan.step"},
             {
+                "target": "fdoverlap_cli.engine.designs:Develop.token_num_stage",
+                "name": schema.TOKEN_NUM_EVENT,
+                "payload": "arg:k",
+            },
+            {
                 "target": "fdoverlap_cli.engine.replay:Engine.replay",
                 "name_from": "arg:path",
                 "payload": "attr:trace_id",
