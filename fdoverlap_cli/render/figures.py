@@ -101,7 +101,7 @@ def _per_step(ax: Any, paths: Mapping[str, tuple[PathMetrics, Any]], column: str
         if len(steps) <= MANY_STEPS:
             lines += ax.plot(steps, values, color=color, lw=1.6, marker="o", ms=3.5, label=label)
             continue
-        window = len(steps) // MANY_STEPS
+        window = max(2, round(len(steps) / (MANY_STEPS / 2)))  # a mean of at least two steps
         ax.plot(steps, values, color=color, lw=0.5, alpha=0.3)
         lines += ax.plot(
             steps, _rolling_mean(values, window), color=color, lw=1.8, label=f"{label}; line: mean of {window} steps"
