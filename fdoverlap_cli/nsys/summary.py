@@ -272,7 +272,8 @@ def table_notes(export: nsys.NsysExport) -> list[str]:
         )
     if not has_nvtx:
         notes.append(
-            f"no {nsys.NVTX} table: the report was taken without NVTX tracing (-t nvtx), so there are no steps"
+            f"no {nsys.NVTX} table: the program emitted no NVTX range (or nsys ran without -t nvtx), so steps "
+            "can come only from CUDA activity"
         )
     if not has_cuda:
         notes.append(
