@@ -32,7 +32,7 @@ from fdoverlap_cli.measure import schema
 from fdoverlap_cli.measure.derive import Derived, PathTiming, Window, derive
 from fdoverlap_cli.measure.metrics import RequestFacts, StepFacts
 from fdoverlap_cli.measure.records import KIND_CODE, Kind, SpanTable, Track
-from fdoverlap_cli.results_format import TIME_REFERENCE, check_results
+from fdoverlap_cli.results_format import TIME_REFERENCE, check_file, check_results
 
 RESULTS_FORMAT = "fdoverlap-run"
 RESULTS_VERSION = 2
@@ -350,17 +350,7 @@ class RunResult:
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "run.json") -> RunResult:
-        if not isinstance(d, dict) or d.get("format") != RESULTS_FORMAT:
-            raise InputError(where, f"not an fdoverlap results file (expected format '{RESULTS_FORMAT}')")
-        if d.get("version") != RESULTS_VERSION:
-            raise InputError(
-                f"{where}: version",
-                f"unknown results version {d.get('version')!r} (this fdoverlap reads version {RESULTS_VERSION})",
-            )
-        try:
-            check_results(d)
-        except InputError as e:
-            raise InputError(f"{where}: {e.where}" if e.where else where, e.reason) from None
+        check_file(d, where, RESULTS_FORMAT, RESULTS_VERSION, "results", check_results)
         try:
             return cls(
                 command=d["command"],

@@ -11,7 +11,7 @@ and meta, the options) only need to be objects.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from fdoverlap_cli.errors import InputError, clip
@@ -373,3 +373,20 @@ def check_sweep(doc: dict[str, Any]) -> None:
             raise InputError(f"{at}.run", "a done point holds a complete run")
     if len(ids) != len(doc["points"]):
         raise InputError("points", "two points have the same id")
+
+
+def check_file(
+    doc: Any, where: str, fmt: str, version: int, what: str, check: Callable[[dict[str, Any]], None]
+) -> None:
+    """A results file's format name and version, then `check` of the whole: one InputError naming where."""
+    if not isinstance(doc, dict) or doc.get("format") != fmt:
+        raise InputError(where, f"not an fdoverlap {what} file (expected format '{fmt}')")
+    if doc.get("version") != version:
+        raise InputError(
+            f"{where}: version",
+            f"unknown {what} version {doc.get('version')!r} (this fdoverlap reads version {version})",
+        )
+    try:
+        check(doc)
+    except InputError as e:
+        raise InputError(f"{where}: {e.where}" if e.where else where, e.reason) from None

@@ -16,7 +16,7 @@ from typing import Any
 from fdoverlap_cli.errors import InputError
 from fdoverlap_cli.fileio import write_json
 from fdoverlap_cli.results import RunResult
-from fdoverlap_cli.results_format import POINT_STATUSES, check_sweep
+from fdoverlap_cli.results_format import POINT_STATUSES, check_file, check_sweep
 
 SWEEP_FORMAT = "fdoverlap-sweep"
 SWEEP_VERSION = 1
@@ -74,17 +74,7 @@ class SweepResult:
 
     @classmethod
     def from_dict(cls, d: Any, where: str = "sweep.json") -> SweepResult:
-        if not isinstance(d, dict) or d.get("format") != SWEEP_FORMAT:
-            raise InputError(where, f"not an fdoverlap sweep file (expected format '{SWEEP_FORMAT}')")
-        if d.get("version") != SWEEP_VERSION:
-            raise InputError(
-                f"{where}: version",
-                f"unknown sweep version {d.get('version')!r} (this fdoverlap reads version {SWEEP_VERSION})",
-            )
-        try:
-            check_sweep(d)
-        except InputError as e:
-            raise InputError(f"{where}: {e.where}" if e.where else where, e.reason) from None
+        check_file(d, where, SWEEP_FORMAT, SWEEP_VERSION, "sweep", check_sweep)
         points = []
         for i, p in enumerate(d["points"]):
             run = RunResult.from_dict(p["run"], f"{where}: points[{i}].run") if p["run"] is not None else None
