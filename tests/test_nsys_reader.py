@@ -10,6 +10,7 @@ import pytest
 
 from fdoverlap_cli.errors import InputError
 from fdoverlap_cli.nsys import export as nsys
+from fdoverlap_cli.nsys import statistics
 from tests.conftest import run_cli
 from tests.loop_model import write_export
 
@@ -47,16 +48,17 @@ def test_nvtx_ranges_of_the_fdoverlap_domain(real):
 
 def test_memory_copies_with_the_exports_own_enums(real):
     kinds, memory = real.enum(nsys.MEMCPY_KINDS), real.enum(nsys.MEMORY_KINDS)
-    totals = {(kinds[t.copy_kind], memory[t.src_kind], memory[t.dst_kind]): t.count for t in real.copy_totals()}
+    copies = statistics.copy_totals(real)
+    totals = {(kinds[t.copy_kind], memory[t.src_kind], memory[t.dst_kind]): t.count for t in copies}
     assert totals == {
         ("CUDA_MEMCPY_KIND_HTOD", "CUDA_MEMOPR_MEMORY_KIND_PAGEABLE", "CUDA_MEMOPR_MEMORY_KIND_DEVICE"): 2,
         ("CUDA_MEMCPY_KIND_DTOH", "CUDA_MEMOPR_MEMORY_KIND_DEVICE", "CUDA_MEMOPR_MEMORY_KIND_PINNED"): 6,
     }
-    assert all(t.bytes == t.count * 16 * 2**20 for t in real.copy_totals())
+    assert all(t.bytes == t.count * 16 * 2**20 for t in statistics.copy_totals(real))
 
 
 def test_kernels_and_their_launches(real):
-    totals = list(real.kernel_totals())
+    totals = list(statistics.kernel_totals(real))
     assert sum(t.count for t in totals) == 5
     assert real.string(totals[0].name_id).startswith("sm90_xmma_gemm")
     api = real.distinct_names(nsys.RUNTIME, "nameId")

@@ -21,7 +21,7 @@ from fdoverlap_cli.measure.derive import Derived, PathTiming, Window, derive
 from fdoverlap_cli.measure.metrics import PathMetrics, Summary
 from fdoverlap_cli.measure.records import Kind, Span, SpanTable
 from fdoverlap_cli.nsys import export as nsys
-from fdoverlap_cli.nsys import markers, summary
+from fdoverlap_cli.nsys import markers, statistics, summary
 from fdoverlap_cli.nsys.markers import versus
 from fdoverlap_cli.nsys.steps import Attribution, PathAttribution, attribute
 
@@ -65,7 +65,7 @@ class NsysAnalysis:
     copies: summary.CopySummary
     kernels: summary.KernelSummary
     gpu: summary.GpuBusy
-    graphs: nsys.GraphTotals
+    graphs: statistics.GraphTotals
     attribution: Attribution
     unavailable: str | None  # why there are no per-step metrics
     derived: Derived | None = None  # the paths' metrics and comparison, when available
@@ -141,7 +141,7 @@ def analyze(
                 copies=summary.copies(export, notes),
                 kernels=summary.kernels(export),
                 gpu=summary.gpu_busy(export),
-                graphs=export.graph_totals(),
+                graphs=statistics.graph_totals(export),
                 attribution=(attribution := attribute(export, keep_flows=keep_flows)),
                 unavailable=attribution.unavailable_reason(has_cuda=nsys.RUNTIME in export.tables),
             )
@@ -214,6 +214,6 @@ WHOLE_GRAPH_NOTE = (
 )
 
 
-def graph_tracing(g: nsys.GraphTotals) -> str | None:
+def graph_tracing(g: statistics.GraphTotals) -> str | None:
     """How nsys traced the export's CUDA graphs: 'graph' (whole launches), 'node' (their kernels), None (none)."""
     return "graph" if g.records else "node" if g.node_kernels else None

@@ -1,8 +1,8 @@
 """Reading an Nsight Systems SQLite export (`nsys export --type sqlite`): parsing only, streamed.
 
 Written against export schema 3.20 (Nsight Systems 2025.3). Every stream below is a cursor over
-the export in time order, fetched in batches, so a large report is never loaded whole; aggregates
-(counts and totals) are computed by SQLite. What the rows mean for fdoverlap's steps is
+the export in time order, fetched in batches, so a large report is never loaded whole; the aggregates
+(counts and totals, computed by SQLite) are `statistics`'s. What the rows mean for fdoverlap's steps is
 `steps`'s business; this module only turns rows into records.
 
 Tables read: META_DATA_EXPORT (schema version), StringIds (names), NVTX_EVENTS (ranges, domains,
@@ -105,39 +105,6 @@ class Launch(NamedTuple):
     bytes: int | None
 
 
-class GraphTotals(NamedTuple):
-    """CUDA graph work in an export: whole-graph records (traced as a whole) and kernels traced per node."""
-
-    records: int  # GRAPH_TRACE rows: graph launches traced as a whole
-    records_ns: int
-    node_kernels: int  # KERNEL rows with a graphNodeId: kernels of graphs traced per node
-
-
-class RangeTotal(NamedTuple):
-    """Count and total duration of the closed NVTX ranges sharing a domain, category and message."""
-
-    domain: int
-    category: int | None
-    name: str | None
-    count: int
-    total_ns: int
-
-
-class KernelTotal(NamedTuple):
-    name_id: int
-    count: int
-    total_ns: int
-
-
-class CopyTotal(NamedTuple):
-    copy_kind: int
-    src_kind: int | None
-    dst_kind: int | None
-    count: int
-    bytes: int
-    total_ns: int
-
-
 def int64_rows(rows: list[tuple]) -> np.ndarray:
     """A batch of integer rows as an int64 array (n, width): through one flat iterator, about twice as fast as
     np.array on a list of tuples; a NULL (None) or a text is a TypeError or ValueError, as from np.array."""
@@ -155,12 +122,12 @@ class NsysExport:
         self._strings: dict[int, str] = {}
         self._names: dict[tuple[str, str], dict[int, str]] = {}
         self.warnings: list[str] = []
-        self.tables = frozenset(name for (name,) in self._rows("SELECT name FROM sqlite_master WHERE type='table'"))
+        self.tables = frozenset(name for (name,) in self.rows("SELECT name FROM sqlite_master WHERE type='table'"))
         if not self.tables:
             raise InputError(str(path), "an empty SQLite database, not an Nsight Systems export")
         if META not in self.tables or STRINGS not in self.tables:
             raise InputError(str(path), f"not an Nsight Systems export (no {META} or {STRINGS} table)")
-        self.meta = dict(self._rows(f"SELECT CAST(name AS TEXT), CAST(value AS TEXT) FROM {META}"))
+        self.meta = dict(self.rows(f"SELECT CAST(name AS TEXT), CAST(value AS TEXT) FROM {META}"))
         self.version = self._check_version()
         self._check_order()
 
@@ -233,12 +200,12 @@ class NsysExport:
                 continue
             integers = "typeof(start) = 'integer' AND typeof(end) = 'integer'"  # other values: reading them says so
             sql = f"SELECT rowid, start, end FROM {table} WHERE {integers} AND end < start LIMIT 1"
-            for rowid, start, end in self._rows(sql):
+            for rowid, start, end in self.rows(sql):
                 raise InputError(
                     str(self.path), f"{table} row {rowid} ends before it starts (start {start}, end {end})"
                 )
 
-    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> Iterator[tuple]:
+    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> Iterator[tuple]:
         """The rows of `sql`, fetched in batches; SQLite errors become one InputError."""
         try:
             cursor = self._db.execute(sql, params)
@@ -260,14 +227,14 @@ class NsysExport:
         """The column names of `table` (empty when the table is missing)."""
         if table not in self.tables:
             return frozenset()
-        return frozenset(row[1] for row in self._rows(f"PRAGMA table_info({table})"))
+        return frozenset(row[1] for row in self.rows(f"PRAGMA table_info({table})"))
 
     def string(self, string_id: int | None) -> str | None:
         """The StringIds value of `string_id` (cached; None for None or an unknown id)."""
         if string_id is None:
             return None
         if string_id not in self._strings:
-            row = next(self._rows(f"SELECT CAST(value AS TEXT) FROM {STRINGS} WHERE id = ?", (string_id,)), None)
+            row = next(self.rows(f"SELECT CAST(value AS TEXT) FROM {STRINGS} WHERE id = ?", (string_id,)), None)
             self._strings[string_id] = row[0] if row else None
         return self._strings[string_id]
 
@@ -286,20 +253,20 @@ class NsysExport:
         if NVTX not in self.tables:
             return {}
         sql = f"SELECT domainId, CAST(text AS TEXT) FROM {NVTX} WHERE eventType = ? AND domainId IS NOT NULL"
-        return {int(d): name for d, name in self._rows(sql, (NVTX_DOMAIN_CREATE,)) if name is not None}
+        return {int(d): name for d, name in self.rows(sql, (NVTX_DOMAIN_CREATE,)) if name is not None}
 
     def categories(self) -> dict[tuple[int, int], str]:
         """(domain id, category id) -> category name (from nvtxDomainNameCategory events)."""
         if NVTX not in self.tables:
             return {}
         sql = f"SELECT domainId, category, CAST(text AS TEXT) FROM {NVTX} WHERE eventType = ? AND category IS NOT NULL"
-        return {(int(d or 0), int(c)): name for d, c, name in self._rows(sql, (NVTX_CATEGORY,)) if name is not None}
+        return {(int(d or 0), int(c)): name for d, c, name in self.rows(sql, (NVTX_CATEGORY,)) if name is not None}
 
     def enum(self, table: str) -> dict[int, str]:
         """An ENUM_* table as id -> symbol name (empty when the export lacks it)."""
         if table not in self.tables:
             return {}
-        return {int(i): name for i, name in self._rows(f"SELECT id, CAST(name AS TEXT) FROM {table}")}
+        return {int(i): name for i, name in self.rows(f"SELECT id, CAST(name AS TEXT) FROM {table}")}
 
     def distinct_names(self, table: str, column: str) -> dict[int, str]:
         """StringIds id -> value for every id used in `table.column` (API names, kernel names); read once (the
@@ -311,7 +278,7 @@ class NsysExport:
                 f"SELECT DISTINCT t.{column}, CAST(s.value AS TEXT) FROM {table} t "
                 f"LEFT JOIN {STRINGS} s ON s.id = t.{column}"
             )
-            found = {int(i): name or f"<string {i}>" for i, name in self._rows(sql) if i is not None}
+            found = {int(i): name or f"<string {i}>" for i, name in self.rows(sql) if i is not None}
             self._names[(table, column)] = found
         return dict(self._names[(table, column)])
 
@@ -319,13 +286,13 @@ class NsysExport:
         """The names of the GPUs the profiled machine had (empty when the export does not say)."""
         if "name" not in self.columns(GPUS):
             return []
-        return [name for (name,) in self._rows(f"SELECT DISTINCT CAST(name AS TEXT) FROM {GPUS}") if name]
+        return [name for (name,) in self.rows(f"SELECT DISTINCT CAST(name AS TEXT) FROM {GPUS}") if name]
 
     def profiled_window(self) -> tuple[int, int] | None:
         """[start, stop) of the whole profiled session in the export's clock, when the export says."""
         if ANALYSIS not in self.tables:
             return None
-        row = next(self._rows(f"SELECT min(startTime), max(stopTime) FROM {ANALYSIS}"), None)
+        row = next(self.rows(f"SELECT min(startTime), max(stopTime) FROM {ANALYSIS}"), None)
         return (int(row[0]), int(row[1])) if row and row[0] is not None and row[1] is not None else None
 
     # ------------------------------------------------------------------ streams, in time order
@@ -342,7 +309,7 @@ class NsysExport:
             f"FROM {NVTX} e LEFT JOIN {STRINGS} s ON s.id = e.textId "
             f"WHERE e.eventType IN ({NVTX_PUSH_POP}, {NVTX_START_END}) ORDER BY e.start, e.end DESC"
         )
-        return map(NvtxRange._make, self._rows(sql))
+        return map(NvtxRange._make, self.rows(sql))
 
     def launches(self, wait_name_ids: frozenset[int] = frozenset()) -> Iterator[Launch]:
         """API calls that launched GPU work (joined on correlationId within one process), and the calls
@@ -374,7 +341,7 @@ class NsysExport:
                 "SELECT start, end, globalTid, nameId, correlationId, NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
                 f"NULL, NULL FROM {RUNTIME} WHERE nameId IN ({waits}) ORDER BY start"
             )
-            return map(Launch._make, self._rows(sql))
+            return map(Launch._make, self.rows(sql))
         sql = (
             f"WITH gpu AS ({' UNION ALL '.join(gpu)}) "
             "SELECT r.start, r.end, r.globalTid, r.nameId, r.correlationId, g.what, g.start, g.end, g.streamId, "
@@ -383,7 +350,7 @@ class NsysExport:
             f"AND (g.pid IS NULL OR g.pid = (r.globalTid >> {TID_BITS}) << {TID_BITS}) "
             f"WHERE g.corr IS NOT NULL OR r.nameId IN ({waits}) ORDER BY r.start, g.start"
         )
-        return map(Launch._make, self._rows(sql))
+        return map(Launch._make, self.rows(sql))
 
     def _gpu_intervals_sql(self) -> str | None:
         parts = [f"SELECT start, end FROM {t}" for t in (KERNEL, MEMCPY, GRAPH_TRACE) if t in self.tables]
@@ -392,77 +359,9 @@ class NsysExport:
     def gpu_intervals(self) -> Iterator[tuple[int, int]]:
         """(start, end) of every kernel, memory copy and whole-graph record, by start time."""
         sql = self._gpu_intervals_sql()
-        return self._rows(sql) if sql else iter(())
+        return self.rows(sql) if sql else iter(())
 
     def gpu_interval_batches(self) -> Iterator[list[tuple[int, int]]]:
         """`gpu_intervals` in lists of CHUNK rows, for readers that turn them into arrays."""
         sql = self._gpu_intervals_sql()
         return self.batches(sql, (), CHUNK) if sql else iter(())
-
-    # ------------------------------------------------------------------ aggregates (computed by SQLite)
-
-    def range_totals(self) -> Iterator[RangeTotal]:
-        """Closed ranges grouped by (domain, category, message)."""
-        if NVTX not in self.tables:
-            return iter(())
-        sql = (
-            f"SELECT COALESCE(e.domainId, 0), e.category, CAST(COALESCE(e.text, s.value) AS TEXT), count(*), "
-            "sum(e.end - e.start) "
-            f"FROM {NVTX} e LEFT JOIN {STRINGS} s ON s.id = e.textId "
-            f"WHERE e.eventType IN ({NVTX_PUSH_POP}, {NVTX_START_END}) AND e.end IS NOT NULL GROUP BY 1, 2, 3"
-        )
-        return map(RangeTotal._make, self._rows(sql))
-
-    def kernel_totals(self) -> Iterator[KernelTotal]:
-        """Kernels grouped by short name, the longest total first."""
-        if KERNEL not in self.tables:
-            return iter(())
-        sql = f"SELECT shortName, count(*), sum(end - start) FROM {KERNEL} GROUP BY shortName ORDER BY 3 DESC"
-        return map(KernelTotal._make, self._rows(sql))
-
-    def graph_totals(self) -> GraphTotals:
-        """Whole-graph records and per-node graph kernels (zeros where the export has neither)."""
-        records = records_ns = node_kernels = 0
-        if GRAPH_TRACE in self.tables:
-            row = next(self._rows(f"SELECT count(*), sum(end - start) FROM {GRAPH_TRACE}"), None)
-            records, records_ns = (int(row[0] or 0), int(row[1] or 0)) if row else (0, 0)
-        if "graphNodeId" in self.columns(KERNEL):
-            row = next(self._rows(f"SELECT count(*) FROM {KERNEL} WHERE graphNodeId IS NOT NULL"), None)
-            node_kernels = int(row[0] or 0) if row else 0
-        return GraphTotals(records, records_ns, node_kernels)
-
-    def copy_totals(self) -> Iterator[CopyTotal]:
-        """Memory copies grouped by (copy kind, source memory, destination memory)."""
-        if MEMCPY not in self.tables:
-            return iter(())
-        sql = (
-            f"SELECT copyKind, srcKind, dstKind, count(*), sum(bytes), sum(end - start) FROM {MEMCPY} GROUP BY 1, 2, 3"
-        )
-        return map(CopyTotal._make, self._rows(sql))
-
-    # ------------------------------------------------------------------ durations, for the statistics
-
-    def range_durations(self) -> Iterator[tuple[int, int | None, str | None, int]]:
-        """(domain, category, message, end - start) of every closed range."""
-        if NVTX not in self.tables:
-            return iter(())
-        sql = (
-            f"SELECT COALESCE(e.domainId, 0), e.category, CAST(COALESCE(e.text, s.value) AS TEXT), e.end - e.start "
-            f"FROM {NVTX} e LEFT JOIN {STRINGS} s ON s.id = e.textId "
-            f"WHERE e.eventType IN ({NVTX_PUSH_POP}, {NVTX_START_END}) AND e.end IS NOT NULL"
-        )
-        return self._rows(sql)
-
-    def kernel_durations(self, name_ids: frozenset[int]) -> Iterator[list[tuple[int, int]]]:
-        """(shortName id, end - start) of every kernel of these names, in lists of CHUNK rows."""
-        if KERNEL not in self.tables or not name_ids:
-            return iter(())
-        ids = ", ".join(str(int(i)) for i in sorted(name_ids))
-        return self.batches(f"SELECT shortName, end - start FROM {KERNEL} WHERE shortName IN ({ids})", (), CHUNK)
-
-    def copy_records(self) -> Iterator[list[tuple[int, int, int]]]:
-        """(copy kind, end - start, bytes) of every memory copy (-1 for a kind that is NULL), in lists of CHUNK rows."""
-        if MEMCPY not in self.tables:
-            return iter(())
-        sql = f"SELECT COALESCE(copyKind, -1), end - start, COALESCE(bytes, 0) FROM {MEMCPY}"
-        return self.batches(sql, (), CHUNK)

@@ -17,6 +17,7 @@ import numpy as np
 
 from fdoverlap_cli.errors import InputError
 from fdoverlap_cli.nsys import export as nsys
+from fdoverlap_cli.nsys import statistics
 from fdoverlap_cli.nsys.calls import is_timing_kernel
 
 TOP_KERNELS = 10
@@ -173,7 +174,7 @@ def ranges(export: nsys.NsysExport) -> list[RangeSummary]:
     """Closed ranges by (domain, name), the longest total first; a range with no message is named by its category."""
     domains, categories = export.domains(), export.categories()
     durations: dict[tuple[str, str], list[int]] = {}
-    for domain, category, text, duration in export.range_durations():
+    for domain, category, text, duration in statistics.range_durations(export):
         name = text if text is not None else categories.get((domain, category or 0), "(unnamed)")
         key = (domains.get(domain, "(default)" if domain == 0 else f"domain {domain}"), name)
         durations.setdefault(key, []).append(duration)
@@ -194,11 +195,11 @@ def copies(export: nsys.NsysExport, notes: list[str]) -> CopySummary:
             t.bytes or 0,
             t.total_ns or 0,
         )
-        for t in export.copy_totals()
+        for t in statistics.copy_totals(export)
     )
     times: dict[int, list[np.ndarray]] = {}
     sizes: dict[int, list[np.ndarray]] = {}
-    for batch in export.copy_records():
+    for batch in statistics.copy_records(export):
         a = nsys.int64_rows(batch)
         for kind in np.unique(a[:, 0]).tolist():
             mine = a[:, 0] == kind
@@ -218,7 +219,7 @@ def kernels(export: nsys.NsysExport) -> KernelSummary:
     names = export.distinct_names(nsys.KERNEL, "shortName")
     count = total = instrumentation = 0
     top_ids = []
-    for t in export.kernel_totals():
+    for t in statistics.kernel_totals(export):
         name = names.get(t.name_id, f"<string {t.name_id}>")
         count += t.count
         total += t.total_ns or 0
@@ -226,7 +227,7 @@ def kernels(export: nsys.NsysExport) -> KernelSummary:
         if len(top_ids) < TOP_KERNELS:
             top_ids.append(t.name_id)
     durations: dict[int, list[np.ndarray]] = {i: [] for i in top_ids}
-    for batch in export.kernel_durations(frozenset(top_ids)):
+    for batch in statistics.kernel_durations(export, frozenset(top_ids)):
         a = nsys.int64_rows(batch)
         for i in np.unique(a[:, 0]).tolist():
             durations[i].append(a[a[:, 0] == i, 1])
