@@ -161,6 +161,10 @@ def test_a_gantt_outside_the_run_is_an_error(capsys, cpu_run, tmp_path):
     assert not png.exists()
 
 
+def test_a_gantt_without_a_figure_is_an_error(capsys, cpu_run):
+    fails(capsys, ["report", cpu_run, "--gantt", "1:2"], "--gantt: it picks the steps of the figure's Gantt charts")
+
+
 def _failed_check(cpu_run: Path, tmp_path: Path, change) -> Path:
     doc = json.loads(cpu_run.read_text())
     change(doc)

@@ -255,6 +255,18 @@ def test_nsys_rep_is_exported_beside_it(simulated, tmp_path):
     assert len((tmp_path / "nsys.log").read_text().splitlines()) == 1
 
 
+def test_nsys_rep_export_says_it_wrote_the_sqlite(simulated, tmp_path):
+    folder, _ = simulated
+    report = tmp_path / "run.nsys-rep"
+    report.write_bytes(b"report")
+    env = _fake_nsys_env(tmp_path, folder / "sim.sqlite")
+    first = run_cli("analyze", str(report), "--json", env=env)
+    assert first.returncode == 0, first.stderr
+    assert f"wrote {tmp_path / 'run.sqlite'} (the SQLite export of {report})" in first.stderr
+    again = run_cli("analyze", str(report), "--json", env=env)  # reused, not written again: nothing said
+    assert again.returncode == 0 and "wrote" not in again.stderr
+
+
 def test_nsys_rep_without_nsys(tmp_path):
     report = tmp_path / "run.nsys-rep"
     report.write_bytes(b"report")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -99,11 +101,10 @@ def _analyze(
     """Read the export (an .nsys-rep is exported first), then cross-check it against `against` if given."""
     from fdoverlap_cli.nsys.analysis import analyze as analyze_export
     from fdoverlap_cli.nsys.crosscheck import cross_check
-    from fdoverlap_cli.nsys.profile import sqlite_export
     from fdoverlap_cli.results import RunResult
 
     run = RunResult.load(against) if against is not None else None  # a bad run.json fails before the export is read
-    with sqlite_export(export, nsys) as sqlite:
+    with _sqlite_of(export, nsys) as sqlite:
         analysis = analyze_export(sqlite, window=window, keep_flows=keep_flows, steps=steps)
     check = None
     if run is not None:
@@ -190,9 +191,8 @@ def _versus(
 ) -> NsysVersus:
     """Both reports (.nsys-rep exported first), each with its steps found without NVTX."""
     from fdoverlap_cli.nsys.analysis import analyze_versus
-    from fdoverlap_cli.nsys.profile import sqlite_export
 
-    with sqlite_export(a, nsys) as first, sqlite_export(b, nsys) as second:
+    with _sqlite_of(a, nsys) as first, _sqlite_of(b, nsys) as second:
         return analyze_versus(first, second, steps=spec, vs_steps=b_spec, window=window)
 
 
@@ -314,6 +314,19 @@ def profile(
     _present(analysis, check, outputs, extra=extra)
     if run.exit_code != 0:
         raise FdoError(f"the profiled command exited with status {run.exit_code}", exit_code=run.exit_code)
+
+
+@contextlib.contextmanager
+def _sqlite_of(export: Path, nsys: str | None) -> Iterator[Path]:
+    """The SQLite export to read for `export`; says so in one line when an .nsys-rep was exported beside itself."""
+    from fdoverlap_cli.nsys.profile import sqlite_export
+
+    beside = export.with_suffix(".sqlite")
+    before = beside.stat().st_mtime_ns if export.suffix == ".nsys-rep" and beside.exists() else None
+    with sqlite_export(export, nsys) as sqlite:
+        if sqlite == beside and export.suffix == ".nsys-rep" and sqlite.stat().st_mtime_ns != before:
+            typer.echo(f"wrote {sqlite} (the SQLite export of {export})", err=True)
+        yield sqlite
 
 
 def register(app: typer.Typer) -> None:

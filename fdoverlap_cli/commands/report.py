@@ -65,6 +65,8 @@ def report(
     outputs = Outputs(dict(zip(flags, (png, svg, html, markdown, timeline), strict=True)), as_json)
     outputs.check({"the run": run})
     gantt_steps = parse_window(gantt, "--gantt")
+    if gantt_steps is not None and png is None and svg is None and html is None:
+        raise FdoError("--gantt: it picks the steps of the figure's Gantt charts: give --png, --svg or --html too")
     doc = read_json_file(run, "results file")
     if _is_sweep(doc):
         return _report_sweep(doc, run, outputs, gantt=gantt, window=window)
