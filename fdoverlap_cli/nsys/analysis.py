@@ -130,6 +130,15 @@ def analyze(
     try:
         with nsys.NsysExport.open(file) as export:
             notes = summary.table_notes(export)
+            ranges, copies = summary.ranges(export), summary.copies(export, notes)
+            records = summary.GpuRecords(export)  # fed by the steps' pass over the kernels when it runs
+            attribution = attribute(export, keep_flows=keep_flows)
+            unavailable = attribution.unavailable_reason(has_cuda=nsys.RUNTIME in export.tables)
+            found = None
+            if find_steps or (find_steps is None and (steps is not None or unavailable is not None)):
+                found = markers.find_steps(export, steps, every_kernel=records.add)
+            if not records.fed:
+                records.feed(export)
             analysis = NsysAnalysis(
                 file=str(file),
                 schema_version=export.schema_version,
@@ -137,16 +146,15 @@ def analyze(
                 gpu_names=export.gpu_names(),
                 warnings=list(export.warnings),
                 notes=notes,
-                ranges=summary.ranges(export),
-                copies=summary.copies(export, notes),
-                kernels=summary.kernels(export),
-                gpu=summary.gpu_busy(export),
+                ranges=ranges,
+                copies=copies,
+                kernels=records.kernels(),
+                gpu=records.gpu_busy(export),
                 graphs=statistics.graph_totals(export),
-                attribution=(attribution := attribute(export, keep_flows=keep_flows)),
-                unavailable=attribution.unavailable_reason(has_cuda=nsys.RUNTIME in export.tables),
+                attribution=attribution,
+                unavailable=unavailable,
+                markers=found,
             )
-            if find_steps or (find_steps is None and (steps is not None or analysis.unavailable is not None)):
-                analysis.markers = markers.find_steps(export, steps)
     except (TypeError, ValueError, OverflowError) as e:
         # SQLite columns hold any type: a text where nsys writes an integer is a damaged export.
         raise InputError(str(file), f"unexpected values in the export ({e}); is it an unaltered nsys export?") from None

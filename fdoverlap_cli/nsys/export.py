@@ -274,9 +274,9 @@ class NsysExport:
         if table not in self.tables:
             return {}
         if (table, column) not in self._names:
-            sql = (
-                f"SELECT DISTINCT t.{column}, CAST(s.value AS TEXT) FROM {table} t "
-                f"LEFT JOIN {STRINGS} s ON s.id = t.{column}"
+            sql = (  # the distinct ids first, then their names: one lookup per id, not per row
+                f"SELECT t.id, CAST(s.value AS TEXT) FROM (SELECT DISTINCT {column} AS id FROM {table}) t "
+                f"LEFT JOIN {STRINGS} s ON s.id = t.id"
             )
             found = {int(i): name or f"<string {i}>" for i, name in self.rows(sql) if i is not None}
             self._names[(table, column)] = found
@@ -360,8 +360,3 @@ class NsysExport:
         """(start, end) of every kernel, memory copy and whole-graph record, by start time."""
         sql = self._gpu_intervals_sql()
         return self.rows(sql) if sql else iter(())
-
-    def gpu_interval_batches(self) -> Iterator[list[tuple[int, int]]]:
-        """`gpu_intervals` in lists of CHUNK rows, for readers that turn them into arrays."""
-        sql = self._gpu_intervals_sql()
-        return self.batches(sql, (), CHUNK) if sql else iter(())

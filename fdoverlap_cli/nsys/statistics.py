@@ -85,17 +85,25 @@ def range_durations(export: NsysExport) -> Iterator[tuple[int, int | None, str |
     return export.rows(sql)
 
 
-def kernel_durations(export: NsysExport, name_ids: frozenset[int]) -> Iterator[list[tuple[int, int]]]:
-    """(shortName id, end - start) of every kernel of these names, in lists of CHUNK rows."""
-    if KERNEL not in export.tables or not name_ids:
-        return iter(())
-    ids = ", ".join(str(int(i)) for i in sorted(name_ids))
-    return export.batches(f"SELECT shortName, end - start FROM {KERNEL} WHERE shortName IN ({ids})", (), CHUNK)
-
-
 def copy_records(export: NsysExport) -> Iterator[list[tuple[int, int, int]]]:
     """(copy kind, end - start, bytes) of every memory copy (-1 for a kind that is NULL), in lists of CHUNK rows."""
     if MEMCPY not in export.tables:
         return iter(())
     sql = f"SELECT COALESCE(copyKind, -1), end - start, COALESCE(bytes, 0) FROM {MEMCPY}"
     return export.batches(sql, (), CHUNK)
+
+
+def kernel_records(export: NsysExport) -> Iterator[list[tuple[int, int, int]]]:
+    """(start, end, shortName id) of every kernel and (start, end, -1) of every whole-graph record, by start
+    time, in lists of CHUNK rows."""
+    parts = [f"SELECT start, end, shortName FROM {KERNEL}"] if KERNEL in export.tables else []
+    if GRAPH_TRACE in export.tables:
+        parts.append(f"SELECT start, end, -1 FROM {GRAPH_TRACE}")
+    return export.batches(f"{' UNION ALL '.join(parts)} ORDER BY 1", (), CHUNK) if parts else iter(())
+
+
+def copy_intervals(export: NsysExport) -> Iterator[list[tuple[int, int]]]:
+    """(start, end) of every memory copy, by start time, in lists of CHUNK rows."""
+    if MEMCPY not in export.tables:
+        return iter(())
+    return export.batches(f"SELECT start, end FROM {MEMCPY} ORDER BY 1", (), CHUNK)

@@ -215,51 +215,105 @@ def copies(export: nsys.NsysExport, notes: list[str]) -> CopySummary:
     return CopySummary(rows, tuple(sorted(by_kind, key=lambda k: (-k.time.total, k.kind))))
 
 
-def kernels(export: nsys.NsysExport) -> KernelSummary:
-    names = export.distinct_names(nsys.KERNEL, "shortName")
-    count = total = instrumentation = 0
-    top_ids = []
-    for t in statistics.kernel_totals(export):
-        name = names.get(t.name_id, f"<string {t.name_id}>")
-        count += t.count
-        total += t.total_ns or 0
-        instrumentation += t.count if is_timing_kernel(name) else 0
-        if len(top_ids) < TOP_KERNELS:
-            top_ids.append(t.name_id)
-    durations: dict[int, list[np.ndarray]] = {i: [] for i in top_ids}
-    for batch in statistics.kernel_durations(export, frozenset(top_ids)):
-        a = nsys.int64_rows(batch)
-        for i in np.unique(a[:, 0]).tolist():
-            durations[i].append(a[a[:, 0] == i, 1])
-    top = tuple(
-        (names.get(i, f"<string {i}>"), Stats.of(np.concatenate(durations[i]) if durations[i] else np.empty(0)))
-        for i in top_ids
-    )
-    return KernelSummary(count, total, instrumentation, top)
+class GpuRecords:
+    """The kernel statistics and the GPU busy of `kernels` and `gpu_busy`, fed one chunk at a time with the
+    export's kernels and whole-graph records (every process, by start time), so that a reader that passes over
+    them anyway (the steps found without NVTX) feeds the summary too and the kernels are read once; the
+    memory copies are merged in by start time from a cursor of their own. Memory: one chunk and the top
+    names' durations."""
 
+    def __init__(self, export: nsys.NsysExport) -> None:
+        self.names = export.distinct_names(nsys.KERNEL, "shortName")
+        self.count = self.total = self.instrumentation = 0
+        self.top_ids: list[int] = []
+        for t in statistics.kernel_totals(export):
+            name = self.names.get(t.name_id, f"<string {t.name_id}>")
+            self.count += t.count
+            self.total += t.total_ns or 0
+            self.instrumentation += t.count if is_timing_kernel(name) else 0
+            if len(self.top_ids) < TOP_KERNELS:
+                self.top_ids.append(t.name_id)
+        self._top = np.array(self.top_ids, np.int64)
+        self._durations: dict[int, list[np.ndarray]] = {i: [] for i in self.top_ids}
+        self._copies = statistics.copy_intervals(export)
+        self._pending = np.empty((0, 2), np.int64)  # copies read but not yet merged
+        self.busy = 0
+        self.first: int | None = None
+        self.latest: int | None = None
+        self.fed = False
 
-def gpu_busy(export: nsys.NsysExport) -> GpuBusy:
-    """|∪ kernels ∪ copies| in one pass over the records by start time, a chunk at a time: each record adds
-    what of it lies past the latest end before it (a running maximum carried across chunks)."""
-    busy = 0
-    first = latest = None
-    for batch in export.gpu_interval_batches():
-        a = nsys.int64_rows(batch)
-        start, end = a[:, 0], a[:, 1]
+    def add(self, start: np.ndarray, end: np.ndarray, name: np.ndarray) -> None:
+        """Kernels (shortName id; -1 for a whole-graph record), sorted by start, after every earlier chunk's."""
+        self.fed = True
+        if not len(start):
+            return
+        top = np.isin(name, self._top)
+        if top.any():
+            for i in np.unique(name[top]).tolist():
+                mine = name == i
+                self._durations[i].append(end[mine] - start[mine])
+        copies = self._copies_until(int(start[-1]))
+        if len(copies):
+            start = np.concatenate([start, copies[:, 0]])
+            end = np.concatenate([end, copies[:, 1]])
+            order = np.argsort(start, kind="stable")
+            start, end = start[order], end[order]
+        self._union(start, end)
+
+    def _copies_until(self, last: int) -> np.ndarray:
+        """The copies not merged yet that start at or before `last`."""
+        parts = [self._pending]
+        while self._copies is not None and (not len(parts[-1]) or parts[-1][-1, 0] <= last):
+            batch = next(self._copies, None)
+            if batch is None:
+                self._copies = None
+                break
+            parts.append(nsys.int64_rows(batch))
+        pending = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        cut = int(np.searchsorted(pending[:, 0], last, side="right"))
+        self._pending = pending[cut:]
+        return pending[:cut]
+
+    def _union(self, start: np.ndarray, end: np.ndarray) -> None:
+        """|∪ intervals| a chunk at a time: each record adds what of it lies past the latest end before it (a
+        running maximum carried across chunks)."""
+        if not len(start):
+            return
         running = np.maximum.accumulate(end)
         before = np.empty_like(running)
-        before[0] = start[0] if latest is None else latest
+        before[0] = start[0] if self.latest is None else self.latest
         before[1:] = running[:-1]
-        busy += int(np.clip(end - np.maximum(start, before), 0, None).sum())
-        first = int(start[0]) if first is None else first
-        latest = int(running[-1]) if latest is None else max(latest, int(running[-1]))
-    if latest is None or first is None:
-        return GpuBusy(0, 0, "no GPU records", 0)
-    last = latest
-    profiled = export.profiled_window()
-    if profiled is not None and profiled[1] > profiled[0]:
-        return GpuBusy(busy, profiled[1] - profiled[0], "profiled session", last - first)
-    return GpuBusy(busy, last - first, "first to last GPU record", last - first)
+        self.busy += int(np.clip(end - np.maximum(start, before), 0, None).sum())
+        self.first = int(start[0]) if self.first is None else self.first
+        self.latest = int(running[-1]) if self.latest is None else max(self.latest, int(running[-1]))
+
+    def feed(self, export: nsys.NsysExport) -> None:
+        """Read the kernels and whole-graph records here (when no other reader fed them)."""
+        for batch in statistics.kernel_records(export):
+            a = nsys.int64_rows(batch)
+            self.add(a[:, 0], a[:, 1], a[:, 2])
+        self.fed = True
+
+    def kernels(self) -> KernelSummary:
+        """The kernel summary (after every record was added)."""
+
+        def durations(i: int) -> np.ndarray:
+            return np.concatenate(self._durations[i]) if self._durations[i] else np.empty(0)
+
+        top = tuple((self.names.get(i, f"<string {i}>"), Stats.of(durations(i))) for i in self.top_ids)
+        return KernelSummary(self.count, self.total, self.instrumentation, top)
+
+    def gpu_busy(self, export: nsys.NsysExport) -> GpuBusy:
+        """|∪ kernels ∪ copies| over the window (after every record was added)."""
+        rest = self._copies_until(np.iinfo(np.int64).max)
+        self._union(rest[:, 0], rest[:, 1])
+        if self.latest is None or self.first is None:
+            return GpuBusy(0, 0, "no GPU records", 0)
+        first, last = self.first, self.latest
+        profiled = export.profiled_window()
+        if profiled is not None and profiled[1] > profiled[0]:
+            return GpuBusy(self.busy, profiled[1] - profiled[0], "profiled session", last - first)
+        return GpuBusy(self.busy, last - first, "first to last GPU record", last - first)
 
 
 def table_notes(export: nsys.NsysExport) -> list[str]:

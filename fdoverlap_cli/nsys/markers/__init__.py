@@ -18,6 +18,9 @@ every step between consecutive markers (per_step.py; definitions in result.py).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+
+import numpy as np
 
 from fdoverlap_cli.errors import InputError
 from fdoverlap_cli.nsys import export as nsys
@@ -50,11 +53,25 @@ __all__ = [
 ]
 
 
-def _measure(export: nsys.NsysExport, index: rows.ExportIndex, b: Boundaries) -> StepAccumulator:
-    """One pass over each of the process's record streams."""
+KernelReader = Callable[[np.ndarray, np.ndarray, np.ndarray], None]  # (start, end, shortName id; -1: a graph)
+
+
+def _measure(
+    export: nsys.NsysExport, index: rows.ExportIndex, b: Boundaries, every_kernel: KernelReader | None
+) -> StepAccumulator:
+    """One pass over each of the process's record streams; the kernels' pass also hands every process's
+    kernels and whole-graph records to `every_kernel`, by start time, when given."""
     acc = StepAccumulator(b, index)
-    for chunk in rows.kernels(export, index, b.pid):
-        acc.add_kernels(chunk)
+    if every_kernel is None:
+        for chunk in rows.kernels(export, index, b.pid):
+            acc.add_kernels(chunk)
+    else:
+        for chunk in rows.every_kernel(export, index, b.pid):
+            every_kernel(chunk[:, 0], chunk[:, 1], chunk[:, 3])
+            mine = chunk[chunk[:, 4] >= rows.MINE]
+            mine[:, 4] -= rows.MINE
+            if len(mine):
+                acc.add_kernels(mine)
     for chunk in rows.copies(export, index, b.pid):
         acc.add_copies(chunk)
     for chunk in rows.memsets(export, index, b.pid):
@@ -76,8 +93,12 @@ def _notes(b: Boundaries, table: StepTable, run: RunSummary) -> list[str]:
     return notes
 
 
-def find_steps(export: nsys.NsysExport, spec: StepSpec | None = None) -> MarkerSteps:
-    """The steps `spec` marks in `export` (None: the marker that fits best), measured step by step."""
+def find_steps(
+    export: nsys.NsysExport, spec: StepSpec | None = None, every_kernel: KernelReader | None = None
+) -> MarkerSteps:
+    """The steps `spec` marks in `export` (None: the marker that fits best), measured step by step; the pass
+    over the kernels that measures them hands every kernel to `every_kernel` too (see `_measure`), so a
+    caller can tell whether it ran by whether it was called."""
     if nsys.RUNTIME not in export.tables:
         return MarkerSteps(str(export.path), None, None, None, "no CUDA trace in the export (profile with -t cuda)")
     index = rows.ExportIndex.read(export)
@@ -107,7 +128,7 @@ def find_steps(export: nsys.NsysExport, spec: StepSpec | None = None) -> MarkerS
     if len(b) < 2:
         reason = f"{b.spec}: {'no occurrence' if not len(b) else 'one occurrence'} in the export: no step"
         return MarkerSteps(str(export.path), choice, None, None, reason)
-    table, run = _measure(export, index, b).derive()
+    table, run = _measure(export, index, b, every_kernel).derive()
     return MarkerSteps(str(export.path), choice, table, run, None, _notes(b, table, run))
 
 

@@ -166,6 +166,29 @@ def kernels(export: nsys.NsysExport, index: ExportIndex, pid: int) -> Iterator[n
         yield int64_rows(rows)
 
 
+MINE = 4  # in every_kernel's flags: the row is one of the process's, with a correlation id
+
+
+def every_kernel(export: nsys.NsysExport, index: ExportIndex, pid: int) -> Iterator[np.ndarray]:
+    """`kernels`' rows of every process, by start time, for a pass that also feeds the export's summary:
+    (start, end, corr or -1, shortName id, flags = graph + MINE when the row is one of `kernels`' rows)."""
+    parts = []
+    if nsys.KERNEL in index.tables:
+        node = "graphNodeId IS NOT NULL" if "graphNodeId" in export.columns(nsys.KERNEL) else "0"
+        mine = f"(correlationId IS NOT NULL AND {_pid_filter(nsys.KERNEL, export)})"
+        parts.append(
+            f"SELECT start, end, COALESCE(correlationId, -1), shortName, ({node}) + {MINE} * {mine} FROM {nsys.KERNEL}"
+        )
+    if GRAPH_TRACE in index.tables:
+        mine = f"(correlationId IS NOT NULL AND {_pid_filter(GRAPH_TRACE, export)})"
+        parts.append(f"SELECT start, end, COALESCE(correlationId, -1), -1, 2 + {MINE} * {mine} FROM {GRAPH_TRACE}")
+    if not parts:
+        return
+    sql = " UNION ALL ".join(parts) + " ORDER BY 1"
+    for rows in export.batches(sql, (pid,) * len(parts), CHUNK):
+        yield int64_rows(rows)
+
+
 def _process_rows(export: nsys.NsysExport, table: str, columns: str, pid: int) -> Iterator[np.ndarray]:
     """`columns` of the process's rows of `table` that have a correlation id, in int64 chunks, any order."""
     if table not in export.tables:
