@@ -136,8 +136,8 @@ def analyze(
             unavailable = attribution.unavailable_reason(has_cuda=nsys.RUNTIME in export.tables)
             found = None
             if find_steps or (find_steps is None and (steps is not None or unavailable is not None)):
-                found = markers.find_steps(export, steps, every_kernel=records.add)
-            if not records.fed:
+                found = markers.find_steps(export, steps, every_kernel=records)
+            if records.summary is None:  # the steps' pass did not run
                 records.feed(export)
             analysis = NsysAnalysis(
                 file=str(file),

@@ -220,7 +220,7 @@ class GpuRecords:
     export's kernels and whole-graph records (every process, by start time), so that a reader that passes over
     them anyway (the steps found without NVTX) feeds the summary too and the kernels are read once; the
     memory copies are merged in by start time from a cursor of their own. Memory: one chunk and the top
-    names' durations."""
+    names' durations (int32 where they fit), until `close` turns them into statistics."""
 
     def __init__(self, export: nsys.NsysExport) -> None:
         self.names = export.distinct_names(nsys.KERNEL, "shortName")
@@ -240,18 +240,18 @@ class GpuRecords:
         self.busy = 0
         self.first: int | None = None
         self.latest: int | None = None
-        self.fed = False
+        self.summary: KernelSummary | None = None  # set by close
 
     def add(self, start: np.ndarray, end: np.ndarray, name: np.ndarray) -> None:
         """Kernels (shortName id; -1 for a whole-graph record), sorted by start, after every earlier chunk's."""
-        self.fed = True
         if not len(start):
             return
         top = np.isin(name, self._top)
         if top.any():
             for i in np.unique(name[top]).tolist():
                 mine = name == i
-                self._durations[i].append(end[mine] - start[mine])
+                ns = end[mine] - start[mine]  # >= 0: the export was refused otherwise
+                self._durations[i].append(ns.astype(np.int32) if ns.max() < 2**31 else ns)
         copies = self._copies_until(int(start[-1]))
         if len(copies):
             start = np.concatenate([start, copies[:, 0]])
@@ -292,21 +292,27 @@ class GpuRecords:
         for batch in statistics.kernel_records(export):
             a = nsys.int64_rows(batch)
             self.add(a[:, 0], a[:, 1], a[:, 2])
-        self.fed = True
+        self.close()
 
-    def kernels(self) -> KernelSummary:
-        """The kernel summary (after every record was added)."""
-
-        def durations(i: int) -> np.ndarray:
-            return np.concatenate(self._durations[i]) if self._durations[i] else np.empty(0)
-
-        top = tuple((self.names.get(i, f"<string {i}>"), Stats.of(durations(i))) for i in self.top_ids)
-        return KernelSummary(self.count, self.total, self.instrumentation, top)
-
-    def gpu_busy(self, export: nsys.NsysExport) -> GpuBusy:
-        """|∪ kernels ∪ copies| over the window (after every record was added)."""
+    def close(self) -> None:
+        """After the last record: the rest of the copies merged, the durations turned into statistics."""
         rest = self._copies_until(np.iinfo(np.int64).max)
         self._union(rest[:, 0], rest[:, 1])
+        top = []
+        for i in self.top_ids:
+            durations = self._durations.pop(i)
+            top.append(
+                (self.names.get(i, f"<string {i}>"), Stats.of(np.concatenate(durations) if durations else np.empty(0)))
+            )
+        self.summary = KernelSummary(self.count, self.total, self.instrumentation, tuple(top))
+
+    def kernels(self) -> KernelSummary:
+        """The kernel summary (after `close`)."""
+        assert self.summary is not None, "GpuRecords.kernels before close"
+        return self.summary
+
+    def gpu_busy(self, export: nsys.NsysExport) -> GpuBusy:
+        """|∪ kernels ∪ copies| over the window (after `close`)."""
         if self.latest is None or self.first is None:
             return GpuBusy(0, 0, "no GPU records", 0)
         first, last = self.first, self.latest

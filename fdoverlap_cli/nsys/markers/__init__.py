@@ -18,7 +18,7 @@ every step between consecutive markers (per_step.py; definitions in result.py).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 
@@ -53,7 +53,12 @@ __all__ = [
 ]
 
 
-KernelReader = Callable[[np.ndarray, np.ndarray, np.ndarray], None]  # (start, end, shortName id; -1: a graph)
+class KernelReader(Protocol):
+    """Another reader of every kernel (nsys.summary.GpuRecords): chunks by start time, then close."""
+
+    def add(self, start: np.ndarray, end: np.ndarray, name: np.ndarray) -> None: ...  # name -1: a graph record
+
+    def close(self) -> None: ...
 
 
 def _measure(
@@ -67,11 +72,12 @@ def _measure(
             acc.add_kernels(chunk)
     else:
         for chunk in rows.every_kernel(export, index, b.pid):
-            every_kernel(chunk[:, 0], chunk[:, 1], chunk[:, 3])
+            every_kernel.add(chunk[:, 0], chunk[:, 1], chunk[:, 3])
             mine = chunk[chunk[:, 4] >= rows.MINE]
             mine[:, 4] -= rows.MINE
             if len(mine):
                 acc.add_kernels(mine)
+        every_kernel.close()
     for chunk in rows.copies(export, index, b.pid):
         acc.add_copies(chunk)
     for chunk in rows.memsets(export, index, b.pid):
@@ -98,7 +104,7 @@ def find_steps(
 ) -> MarkerSteps:
     """The steps `spec` marks in `export` (None: the marker that fits best), measured step by step; the pass
     over the kernels that measures them hands every kernel to `every_kernel` too (see `_measure`), so a
-    caller can tell whether it ran by whether it was called."""
+    caller can tell whether it ran by whether it was closed."""
     if nsys.RUNTIME not in export.tables:
         return MarkerSteps(str(export.path), None, None, None, "no CUDA trace in the export (profile with -t cuda)")
     index = rows.ExportIndex.read(export)
