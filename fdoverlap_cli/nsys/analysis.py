@@ -20,6 +20,7 @@ from fdoverlap_cli.errors import InputError
 from fdoverlap_cli.measure.derive import Derived, PathTiming, Window, derive
 from fdoverlap_cli.measure.metrics import PathMetrics, Summary
 from fdoverlap_cli.measure.records import Kind, Span, SpanTable
+from fdoverlap_cli.measure.schema import DOMAIN
 from fdoverlap_cli.nsys import export as nsys
 from fdoverlap_cli.nsys import markers, statistics, summary
 from fdoverlap_cli.nsys.markers import versus
@@ -132,11 +133,16 @@ def analyze(
             notes = summary.table_notes(export)
             ranges, copies = summary.ranges(export), summary.copies(export, notes)
             records = summary.GpuRecords(export)  # fed by the steps' pass over the kernels when it runs
+            surely_steps = find_steps or (
+                find_steps is None and (steps is not None or DOMAIN not in export.domains().values())
+            )
+            if not surely_steps:  # read before the attribution's spans exist, so as not to add to their peak
+                records.feed(export)
             attribution = attribute(export, keep_flows=keep_flows)
             unavailable = attribution.unavailable_reason(has_cuda=nsys.RUNTIME in export.tables)
             found = None
             if find_steps or (find_steps is None and (steps is not None or unavailable is not None)):
-                found = markers.find_steps(export, steps, every_kernel=records)
+                found = markers.find_steps(export, steps, every_kernel=None if records.summary else records)
             if records.summary is None:  # the steps' pass did not run
                 records.feed(export)
             analysis = NsysAnalysis(
