@@ -73,7 +73,10 @@ def _lib() -> ctypes.CDLL:
     if not sys.platform.startswith("linux") or ctypes.sizeof(ctypes.c_long) != 8:
         raise FdoError(f"the output message queue needs 64-bit Linux (SysV IPC); this is {sys.platform}")
     if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        try:  # glibc's name: find_library would run ldconfig in a subprocess, in every reader
+            _libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        except OSError:
+            _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
         _libc.msgget.argtypes = (ctypes.c_int, ctypes.c_int)
         _libc.msgctl.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_void_p)
         _libc.msgsnd.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
