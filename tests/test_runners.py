@@ -32,7 +32,7 @@ pytestmark = pytest.mark.usefixtures("ops")
 
 DESIGNS = ("develop", "pr6176")
 IPCS = ("msgqueue", "zmq")
-SLOW_PULL = Path(__file__).parent / "slow_pull"
+PROBE = Path(__file__).parent / "probe"  # its pull gate: FDOVERLAP_TEST_PULL_GATE
 
 
 def _engine(trace: Trace, output_ipc: str = "zmq", **options) -> Engine:
@@ -230,7 +230,7 @@ def _wide_trace(steps: int = 40) -> Trace:
 def _gated_reader(monkeypatch, tmp: Path) -> tuple[Path, list]:
     """The reader takes nothing until the gate file exists; the queue holds 2 steps, the sockets 1 message."""
     gate = tmp.parent / f"{tmp.name}-gate"
-    python_path = os.pathsep.join(p for p in (str(SLOW_PULL), str(REPO), os.environ.get("PYTHONPATH")) if p)
+    python_path = os.pathsep.join(p for p in (str(PROBE), str(REPO), os.environ.get("PYTHONPATH")) if p)
     monkeypatch.setenv("PYTHONPATH", python_path)
     monkeypatch.setenv("FDOVERLAP_TEST_PULL_GATE", str(gate))
     monkeypatch.setattr(zmq_output, "MAX_QUEUED", 2)
