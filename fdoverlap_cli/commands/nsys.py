@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -316,17 +315,14 @@ def profile(
         raise FdoError(f"the profiled command exited with status {run.exit_code}", exit_code=run.exit_code)
 
 
-@contextlib.contextmanager
-def _sqlite_of(export: Path, nsys: str | None) -> Iterator[Path]:
-    """The SQLite export to read for `export`; says so in one line when an .nsys-rep was exported beside itself."""
+def _sqlite_of(export: Path, nsys: str | None) -> contextlib.AbstractContextManager[Path]:
+    """The SQLite export to read for `export`; one line says so when an .nsys-rep was exported beside itself."""
     from fdoverlap_cli.nsys.profile import sqlite_export
 
-    beside = export.with_suffix(".sqlite")
-    before = beside.stat().st_mtime_ns if export.suffix == ".nsys-rep" and beside.exists() else None
-    with sqlite_export(export, nsys) as sqlite:
-        if sqlite == beside and export.suffix == ".nsys-rep" and sqlite.stat().st_mtime_ns != before:
-            typer.echo(f"wrote {sqlite} (the SQLite export of {export})", err=True)
-        yield sqlite
+    def wrote(sqlite: Path) -> None:
+        typer.echo(f"wrote {sqlite} (the SQLite export of {export})", err=True)
+
+    return sqlite_export(export, nsys, wrote)
 
 
 def register(app: typer.Typer) -> None:

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -269,9 +269,14 @@ def _file_version(path: Path | None) -> tuple[int, ...] | None:
 
 
 @contextlib.contextmanager
-def sqlite_export(path: str | os.PathLike[str], nsys: str | os.PathLike[str] | None = None) -> Iterator[Path]:
+def sqlite_export(
+    path: str | os.PathLike[str],
+    nsys: str | os.PathLike[str] | None = None,
+    wrote: Callable[[Path], None] | None = None,
+) -> Iterator[Path]:
     """The SQLite export to read for `path`: the file itself, or for an .nsys-rep its export (an up-to-date
-    REPORT.sqlite beside it is reused; else one is written beside it, or in a temporary folder)."""
+    REPORT.sqlite beside it is reused; else one is written beside it, passed to `wrote`, or in a temporary
+    folder)."""
     p = Path(path)
     if p.suffix != ".nsys-rep":
         yield p
@@ -284,7 +289,10 @@ def sqlite_export(path: str | os.PathLike[str], nsys: str | os.PathLike[str] | N
         return
     exe = find_nsys(nsys)
     if os.access(p.parent, os.W_OK):
-        yield export_sqlite(exe, p, beside, stdout=_stderr_fd())
+        export_sqlite(exe, p, beside, stdout=_stderr_fd())
+        if wrote is not None:
+            wrote(beside)
+        yield beside
         return
     with tempfile.TemporaryDirectory(prefix="fdoverlap-nsys-") as tmp:
         yield export_sqlite(exe, p, Path(tmp) / beside.name, stdout=_stderr_fd())
