@@ -72,14 +72,6 @@ def _catches_sigterm(pid: int) -> bool:
     return bool(int(caught, 16) >> (signal.SIGTERM - 1) & 1)
 
 
-def _parent(pid: int) -> int | None:
-    """The parent's pid (from /proc/PID/stat, after the command name's closing parenthesis)."""
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 def _cmdline(pid: int) -> list[bytes]:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -131,7 +123,8 @@ class Watched:
             self.pids.add(pid)
             # Asked again at every look: between fork and exec a reader still has the tool's command line, and
             # a reader's own child (ctypes.util.find_library runs ldconfig) has the reader's: that is no reader.
-            if pid not in self.readers and READER in _cmdline(pid) and _parent(pid) not in self.readers:
+            is_reader = pid not in self.readers and READER in _cmdline(pid)
+            if is_reader and not any(pid in _descendants(r) for r in self.readers):
                 self.readers.append(pid)
 
     def wait_for(self, event: str, offset: float, timeout: float = 180.0) -> bool:
