@@ -45,7 +45,9 @@ CXX_FLAGS = ["-std=c++17", "-g0", "-O2", "-Wfatal-errors"]
 # The tensor-core attention's prefill tile configurations, as custom_ops/model/attention.h names them
 # (kPrefillTcNames; tests/ops checks the two agree), and the environment variable that picks one per call.
 PREFILL_TC_ENV = "FDOVERLAP_PREFILL_TC"
-PREFILL_TC_CONFIGS = ("w4m2n64", "w4m2n32q", "w8m1n64", "w8m2n64", "w4m2n64s3")
+PREFILL_TC_CONFIGS = ("w4m2n64", "w4m2n32q", "w8m1n64", "w8m2n64", "w4m2n64s3", "wg3n128", "wg3n64", "wg2n128")
+# Those from here on are the warpgroup-MMA kernels, built for Hopper (sm_90a) only.
+PREFILL_TC_FIRST_WG = 5
 # Bump when the way a build is made changes, so old cache entries are not reused.
 RECIPE_VERSION = 1
 ERROR_LINES = 20
@@ -132,6 +134,13 @@ def _hash_sources(root: Path, suffixes: tuple[str, ...]) -> tuple[list[str], str
     return names, digest.hexdigest()
 
 
+def _arch_flags(major: int, minor: int) -> list[str]:
+    """nvcc's target for the GPU; Hopper gets sm_90a, whose warpgroup MMA the prefill attention uses (FDO_WGMMA)."""
+    if (major, minor) == (9, 0):
+        return ["-gencode=arch=compute_90a,code=sm_90a", "-DFDO_WGMMA"]
+    return [f"-gencode=arch=compute_{major}{minor},code=sm_{major}{minor}"]
+
+
 def _plan() -> _Plan:
     info = probe()
     root = source_dir()
@@ -146,7 +155,7 @@ def _plan() -> _Plan:
             raise FdoError(f"{root}: no {CUDA_SOURCE}, needed for a CUDA build")
         sources.append(root / CUDA_SOURCE)
         major, minor = info.capability or (0, 0)
-        cuda_flags = ["-std=c++17", f"-gencode=arch=compute_{major}{minor},code=sm_{major}{minor}"]
+        cuda_flags = ["-std=c++17", *_arch_flags(major, minor)]
         # CUDA 13 keeps thrust/cub under include/cccl; paddle's headers include thrust from .cc files too.
         cuda_home = _cuda_home()
         if cuda_home and (cuda_home / "include" / "cccl").is_dir():

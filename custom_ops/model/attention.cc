@@ -147,6 +147,8 @@ std::vector<paddle::Tensor> Attention(const paddle::Tensor& qkv, const paddle::T
                kMaxHeadDimCuda);
       const AttentionPlan plan = PlanAttention(shape, std::is_same<S, half_bits>::value, scale, qkv.data(),
                                                key_cache.data(), value_cache.data());
+      PD_CHECK(!plan.prefill_tiles || plan.prefill_config != kPrefillTcNotBuilt, op, ": ", kPrefillTcEnv, "=",
+               std::getenv(kPrefillTcEnv), " needs the warpgroup-MMA kernels of an sm_90a (Hopper) build");
       PD_CHECK(!plan.prefill_tiles || plan.prefill_config >= 0, op, ": ", kPrefillTcEnv, "=",
                std::getenv(kPrefillTcEnv), " is not a prefill configuration (", PrefillTcNameList(), ")");
       paddle::Tensor workspace;

@@ -112,7 +112,11 @@ int PrefillTcFromEnv() {
   const char* name = std::getenv(kPrefillTcEnv);
   if (name == nullptr || name[0] == '\0') return kPrefillTcDefault;
   for (int i = 0; i < kPrefillTcCount; ++i) {
+#ifdef FDO_WGMMA
     if (std::strcmp(name, kPrefillTcNames[i]) == 0) return i;
+#else
+    if (std::strcmp(name, kPrefillTcNames[i]) == 0) return i < kPrefillTcFirstWg ? i : kPrefillTcNotBuilt;
+#endif
   }
   return -1;
 }

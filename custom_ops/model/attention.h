@@ -14,9 +14,18 @@ constexpr int kMaxHeadDimCuda = 256;  // the SIMT and combine kernels keep a hea
 // process can switch, and a CUDA graph keeps the one it was captured with); unset or empty: the default.
 // fdoverlap_cli/ops.py mirrors these names (tests/ops check that).
 constexpr const char* kPrefillTcEnv = "FDOVERLAP_PREFILL_TC";
-constexpr const char* kPrefillTcNames[] = {"w4m2n64", "w4m2n32q", "w8m1n64", "w8m2n64", "w4m2n64s3"};
+// The names from kPrefillTcFirstWg on are warpgroup-MMA kernels (attention_wg.cuh), built only for sm_90a.
+constexpr const char* kPrefillTcNames[] = {"w4m2n64", "w4m2n32q", "w8m1n64", "w8m2n64", "w4m2n64s3",
+                                           "wg3n128", "wg3n64",  "wg2n128"};
 constexpr int kPrefillTcCount = static_cast<int>(sizeof(kPrefillTcNames) / sizeof(kPrefillTcNames[0]));
-constexpr int kPrefillTcDefault = 3;  // w8m2n64: the fastest at 2k and 4k tokens on an H200 (benchmarks/kernels.py --prefill-configs all)
+constexpr int kPrefillTcFirstWg = 5;
+// The fastest at 2k and 4k tokens on an H200 (benchmarks/kernels.py --prefill-configs all): wg3n128 where
+// the build has the warpgroup kernels, else w8m2n64.
+#ifdef FDO_WGMMA
+constexpr int kPrefillTcDefault = 5;
+#else
+constexpr int kPrefillTcDefault = 3;
+#endif
 
 // qkv rows of [q heads | k heads | v heads] and a cache [bsz, max_model_len, num_kv_heads, head_dim].
 struct AttentionShape {
@@ -75,7 +84,8 @@ AttentionPlan PlanAttention(const AttentionShape& shape, bool float16, float sca
                             const void* key_cache, const void* value_cache);
 
 // The index in kPrefillTcNames of the configuration FDOVERLAP_PREFILL_TC names (the default when unset or
-// empty), -1 for an unknown name.
+// empty), -1 for an unknown name, kPrefillTcNotBuilt for a warpgroup kernel this build does not have.
+constexpr int kPrefillTcNotBuilt = -2;
 int PrefillTcFromEnv();
 
 template <typename S>

@@ -23,6 +23,7 @@ struct TcConfig {
   static constexpr int DP = DP_, WARPS = WARPS_, MT = MT_, BN = BN_, STAGES = STAGES_, MIN_BLOCKS = MIN_BLOCKS_;
   static constexpr bool kTiles = kTiles_;
   static constexpr bool kQRegs = kQRegs_;  // Q fragments held in registers across the key loop
+  static constexpr bool kWgmma = false;
   static constexpr int kBM = 16 * MT * WARPS;  // MMA rows per block
   static constexpr int kChunks = DP / 8;       // 16-byte chunks per shared row (rows are not padded: see Swizzled)
   static constexpr int kThreads = 32 * WARPS;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "attention_tc.cuh"
+#include "attention_wg.cuh"
 
 namespace fdo::attention {
 
@@ -30,16 +31,37 @@ template <int DP>
 struct TcPrefill<DP, 3> : TcConfig<DP, 8, 2, 64, 2, 1, true> {};
 template <int DP>
 struct TcPrefill<DP, 4> : TcConfig<DP, 4, 2, 64, 3, 1, true> {};
-static_assert(sizeof(kPrefillTcNames) / sizeof(kPrefillTcNames[0]) == 5, "one TcPrefill a name");
+// The warpgroup-MMA configurations (attention_wg.cuh), from kPrefillTcFirstWg on: wg<warpgroups>n<keys a tile>,
+// 2 stages, one block an SM. Shared memory at DP = 128:
+//   wg3n128  192 MMA rows, 128 keys a tile: 193 KiB
+//   wg3n64   192 MMA rows, 64 keys a tile: 113 KiB
+//   wg2n128  128 MMA rows, 128 keys a tile: 161 KiB
+template <int DP>
+struct TcPrefill<DP, 5> : WgConfig<DP, 3, 128, 2> {};
+template <int DP>
+struct TcPrefill<DP, 6> : WgConfig<DP, 3, 64, 2> {};
+template <int DP>
+struct TcPrefill<DP, 7> : WgConfig<DP, 2, 128, 2> {};
+static_assert(sizeof(kPrefillTcNames) / sizeof(kPrefillTcNames[0]) == 8, "one TcPrefill a name");
+
+// The kernel of a configuration: the warpgroup kernel for WgConfig, the mma.sync kernel for TcConfig.
+template <class C>
+constexpr auto KernelOf() {
+  if constexpr (C::kWgmma) {
+    return WgAttentionKernel<C>;
+  } else {
+    return TcAttentionKernel<C>;
+  }
+}
 
 // Sets the kernel's shared memory limit once; returns the blocks of it that fit on one SM (0 on error).
 template <class C>
 int TcBlocksPerSm() {
   static const int blocks = [] {
     int n = 0;
-    if (cudaFuncSetAttribute(TcAttentionKernel<C>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    if (cudaFuncSetAttribute(KernelOf<C>(), cudaFuncAttributeMaxDynamicSharedMemorySize,
                              static_cast<int>(C::kSmemBytes)) != cudaSuccess ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, TcAttentionKernel<C>, C::kThreads, C::kSmemBytes) !=
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, KernelOf<C>(), C::kThreads, C::kSmemBytes) !=
             cudaSuccess) {
       return 0;
     }
@@ -61,20 +83,24 @@ cudaError_t LaunchTcWith(AttentionArgs<half_bits> a, cudaStream_t stream) {
   a.head_chunks = (group + a.heads_per_tile - 1) / a.heads_per_tile;
   const unsigned head_blocks = static_cast<unsigned>(a.shape.num_kv_heads * a.head_chunks);
   dim3 grid(static_cast<unsigned>(a.shape.rows), head_blocks, static_cast<unsigned>(a.splits));
-  if (C::kTiles) {  // an upper bound of the tiles: each slot's rows, rounded up
+  if constexpr (C::kWgmma) {  // the tiles, then the blocks of stray rows
+    const int64_t blocks = WgTileBlocks(a.shape, C::kBM / a.heads_per_tile, head_blocks) +
+                           WgStrayBlocks<C>(a.shape, head_blocks);
+    grid = dim3(static_cast<unsigned>(blocks), 1, 1);
+  } else if (C::kTiles) {  // an upper bound of the tiles: each slot's rows, rounded up
     const int64_t rows_per_tile = C::kBM / a.heads_per_tile;
     const int64_t tiles = (a.shape.rows + rows_per_tile - 1) / rows_per_tile + a.shape.bsz;
     grid = dim3(static_cast<unsigned>(tiles * head_blocks), 1, 1);
   }
-  TcAttentionKernel<C><<<grid, C::kThreads, C::kSmemBytes, stream>>>(a);
+  KernelOf<C>()<<<grid, C::kThreads, C::kSmemBytes, stream>>>(a);
   return cudaGetLastError();
 }
 
-// Prefill tiles, then the rows no tile owns (row tiles, unsplit).
+// Prefill tiles, then the rows no tile owns (row tiles, unsplit; the warpgroup kernel's own blocks).
 template <class Prefill, class Rows>
 cudaError_t LaunchTcPrefill(const AttentionArgs<half_bits>& a, cudaStream_t stream) {
   const cudaError_t err = LaunchTcWith<Prefill>(a, stream);
-  if (err != cudaSuccess) return err;
+  if (err != cudaSuccess || Prefill::kWgmma) return err;  // the warpgroup kernel takes its strays itself
   AttentionArgs<half_bits> strays = a;
   strays.strays_only = true;
   strays.splits = 1;
@@ -91,6 +117,11 @@ cudaError_t LaunchTcDims(const AttentionArgs<half_bits>& a, int prefill_config, 
     case 2: return LaunchTcPrefill<TcPrefill<DP, 2>, Rows>(a, stream);
     case 3: return LaunchTcPrefill<TcPrefill<DP, 3>, Rows>(a, stream);
     case 4: return LaunchTcPrefill<TcPrefill<DP, 4>, Rows>(a, stream);
+#ifdef FDO_WGMMA
+    case 5: return LaunchTcPrefill<TcPrefill<DP, 5>, Rows>(a, stream);
+    case 6: return LaunchTcPrefill<TcPrefill<DP, 6>, Rows>(a, stream);
+    case 7: return LaunchTcPrefill<TcPrefill<DP, 7>, Rows>(a, stream);
+#endif
     default: return cudaErrorInvalidValue;
   }
 }

@@ -63,4 +63,14 @@ __device__ __forceinline__ bool OwnedByTile(const AttentionArgs<half_bits>& a, i
   return t >= start;
 }
 
+// One thread's OwnedByTile, for blocks that check a row a thread.
+__device__ __forceinline__ bool OwnedByTileThread(const AttentionArgs<half_bits>& a, int64_t t) {
+  if (a.shape.Position(t, a.batch, a.cu, a.dec) < 0) return false;
+  const int b = a.batch[t];
+  if (t >= a.cu[b + 1]) return false;
+  int start = INT_MIN;
+  for (int i = 0; i <= b; ++i) start = max(start, a.cu[i]);
+  return t >= start;
+}
+
 }  // namespace fdo::attention

@@ -17,7 +17,8 @@ import sys
 import numpy as np
 import pytest
 
-from fdoverlap_cli.ops import PREFILL_TC_CONFIGS, PREFILL_TC_ENV
+from fdoverlap_cli.ops import PREFILL_TC_CONFIGS, PREFILL_TC_ENV, PREFILL_TC_FIRST_WG
+from fdoverlap_cli.platform import probe
 from tests.ops.inputs import packed_attention_batch, random_attention_batch, random_step_state, random_tasks
 from tests.ops.tensors import cpu, gpu, host
 
@@ -231,6 +232,13 @@ def test_attention_prefill_configs(ops, monkeypatch, config):
     """Every prefill tile configuration of the tensor-core kernel (FDOVERLAP_PREFILL_TC) against the CPU
     kernel: a long chunk from position 0 at 8B-class heads, a mixed batch, a head dim below the tile's."""
     monkeypatch.setenv(PREFILL_TC_ENV, config)
+    if PREFILL_TC_CONFIGS.index(config) >= PREFILL_TC_FIRST_WG and probe().capability != (9, 0):
+        qkv, keys, values, batch, cu, dec = packed_attention_batch(
+            np.random.default_rng(0), np.float16, 8, 2, 128, [40], [0], 64, 0, False
+        )
+        with pytest.raises(Exception, match=f"{PREFILL_TC_ENV}={config} needs the warpgroup-MMA kernels"):
+            ops.attention(*(gpu(a) for a in (qkv, keys, values, batch, cu, dec)), 8, 2, 128, 128**-0.5)
+        return
     rng = np.random.default_rng(21)
     rows = 1024
     whole = packed_attention_batch(rng, np.float16, 32, 8, 128, [rows], [0], rows, 0, True)

@@ -215,3 +215,4 @@ def test_prefill_config_names_match_the_kernels():
     names = re.search(r"kPrefillTcNames\[\] = \{([^}]*)\}", header).group(1)
     assert tuple(re.findall(r'"([^"]+)"', names)) == op_library.PREFILL_TC_CONFIGS
     assert f'kPrefillTcEnv = "{op_library.PREFILL_TC_ENV}"' in header
+    assert f"kPrefillTcFirstWg = {op_library.PREFILL_TC_FIRST_WG};" in header
