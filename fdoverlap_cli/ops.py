@@ -48,6 +48,10 @@ PREFILL_TC_ENV = "FDOVERLAP_PREFILL_TC"
 PREFILL_TC_CONFIGS = ("w4m2n64", "w4m2n32q", "w8m1n64", "w8m2n64", "w4m2n64s3", "wg3n128", "wg3n64", "wg2n128")
 # Those from here on are the warpgroup-MMA kernels, built for Hopper (sm_90a) only.
 PREFILL_TC_FIRST_WG = 5
+# Its decode configurations likewise (kDecodeTcNames): "rows" is the one-warp blocks with splits merged by a
+# second kernel, the others split each row's keys among a block's warps.
+DECODE_TC_ENV = "FDOVERLAP_DECODE_TC"
+DECODE_TC_CONFIGS = ("rows", "w4n32", "w8n16")
 # Bump when the way a build is made changes, so old cache entries are not reused.
 RECIPE_VERSION = 1
 ERROR_LINES = 20

@@ -84,11 +84,11 @@ void WriteKvCache(const paddle::Tensor& qkv, paddle::Tensor& key_cache, paddle::
 
 // ------------------------------------------------------------------ attention
 
-// kPrefillTcNames as "a, b, c" (for the error of an unknown FDOVERLAP_PREFILL_TC).
-std::string PrefillTcNameList() {
-  std::string names;
-  for (int i = 0; i < kPrefillTcCount; ++i) names += (i ? ", " : "") + std::string(kPrefillTcNames[i]);
-  return names;
+// names as "a, b, c" (for the error of an unknown FDOVERLAP_PREFILL_TC or FDOVERLAP_DECODE_TC).
+std::string NameList(const char* const* names, int count) {
+  std::string list;
+  for (int i = 0; i < count; ++i) list += (i ? ", " : "") + std::string(names[i]);
+  return list;
 }
 
 template <typename S>
@@ -150,7 +150,10 @@ std::vector<paddle::Tensor> Attention(const paddle::Tensor& qkv, const paddle::T
       PD_CHECK(!plan.prefill_tiles || plan.prefill_config != kPrefillTcNotBuilt, op, ": ", kPrefillTcEnv, "=",
                std::getenv(kPrefillTcEnv), " needs the warpgroup-MMA kernels of an sm_90a (Hopper) build");
       PD_CHECK(!plan.prefill_tiles || plan.prefill_config >= 0, op, ": ", kPrefillTcEnv, "=",
-               std::getenv(kPrefillTcEnv), " is not a prefill configuration (", PrefillTcNameList(), ")");
+               std::getenv(kPrefillTcEnv), " is not a prefill configuration (",
+               NameList(kPrefillTcNames, kPrefillTcCount), ")");
+      PD_CHECK(plan.decode_config >= 0, op, ": ", kDecodeTcEnv, "=", std::getenv(kDecodeTcEnv),
+               " is not a decode configuration (", NameList(kDecodeTcNames, kDecodeTcCount), ")");
       paddle::Tensor workspace;
       if (plan.workspace_floats > 0) {
         workspace = paddle::empty({plan.workspace_floats}, paddle::DataType::FLOAT32, qkv.place());

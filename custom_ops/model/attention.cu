@@ -108,18 +108,25 @@ __global__ void __launch_bounds__(kCombineWarps * 32) CombineSplitsKernel(Attent
 
 // ------------------------------------------------------------------ plan and launch
 
-int PrefillTcFromEnv() {
-  const char* name = std::getenv(kPrefillTcEnv);
-  if (name == nullptr || name[0] == '\0') return kPrefillTcDefault;
-  for (int i = 0; i < kPrefillTcCount; ++i) {
-#ifdef FDO_WGMMA
-    if (std::strcmp(name, kPrefillTcNames[i]) == 0) return i;
-#else
-    if (std::strcmp(name, kPrefillTcNames[i]) == 0) return i < kPrefillTcFirstWg ? i : kPrefillTcNotBuilt;
-#endif
+// The index in `names` of the value of environment variable `env`, `fallback` when unset or empty, -1 if unknown.
+int ConfigFromEnv(const char* env, const char* const* names, int count, int fallback) {
+  const char* name = std::getenv(env);
+  if (name == nullptr || name[0] == '\0') return fallback;
+  for (int i = 0; i < count; ++i) {
+    if (std::strcmp(name, names[i]) == 0) return i;
   }
   return -1;
 }
+
+int PrefillTcFromEnv() {
+  const int config = ConfigFromEnv(kPrefillTcEnv, kPrefillTcNames, kPrefillTcCount, kPrefillTcDefault);
+#ifndef FDO_WGMMA
+  if (config >= kPrefillTcFirstWg) return kPrefillTcNotBuilt;
+#endif
+  return config;
+}
+
+int DecodeTcFromEnv() { return ConfigFromEnv(kDecodeTcEnv, kDecodeTcNames, kDecodeTcCount, kDecodeTcDefault); }
 
 AttentionPlan PlanAttention(const AttentionShape& shape, bool float16, float scale, const void* qkv,
                             const void* key_cache, const void* value_cache) {
@@ -129,6 +136,7 @@ AttentionPlan PlanAttention(const AttentionShape& shape, bool float16, float sca
                       shape.max_model_len * shape.KvWidth() <= INT_MAX && Aligned16({qkv, key_cache, value_cache});
   plan.prefill_tiles = plan.tensor_cores && shape.rows > shape.bsz;
   plan.prefill_config = plan.prefill_tiles ? PrefillTcFromEnv() : -1;
+  plan.decode_config = 0;
   plan.splits = 1;
   if (!plan.prefill_tiles && shape.rows > 0) {
     // Row tiles: split each row's keys until a full batch of slots fills the GPU once (one wave: every block
@@ -138,8 +146,21 @@ AttentionPlan PlanAttention(const AttentionShape& shape, bool float16, float sca
     const int heads_per_block = plan.tensor_cores ? (group < 16 ? group : 16) : SimtHeadsPerBlock(group);
     const int per_sm = plan.tensor_cores ? TcRowBlocksPerSm(shape.head_dim) : kSimtBlocksPerSm;
     const int64_t blocks = shape.bsz * shape.num_kv_heads * ((group + heads_per_block - 1) / heads_per_block);
-    const int64_t wanted = static_cast<int64_t>(per_sm > 0 ? per_sm : 1) * MultiprocessorCount() / blocks;
-    const int64_t most = (shape.max_model_len + kMinSplitKeys - 1) / kMinSplitKeys;
+    int64_t wanted = static_cast<int64_t>(per_sm > 0 ? per_sm : 1) * MultiprocessorCount() / blocks;
+    int warps = 1;
+    if (plan.tensor_cores) {
+      // One-warp blocks would need splits (a second kernel and partials in global memory): blocks whose warps
+      // split each row's keys instead, merged in the block, split across blocks only past a wave of them.
+      const int named = DecodeTcFromEnv();
+      plan.decode_config = named < 0 ? -1 : wanted >= 2 ? named : 0;
+      if (plan.decode_config > 0) {
+        const TcDecodeFit fit = TcDecodeFitOf(plan.decode_config, shape.head_dim);
+        warps = fit.warps;
+        wanted = static_cast<int64_t>(fit.blocks_per_sm > 0 ? fit.blocks_per_sm : 1) * MultiprocessorCount() / blocks;
+      }
+    }
+    const int64_t part_keys = static_cast<int64_t>(kMinSplitKeys) * warps;
+    const int64_t most = (shape.max_model_len + part_keys - 1) / part_keys;
     const int64_t splits = wanted < most ? wanted : most;
     plan.splits = static_cast<int>(splits < 1 ? 1 : splits > kMaxSplits ? kMaxSplits : splits);
   }
@@ -154,7 +175,7 @@ cudaError_t LaunchAttention(const S* qkv, const S* key_cache, const S* value_cac
                             float scale, const AttentionPlan& plan, float* workspace, S* out, cudaStream_t stream) {
   if (shape.rows == 0) return cudaSuccess;
   if (shape.head_dim > kMaxHeadDimCuda || (plan.splits > 1 && workspace == nullptr) ||
-      (plan.prefill_tiles && plan.prefill_config < 0)) {
+      (plan.prefill_tiles && plan.prefill_config < 0) || (plan.tensor_cores && plan.decode_config < 0)) {
     return cudaErrorInvalidValue;
   }
   AttentionArgs<S> a{};
@@ -172,7 +193,7 @@ cudaError_t LaunchAttention(const S* qkv, const S* key_cache, const S* value_cac
   a.partial_ml = workspace == nullptr ? nullptr : workspace + shape.rows * shape.num_q_heads * plan.splits * shape.head_dim;
   cudaError_t err;
   if constexpr (std::is_same<S, half_bits>::value) {
-    err = plan.tensor_cores ? LaunchTc(a, plan.prefill_tiles ? plan.prefill_config : -1, stream) : LaunchSimt(a, stream);
+    err = plan.tensor_cores ? LaunchTc(a, plan.prefill_tiles ? plan.prefill_config : -1, plan.decode_config, stream) : LaunchSimt(a, stream);
   } else {
     err = LaunchSimt(a, stream);
   }

@@ -26,6 +26,12 @@ constexpr int kPrefillTcDefault = 5;
 #else
 constexpr int kPrefillTcDefault = 3;
 #endif
+// Its decode configurations, likewise by FDOVERLAP_DECODE_TC: "rows" is one warp a block (the keys split
+// across blocks and merged by a second kernel), the others split each block's keys among its warps too.
+constexpr const char* kDecodeTcEnv = "FDOVERLAP_DECODE_TC";
+constexpr const char* kDecodeTcNames[] = {"rows", "w4n32", "w8n16"};
+constexpr int kDecodeTcCount = static_cast<int>(sizeof(kDecodeTcNames) / sizeof(kDecodeTcNames[0]));
+constexpr int kDecodeTcDefault = 1;
 
 // qkv rows of [q heads | k heads | v heads] and a cache [bsz, max_model_len, num_kv_heads, head_dim].
 struct AttentionShape {
@@ -70,12 +76,15 @@ namespace fdo::attention {
 //    tile streaming its slot's KV once for all its rows; a second pass handles the rows no tile owns
 //    (padding rows, rows outside their slot's range of cu_seqlens_q). Otherwise each row is its own
 //    tile (decode).
+//  - decode_config (tensor cores, row tiles): a block of one warp (0, "rows") while the slots fill the GPU
+//    alone, else blocks whose warps split each row's keys (FDOVERLAP_DECODE_TC's choice).
 //  - splits: row tiles split the KV length into this many parts (flash-decoding) when there are too
 //    few rows to fill the GPU; a combine kernel merges the parts through `workspace_floats` floats.
 struct AttentionPlan {
   bool tensor_cores;
   bool prefill_tiles;
   int prefill_config;  // prefill_tiles: the index in kPrefillTcNames that FDOVERLAP_PREFILL_TC names, -1 if unknown
+  int decode_config;   // row tiles: the index in kDecodeTcNames (FDOVERLAP_DECODE_TC's when it is used), -1 if unknown
   int splits;
   int64_t workspace_floats;
 };
@@ -84,9 +93,11 @@ AttentionPlan PlanAttention(const AttentionShape& shape, bool float16, float sca
                             const void* key_cache, const void* value_cache);
 
 // The index in kPrefillTcNames of the configuration FDOVERLAP_PREFILL_TC names (the default when unset or
-// empty), -1 for an unknown name, kPrefillTcNotBuilt for a warpgroup kernel this build does not have.
+// empty), -1 for an unknown name, kPrefillTcNotBuilt for a warpgroup kernel this build does not have;
+// DecodeTcFromEnv likewise for FDOVERLAP_DECODE_TC and kDecodeTcNames (no kPrefillTcNotBuilt).
 constexpr int kPrefillTcNotBuilt = -2;
 int PrefillTcFromEnv();
+int DecodeTcFromEnv();
 
 template <typename S>
 cudaError_t LaunchWriteKvCache(const S* qkv, S* key_cache, S* value_cache, const int32_t* batch_id_per_token,

@@ -54,4 +54,9 @@ __device__ __forceinline__ KeyRange SplitRange(int64_t n, int split, int splits)
   return {begin, begin + part < n ? begin + part : n};
 }
 
+// Keys of SplitRange's parts [first, first + count) of `splits`, together.
+__device__ __forceinline__ KeyRange SplitRanges(int64_t n, int first, int count, int splits) {
+  return {SplitRange(n, first, splits).begin, SplitRange(n, first + count - 1, splits).end};
+}
+
 }  // namespace fdo::attention

@@ -4,7 +4,9 @@
 // warp owns MT x 16 MMA rows; the block streams its keys and values through shared memory in tiles of BN keys
 // with cp.async (STAGES buffers deep), S = Q K^T and O += P V on tensor cores, an online softmax in
 // between. Two uses of the same kernel:
-//   kTiles = false: one row per block (decode rows), its keys split `splits` ways (flash-decoding);
+//   kTiles = false: one row per block (decode rows), its keys split `splits` ways (flash-decoding); with
+//                   kWarpKeys the block's warps split its keys again, each with its own pipeline, and merge
+//                   their parts in shared memory (attention_tc_merge.cuh), so no split is needed to use warps;
 //   kTiles = true:  BM / heads rows of one slot per block (prefill chunks), causal over each row's prefix.
 #pragma once
 
@@ -12,22 +14,28 @@
 
 #include "../include/tensor_core.cuh"
 #include "attention_common.cuh"
+#include "attention_tc_merge.cuh"
 #include "attention_tc_tiles.cuh"
 
 namespace fdo::attention {
 
 // One configuration of the kernel: head dim tile DP (64 or 128), WARPS warps of MT m-tiles (16 MMA
 // rows each), BN keys a tile, STAGES tiles in flight, at least MIN_BLOCKS blocks an SM (caps the registers).
-template <int DP_, int WARPS_, int MT_, int BN_, int STAGES_, int MIN_BLOCKS_, bool kTiles_, bool kQRegs_ = false>
+template <int DP_, int WARPS_, int MT_, int BN_, int STAGES_, int MIN_BLOCKS_, bool kTiles_, bool kQRegs_ = false,
+          bool kWarpKeys_ = false>
 struct TcConfig {
   static constexpr int DP = DP_, WARPS = WARPS_, MT = MT_, BN = BN_, STAGES = STAGES_, MIN_BLOCKS = MIN_BLOCKS_;
   static constexpr bool kTiles = kTiles_;
-  static constexpr bool kQRegs = kQRegs_;  // Q fragments held in registers across the key loop
+  static constexpr bool kQRegs = kQRegs_;        // Q fragments held in registers across the key loop
   static constexpr bool kWgmma = false;
-  static constexpr int kBM = 16 * MT * WARPS;  // MMA rows per block
-  static constexpr int kChunks = DP / 8;       // 16-byte chunks per shared row (rows are not padded: see Swizzled)
+  static constexpr bool kWarpKeys = kWarpKeys_;  // every warp the same MMA rows and its own part of the keys
+  static constexpr int kPipes = kWarpKeys ? WARPS : 1;  // K/V pipelines (STAGES tiles each): one a warp, or shared
+  static constexpr int kBM = 16 * MT * WARPS / kPipes;  // MMA rows per block
+  static constexpr int kChunks = DP / 8;  // 16-byte chunks per shared row (rows are not padded: see Swizzled)
   static constexpr int kThreads = 32 * WARPS;
-  static constexpr size_t kSmemBytes = static_cast<size_t>(kBM + 2 * STAGES * BN) * DP * sizeof(uint16_t);
+  static constexpr int kCopyThreads = kThreads / kPipes;  // the threads that fill one pipeline
+  static constexpr int kPipeElems = STAGES * BN * DP;     // float16s of one pipeline's keys (as many values)
+  static constexpr size_t kSmemBytes = static_cast<size_t>(kBM * DP + 2 * kPipes * kPipeElems) * sizeof(uint16_t);
 
   // The float16 offset of 16-byte chunk `chunk` of shared row `row`: chunks are XOR-swizzled by the
   // row's low three bits, so the eight rows one ldmatrix reads at a column sit in eight bank groups.
@@ -42,18 +50,19 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) TcAttentionKernel(
   constexpr int kThreads = C::kThreads;
   constexpr bool kTiles = C::kTiles;
   extern __shared__ __align__(128) unsigned char smem_raw[];
+  const int tid = threadIdx.x;
+  const int lane = tid & 31;
+  const int warp = tid >> 5;
+  const int pipe = C::kWarpKeys ? warp : 0;
   uint16_t* sQ = reinterpret_cast<uint16_t*>(smem_raw);
-  uint16_t* sK = sQ + kBM * DP;
-  uint16_t* sV = sK + STAGES * BN * DP;
+  uint16_t* sK = sQ + kBM * DP + pipe * C::kPipeElems;  // this warp's pipeline
+  uint16_t* sV = sQ + kBM * DP + (C::kPipes + pipe) * C::kPipeElems;
   __shared__ int mma_pos[kBM];  // the cache position of MMA row m's token row; -1: an unused MMA row
   __shared__ int tile[3];
   __shared__ int max_pos;
 
   const AttentionShape& s = a.shape;
   const int D = s.head_dim;
-  const int tid = threadIdx.x;
-  const int lane = tid & 31;
-  const int warp = tid >> 5;
   const int head_blocks = s.num_kv_heads * a.head_chunks;
   // Row tiles: blockIdx = (row, head block, split). Prefill tiles: blockIdx.x = tile * head_blocks + head
   // block, so the KV heads of one (long) tile start together.
@@ -75,7 +84,7 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) TcAttentionKernel(
     row_begin = tile[1];
     row_end = tile[2];
   } else {
-    static_assert(kTiles || C::WARPS == 1, "row tiles run on one warp (the stray check is warp-wide)");
+    static_assert(C::WARPS == 1 || C::kWarpKeys, "row tiles: every warp checks the strays for itself");
     row_begin = blockIdx.x;
     row_end = row_begin + 1;
     if (a.strays_only && OwnedByTile(a, row_begin)) return;
@@ -107,10 +116,13 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) TcAttentionKernel(
   }
   __syncthreads();
   const int pmax = max_pos;
+  // Row tiles: block z owns parts [z P, z P + P) of splits * P parts of the keys, P = kPipes, and each
+  // warp of kWarpKeys one of them.
+  constexpr int kParts = C::kPipes;
   KeyRange range{0, 0};
   if (pmax >= 0) {
     if constexpr (!kTiles) b = a.batch[row_begin];
-    range = kTiles ? KeyRange{0, pmax + 1} : SplitRange(pmax + 1, blockIdx.z, a.splits);
+    range = kTiles ? KeyRange{0, pmax + 1} : SplitRanges(pmax + 1, blockIdx.z * kParts, kParts, a.splits * kParts);
   }
   if (range.begin >= range.end) {
     tc::WaitCopies<0>();
@@ -125,21 +137,24 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) TcAttentionKernel(
     }
     return;
   }
-  const int tiles = static_cast<int>((range.end - range.begin + BN - 1) / BN);
+  if constexpr (C::kWarpKeys) range = SplitRange(pmax + 1, blockIdx.z * kParts + warp, a.splits * kParts);
+  const int tiles = range.end > range.begin ? static_cast<int>((range.end - range.begin + BN - 1) / BN) : 0;
   const uint16_t* keys = a.key_cache + s.CacheOffset(b, 0, kv_head);
   const uint16_t* values = a.value_cache + s.CacheOffset(b, 0, kv_head);
   const int stride = static_cast<int>(s.KvWidth());  // a slot's cache has < 2^31 elements (PlanAttention checks)
   const int key_end = static_cast<int>(range.end);
-  // Each thread copies the same 16-byte column chunk of every (kThreads / kChunks)-th key of a tile.
-  static_assert((BN * kChunks) % kThreads == 0, "a tile is a whole number of copy rounds");
-  const int copy_chunk = tid % kChunks;
-  const int copy_key = tid / kChunks;
+  // Each thread copies the same 16-byte column chunk of every (kCopyThreads / kChunks)-th key of a tile.
+  constexpr int kCopyThreads = C::kCopyThreads;
+  static_assert((BN * kChunks) % kCopyThreads == 0, "a tile is a whole number of copy rounds");
+  const int copy_tid = C::kWarpKeys ? lane : tid;
+  const int copy_chunk = copy_tid % kChunks;
+  const int copy_key = copy_tid / kChunks;
   const bool chunk_ok = copy_chunk * 8 < D;
   auto load_tile = [&](int n, int stage) {
     const int j0 = static_cast<int>(range.begin) + n * BN;
 #pragma unroll
-    for (int round = 0; round < BN * kChunks / kThreads; ++round) {
-      const int key = copy_key + round * (kThreads / kChunks);
+    for (int round = 0; round < BN * kChunks / kCopyThreads; ++round) {
+      const int key = copy_key + round * (kCopyThreads / kChunks);
       const int j = j0 + key;
       const bool ok = j < key_end && chunk_ok;
       const int offset = ok ? j * stride + copy_chunk * 8 : 0;
@@ -156,7 +171,7 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) TcAttentionKernel(
 
   // This thread's rows: g and g + 8 of each of the warp's m-tiles, each with the last key it sees in this
   // block's range; the warp's first and last such keys.
-  const int warp_row = warp * 16 * MT;
+  const int warp_row = C::kWarpKeys ? 0 : warp * 16 * MT;
   int pos[MT][2];
   int warp_max_pos = -1, warp_min_pos = INT_MAX;
 #pragma unroll
@@ -332,7 +347,16 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) TcAttentionKernel(
       tile_step(std::false_type{});
     }
     tc::WaitCopies<STAGES - 2>();
-    __syncthreads();
+    if constexpr (C::kWarpKeys) {
+      __syncwarp();
+    } else {
+      __syncthreads();
+    }
+  }
+  if constexpr (C::kWarpKeys) {
+    MergeWarpKeys<C>(a, o[0], row_max[0], row_sum[0], reinterpret_cast<float*>(sQ + kBM * DP), mma_pos, row_begin,
+                     first_head);
+    return;
   }
 
   const int col = (lane & 3) * 2;

@@ -1,5 +1,6 @@
 // The tensor-core attention kernel's configurations and launchers: row tiles for decode rows, and the
-// prefill tile configurations the host picks by name (FDOVERLAP_PREFILL_TC, see attention.h).
+// decode and prefill configurations the host picks by name (FDOVERLAP_DECODE_TC, FDOVERLAP_PREFILL_TC,
+// see attention.h).
 #pragma once
 
 #include "attention_tc.cuh"
@@ -11,6 +12,19 @@ namespace fdo::attention {
 // (four blocks an SM).
 template <int DP>
 using TcRowConfig = TcConfig<DP, 1, 1, 32, 3, 1, false>;
+
+// The decode configurations of more than one warp a block, in the order of kDecodeTcNames (attention.h;
+// index 0, "rows", is TcRowConfig): w<warps>n<keys a tile>, the warps splitting one row's keys, each with
+// its own three-stage pipeline (kWarpKeys). Shared memory at DP = 128 and blocks an SM:
+//   w4n32  4 warps, each the pipeline of a row-tile block: 196 KiB, 1
+//   w8n16  8 warps of half-size tiles (more warps to hide latency, as many bytes in flight): 196 KiB, 1
+template <int DP, int kIndex>
+struct TcDecode;
+template <int DP>
+struct TcDecode<DP, 1> : TcConfig<DP, 4, 1, 32, 3, 1, false, false, true> {};
+template <int DP>
+struct TcDecode<DP, 2> : TcConfig<DP, 8, 1, 16, 3, 1, false, false, true> {};
+static_assert(sizeof(kDecodeTcNames) / sizeof(kDecodeTcNames[0]) == 3, "rows and one TcDecode a name");
 
 // The prefill tile configurations, in the order of kPrefillTcNames (attention.h): w<warps>m<m-tiles a
 // warp>n<keys a tile>[s<stages>][q: Q in registers]. Shared memory at DP = 128 and blocks an SM:
@@ -75,6 +89,26 @@ inline int TcRowBlocksPerSm(int head_dim) {
   return head_dim <= 64 ? TcBlocksPerSm<TcRowConfig<64>>() : TcBlocksPerSm<TcRowConfig<128>>();
 }
 
+struct TcDecodeFit {
+  int warps;          // a block's, each with its own part of a row's keys
+  int blocks_per_sm;  // 0 on error
+};
+
+template <int DP>
+TcDecodeFit TcDecodeFitDims(int decode_config) {
+  switch (decode_config) {
+    case 0: return {1, TcBlocksPerSm<TcRowConfig<DP>>()};
+    case 1: return {TcDecode<DP, 1>::WARPS, TcBlocksPerSm<TcDecode<DP, 1>>()};
+    case 2: return {TcDecode<DP, 2>::WARPS, TcBlocksPerSm<TcDecode<DP, 2>>()};
+    default: return {1, 0};
+  }
+}
+
+// The warps a block and the blocks an SM of decode configuration `decode_config` (kDecodeTcNames).
+inline TcDecodeFit TcDecodeFitOf(int decode_config, int head_dim) {
+  return head_dim <= 64 ? TcDecodeFitDims<64>(decode_config) : TcDecodeFitDims<128>(decode_config);
+}
+
 template <class C>
 cudaError_t LaunchTcWith(AttentionArgs<half_bits> a, cudaStream_t stream) {
   if (TcBlocksPerSm<C>() == 0) return cudaErrorInvalidConfiguration;
@@ -108,10 +142,18 @@ cudaError_t LaunchTcPrefill(const AttentionArgs<half_bits>& a, cudaStream_t stre
 }
 
 template <int DP>
-cudaError_t LaunchTcDims(const AttentionArgs<half_bits>& a, int prefill_config, cudaStream_t stream) {
+cudaError_t LaunchTcDims(const AttentionArgs<half_bits>& a, int prefill_config, int decode_config,
+                         cudaStream_t stream) {
   using Rows = TcRowConfig<DP>;
+  if (prefill_config == -1) {
+    switch (decode_config) {
+      case 0: return LaunchTcWith<Rows>(a, stream);
+      case 1: return LaunchTcWith<TcDecode<DP, 1>>(a, stream);
+      case 2: return LaunchTcWith<TcDecode<DP, 2>>(a, stream);
+      default: return cudaErrorInvalidValue;
+    }
+  }
   switch (prefill_config) {
-    case -1: return LaunchTcWith<Rows>(a, stream);
     case 0: return LaunchTcPrefill<TcPrefill<DP, 0>, Rows>(a, stream);
     case 1: return LaunchTcPrefill<TcPrefill<DP, 1>, Rows>(a, stream);
     case 2: return LaunchTcPrefill<TcPrefill<DP, 2>, Rows>(a, stream);
@@ -127,10 +169,12 @@ cudaError_t LaunchTcDims(const AttentionArgs<half_bits>& a, int prefill_config, 
 }
 
 // head_dim % 8 == 0 and <= 128 (PlanAttention checks); 64 and 128 are the tile widths, smaller head
-// dims are zero-padded. prefill_config: an index of kPrefillTcNames, or -1 for row tiles only.
-inline cudaError_t LaunchTc(const AttentionArgs<half_bits>& a, int prefill_config, cudaStream_t stream) {
-  if (a.shape.head_dim <= 64) return LaunchTcDims<64>(a, prefill_config, stream);
-  return LaunchTcDims<128>(a, prefill_config, stream);
+// dims are zero-padded. prefill_config: an index of kPrefillTcNames, or -1 for decode blocks only, of
+// decode_config (an index of kDecodeTcNames).
+inline cudaError_t LaunchTc(const AttentionArgs<half_bits>& a, int prefill_config, int decode_config,
+                            cudaStream_t stream) {
+  if (a.shape.head_dim <= 64) return LaunchTcDims<64>(a, prefill_config, decode_config, stream);
+  return LaunchTcDims<128>(a, prefill_config, decode_config, stream);
 }
 
 }  // namespace fdo::attention

@@ -17,7 +17,13 @@ import sys
 import numpy as np
 import pytest
 
-from fdoverlap_cli.ops import PREFILL_TC_CONFIGS, PREFILL_TC_ENV, PREFILL_TC_FIRST_WG
+from fdoverlap_cli.ops import (
+    DECODE_TC_CONFIGS,
+    DECODE_TC_ENV,
+    PREFILL_TC_CONFIGS,
+    PREFILL_TC_ENV,
+    PREFILL_TC_FIRST_WG,
+)
 from fdoverlap_cli.platform import probe
 from tests.ops.inputs import packed_attention_batch, random_attention_batch, random_step_state, random_tasks
 from tests.ops.tensors import cpu, gpu, host
@@ -190,6 +196,19 @@ def test_attention_decode_rows(ops, dtype, hq, hkv, d):
     check_attention(ops, dtype, hq, hkv, d, few)
 
 
+@pytest.mark.parametrize("config", DECODE_TC_CONFIGS)
+@pytest.mark.parametrize(("bsz", "max_len"), [(16, 600), (3, 4100), (40, 300)])
+def test_attention_decode_configs(ops, monkeypatch, config, bsz, max_len):
+    """Every decode configuration of the tensor-core kernel (FDOVERLAP_DECODE_TC) at 8B-class heads: splits
+    within blocks only (16 slots), across blocks too (3), one-warp blocks (40); a padding row, an idle slot."""
+    monkeypatch.setenv(DECODE_TC_ENV, config)
+    rng = np.random.default_rng(bsz)
+    ctx = [int(c) for c in rng.integers(0, max_len, bsz - 2)] + [0, max_len - 1]
+    lens = [1] * (bsz - 2) + [0, 1]
+    batch_arrays = packed_attention_batch(rng, np.float16, 32, 8, 128, lens, ctx, max_len, padding=1, poison_tail=True)
+    check_attention(ops, np.float16, 32, 8, 128, batch_arrays)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 @pytest.mark.parametrize(("hq", "hkv", "d"), [(8, 2, 128), (8, 2, 64), (3, 1, 40)])
 def test_attention_mixed_batch(ops, dtype, hq, hkv, d):
@@ -255,6 +274,15 @@ def test_attention_unknown_prefill_config(ops, monkeypatch):
         np.random.default_rng(0), np.float16, 8, 2, 128, [40], [0], 64, 0, False
     )
     with pytest.raises(Exception, match="FDOVERLAP_PREFILL_TC=nope is not a prefill configuration"):
+        ops.attention(*(gpu(a) for a in (qkv, keys, values, batch, cu, dec)), 8, 2, 128, 128**-0.5)
+
+
+def test_attention_unknown_decode_config(ops, monkeypatch):
+    monkeypatch.setenv(DECODE_TC_ENV, "nope")
+    qkv, keys, values, batch, cu, dec = packed_attention_batch(
+        np.random.default_rng(0), np.float16, 8, 2, 128, [1, 1], [10, 20], 64, 0, False
+    )
+    with pytest.raises(Exception, match="FDOVERLAP_DECODE_TC=nope is not a decode configuration"):
         ops.attention(*(gpu(a) for a in (qkv, keys, values, batch, cu, dec)), 8, 2, 128, 128**-0.5)
 
 

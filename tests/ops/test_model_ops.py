@@ -209,10 +209,13 @@ def test_fill_random_is_uniform_in_the_scaled_range(ops):
 
 
 def test_prefill_config_names_match_the_kernels():
-    """fdoverlap_cli.ops mirrors attention.h's kPrefillTcNames and FDOVERLAP_PREFILL_TC (the GPU tests and
-    benchmarks/kernels.py iterate over the Python list)."""
+    """fdoverlap_cli.ops mirrors attention.h's kPrefillTcNames, kDecodeTcNames and their environment variables
+    (the GPU tests and benchmarks/kernels.py iterate over the Python lists)."""
     header = (REPO / "custom_ops" / "model" / "attention.h").read_text()
     names = re.search(r"kPrefillTcNames\[\] = \{([^}]*)\}", header).group(1)
     assert tuple(re.findall(r'"([^"]+)"', names)) == op_library.PREFILL_TC_CONFIGS
     assert f'kPrefillTcEnv = "{op_library.PREFILL_TC_ENV}"' in header
     assert f"kPrefillTcFirstWg = {op_library.PREFILL_TC_FIRST_WG};" in header
+    names = re.search(r"kDecodeTcNames\[\] = \{([^}]*)\}", header).group(1)
+    assert tuple(re.findall(r'"([^"]+)"', names)) == op_library.DECODE_TC_CONFIGS
+    assert f'kDecodeTcEnv = "{op_library.DECODE_TC_ENV}"' in header
