@@ -84,7 +84,7 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) TcAttentionKernel(
     row_begin = tile[1];
     row_end = tile[2];
   } else {
-    static_assert(C::WARPS == 1 || C::kWarpKeys, "row tiles: every warp checks the strays for itself");
+    static_assert(kTiles || C::WARPS == 1 || C::kWarpKeys, "row tiles: every warp checks the strays for itself");
     row_begin = blockIdx.x;
     row_end = row_begin + 1;
     if (a.strays_only && OwnedByTile(a, row_begin)) return;
@@ -170,7 +170,7 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) TcAttentionKernel(
   }
 
   // This thread's rows: g and g + 8 of each of the warp's m-tiles, each with the last key it sees in this
-  // block's range; the warp's first and last such keys.
+  // block's (kWarpKeys: this warp's) range; the warp's first and last such keys.
   const int warp_row = C::kWarpKeys ? 0 : warp * 16 * MT;
   int pos[MT][2];
   int warp_max_pos = -1, warp_min_pos = INT_MAX;
