@@ -19,10 +19,10 @@ constexpr const char* kPrefillTcNames[] = {"w4m2n64", "w4m2n32q", "w8m1n64", "w8
                                            "wg3n128", "wg3n64",  "wg2n128"};
 constexpr int kPrefillTcCount = static_cast<int>(sizeof(kPrefillTcNames) / sizeof(kPrefillTcNames[0]));
 constexpr int kPrefillTcFirstWg = 5;
-// The fastest at 2k and 4k tokens on an H200 (benchmarks/kernels.py --prefill-configs all): wg3n128 where
-// the build has the warpgroup kernels, else w8m2n64.
+// The fastest at 2k and 4k tokens on an H200 (benchmarks/kernels.py --prefill-configs all): wg3n64 where
+// the build has the warpgroup kernels (322 / 414 TFLOP/s), else w8m2n64 (228 / 279).
 #ifdef FDO_WGMMA
-constexpr int kPrefillTcDefault = 5;
+constexpr int kPrefillTcDefault = 6;
 #else
 constexpr int kPrefillTcDefault = 3;
 #endif

@@ -48,7 +48,7 @@ struct TcPrefill<DP, 4> : TcConfig<DP, 4, 2, 64, 3, 1, true> {};
 // The warpgroup-MMA configurations (attention_wg.cuh), from kPrefillTcFirstWg on: wg<warpgroups>n<keys a tile>,
 // 2 stages, one block an SM. Shared memory at DP = 128:
 //   wg3n128  192 MMA rows, 128 keys a tile: 193 KiB
-//   wg3n64   192 MMA rows, 64 keys a tile: 113 KiB
+//   wg3n64   192 MMA rows, 64 keys a tile: 113 KiB (the default on sm_90a)
 //   wg2n128  128 MMA rows, 128 keys a tile: 161 KiB
 template <int DP>
 struct TcPrefill<DP, 5> : WgConfig<DP, 3, 128, 2> {};
