@@ -67,11 +67,8 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) TcAttentionKernel(
   // Row tiles: blockIdx = (row, head block, split). Prefill tiles: blockIdx.x = tile * head_blocks + head
   // block, so the KV heads of one (long) tile start together.
   const int head_block = kTiles ? static_cast<int>(blockIdx.x % head_blocks) : static_cast<int>(blockIdx.y);
-  const int kv_head = head_block / a.head_chunks;
-  const int hp = a.heads_per_tile;
-  const int first_in_group = (head_block % a.head_chunks) * hp;
-  const int chunk_heads = min(hp, a.Group() - first_in_group);
-  const int first_head = kv_head * a.Group() + first_in_group;
+  const HeadBlock hb = HeadBlockOf(a, head_block);
+  const int kv_head = hb.kv_head, hp = hb.hp, chunk_heads = hb.heads, first_head = hb.first_head;
 
   int64_t row_begin, row_end;
   int b = -1;
@@ -90,30 +87,10 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) TcAttentionKernel(
     if (a.strays_only && OwnedByTile(a, row_begin)) return;
     if (tid == 0) max_pos = -1;
   }
-  // MMA row m is (token row row_begin + m / hp, q head first_head + m % hp). Its q vector is read at
-  // once (the token row exists whatever its position); the cache positions follow.
-  for (int i = tid; i < kBM * kChunks; i += kThreads) {
-    const int m = i / kChunks;
-    const int c = i - m * kChunks;
-    const int r = m / hp;
-    const int hh = m - r * hp;
-    const bool ok = hh < chunk_heads && row_begin + r < row_end && c * 8 < D;
-    const uint16_t* src = ok ? a.qkv + (row_begin + r) * s.QkvWidth() + static_cast<int64_t>(first_head + hh) * D + c * 8
-                             : a.qkv;
-    tc::CopyAsync16(sQ + C::Swizzled(m, c), src, ok ? 16 : 0);
-  }
+  LoadTileQ<kBM, kChunks, kThreads>(a, hb, row_begin, row_end, sQ, [](int m, int c) { return C::Swizzled(m, c); });
   tc::CommitCopies();
   if constexpr (!kTiles) __syncthreads();  // max_pos
-  for (int m = tid; m < kBM; m += kThreads) {
-    const int r = m / hp;
-    const int64_t t = row_begin + r;
-    int p = -1;
-    if (m - r * hp < chunk_heads && t < row_end && (!kTiles || a.batch[t] == b)) {
-      p = static_cast<int>(s.Position(t, a.batch, a.cu, a.dec));
-    }
-    mma_pos[m] = p;
-    if (p >= 0) atomicMax(&max_pos, p);
-  }
+  TilePositions<kBM, kThreads>(a, hb, row_begin, row_end, kTiles ? b : -1, mma_pos, &max_pos);
   __syncthreads();
   const int pmax = max_pos;
   // Row tiles: block z owns parts [z P, z P + P) of splits * P parts of the keys, P = kPipes, and each

@@ -3,6 +3,7 @@
 
 #include <climits>
 
+#include "../include/tensor_core.cuh"
 #include "attention_common.cuh"
 
 namespace fdo::attention {
@@ -71,6 +72,59 @@ __device__ __forceinline__ bool OwnedByTileThread(const AttentionArgs<half_bits>
   int start = INT_MIN;
   for (int i = 0; i <= b; ++i) start = max(start, a.cu[i]);
   return t >= start;
+}
+
+// The q heads of one block: KV head kv_head's q heads first_head .. first_head + heads - 1, hp MMA rows a
+// token row (blocks split a KV head's group into head_chunks chunks of heads_per_tile).
+struct HeadBlock {
+  int kv_head;
+  int hp;
+  int heads;
+  int first_head;
+};
+
+__device__ __forceinline__ HeadBlock HeadBlockOf(const AttentionArgs<half_bits>& a, int head_block) {
+  const int kv_head = head_block / a.head_chunks;
+  const int first_in_group = (head_block % a.head_chunks) * a.heads_per_tile;
+  return {kv_head, a.heads_per_tile, min(a.heads_per_tile, a.Group() - first_in_group),
+          kv_head * a.Group() + first_in_group};
+}
+
+// Queues the copies of the block's q vectors: MMA row m is (token row row_begin + m / hp, q head
+// first_head + m % hp), its 16-byte chunk c goes to sQ + offset(m, c); rows and dims past the block's are
+// zeros (the token row exists whatever its position, so it is read at once).
+template <int kBM, int kChunks, int kThreads, class Offset>
+__device__ __forceinline__ void LoadTileQ(const AttentionArgs<half_bits>& a, const HeadBlock& hb, int64_t row_begin,
+                                          int64_t row_end, uint16_t* sQ, Offset offset) {
+  const AttentionShape& s = a.shape;
+  for (int i = threadIdx.x; i < kBM * kChunks; i += kThreads) {
+    const int m = i / kChunks;
+    const int c = i - m * kChunks;
+    const int r = m / hb.hp;
+    const int hh = m - r * hb.hp;
+    const bool ok = hh < hb.heads && row_begin + r < row_end && c * 8 < s.head_dim;
+    const uint16_t* src =
+        ok ? a.qkv + (row_begin + r) * s.QkvWidth() + static_cast<int64_t>(hb.first_head + hh) * s.head_dim + c * 8
+           : a.qkv;
+    tc::CopyAsync16(sQ + offset(m, c), src, ok ? 16 : 0);
+  }
+}
+
+// mma_pos[m]: the cache position of MMA row m's token row, -1 for an unused MMA row (or, with slot >= 0, a
+// row of another slot); their maximum goes to *max_pos (set to -1 before).
+template <int kBM, int kThreads>
+__device__ __forceinline__ void TilePositions(const AttentionArgs<half_bits>& a, const HeadBlock& hb, int64_t row_begin,
+                                              int64_t row_end, int slot, int* mma_pos, int* max_pos) {
+  for (int m = threadIdx.x; m < kBM; m += kThreads) {
+    const int r = m / hb.hp;
+    const int64_t t = row_begin + r;
+    int p = -1;
+    if (m - r * hb.hp < hb.heads && t < row_end && (slot < 0 || a.batch[t] == slot)) {
+      p = static_cast<int>(a.shape.Position(t, a.batch, a.cu, a.dec));
+    }
+    mma_pos[m] = p;
+    if (p >= 0) atomicMax(max_pos, p);
+  }
 }
 
 }  // namespace fdo::attention

@@ -121,11 +121,8 @@ __global__ void __launch_bounds__(C::kThreads, 1) WgAttentionKernel(AttentionArg
   const int wgroup = warp >> 2;  // this thread's warpgroup
   const int head_blocks = s.num_kv_heads * a.head_chunks;
   const int head_block = static_cast<int>(blockIdx.x % head_blocks);
-  const int kv_head = head_block / a.head_chunks;
-  const int hp = a.heads_per_tile;
-  const int first_in_group = (head_block % a.head_chunks) * hp;
-  const int chunk_heads = min(hp, a.Group() - first_in_group);
-  const int first_head = kv_head * a.Group() + first_in_group;
+  const HeadBlock hb = HeadBlockOf(a, head_block);
+  const int kv_head = hb.kv_head, hp = hb.hp, first_head = hb.first_head;
 
   const int64_t tile_blocks = WgTileBlocks(s, kBM / hp, head_blocks);
   if (blockIdx.x >= tile_blocks) {  // a stray block: rows (blockIdx.x - tile_blocks) / head_blocks * kThreads on
@@ -137,7 +134,7 @@ __global__ void __launch_bounds__(C::kThreads, 1) WgAttentionKernel(AttentionArg
     if (t < s.rows && !OwnedByTileThread(a, t)) strays[atomicAdd(&stray_count, 1)] = tid;
     __syncthreads();
     const int64_t first_row = t - tid;
-    for (int i = 0; i < stray_count; ++i) StrayRow<DP>(a, first_row + strays[i], kv_head, first_head, chunk_heads, warp, kThreads / 32);
+    for (int i = 0; i < stray_count; ++i) StrayRow<DP>(a, first_row + strays[i], kv_head, first_head, hb.heads, warp, kThreads / 32);
     return;
   }
   if (warp == 0) FindTile(a, kBM / hp, static_cast<int>(blockIdx.x / head_blocks), tile);
@@ -146,25 +143,9 @@ __global__ void __launch_bounds__(C::kThreads, 1) WgAttentionKernel(AttentionArg
   const int b = tile[0];
   if (b < 0) return;
   const int64_t row_begin = tile[1], row_end = tile[2];
-  for (int i = tid; i < kBM * kChunks; i += kThreads) {
-    const int m = i / kChunks;
-    const int c = i - m * kChunks;
-    const int r = m / hp;
-    const int hh = m - r * hp;
-    const bool ok = hh < chunk_heads && row_begin + r < row_end && c * 8 < D;
-    const uint16_t* src = ok ? a.qkv + (row_begin + r) * s.QkvWidth() + static_cast<int64_t>(first_head + hh) * D + c * 8
-                             : a.qkv;
-    tc::CopyAsync16(sQ + wg::SlabOffset(m, c, kBM), src, ok ? 16 : 0);
-  }
+  LoadTileQ<kBM, kChunks, kThreads>(a, hb, row_begin, row_end, sQ, [](int m, int c) { return wg::SlabOffset(m, c, kBM); });
   tc::CommitCopies();
-  for (int m = tid; m < kBM; m += kThreads) {
-    const int r = m / hp;
-    const int64_t t = row_begin + r;
-    int p = -1;
-    if (m - r * hp < chunk_heads && t < row_end && a.batch[t] == b) p = static_cast<int>(s.Position(t, a.batch, a.cu, a.dec));
-    mma_pos[m] = p;
-    if (p >= 0) atomicMax(&max_pos, p);
-  }
+  TilePositions<kBM, kThreads>(a, hb, row_begin, row_end, b, mma_pos, &max_pos);
   __syncthreads();
   const int pmax = max_pos;
   if (pmax < 0) {
