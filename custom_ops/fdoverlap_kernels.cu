@@ -3,6 +3,7 @@
 #include "model/activation.cu"
 #include "model/attention.cu"
 #include "model/embedding.cu"
+#include "model/gemm.cu"
 #include "model/init.cu"
 #include "model/norm.cu"
 #include "model/sampling.cu"

@@ -6,6 +6,7 @@
 #include "model/activation.cc"
 #include "model/attention.cc"
 #include "model/embedding.cc"
+#include "model/gemm.cc"
 #include "model/init.cc"
 #include "model/norm.cc"
 #include "model/sampling.cc"

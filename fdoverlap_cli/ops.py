@@ -1,9 +1,10 @@
 """Build, cache and load the op library (custom_ops/) with paddle.utils.cpp_extension.
 
 One build compiles `fdoverlap_ops.cc` (every op family, as one translation unit) and, when the device
-facade reports a GPU, `fdoverlap_kernels.cu` into `<cache>/ops/<key>/fdoverlap_ops.so`, where
-<cache> is $FDOVERLAP_CACHE_DIR or ~/.cache/fdoverlap and <key> hashes everything the binary
-depends on: the sources' names and contents, the flags, the paddle build and the GPU arch (or "cpu").
+facade reports a GPU, `fdoverlap_kernels.cu` (linked with cuBLASLt, for the gemm op) into
+`<cache>/ops/<key>/fdoverlap_ops.so`, where <cache> is $FDOVERLAP_CACHE_DIR or ~/.cache/fdoverlap and <key>
+hashes everything the binary depends on: the sources' names and contents, the flags, the paddle build and the
+GPU arch (or "cpu").
 A build runs under a file lock in a temporary folder that is renamed into place when complete, so
 processes that build or load at the same time (the engine and its output reader) never see half an
 entry. Ops are then the loaded module's functions: `ops.load().get_stop(flag)`.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -52,6 +54,11 @@ PREFILL_TC_FIRST_WG = 5
 # second kernel, the others split each row's keys among a block's warps.
 DECODE_TC_ENV = "FDOVERLAP_DECODE_TC"
 DECODE_TC_CONFIGS = ("rows", "w4n32", "w8n16")
+# What the model's GEMMs run on a GPU, as custom_ops/model/gemm.h names the choices (kGemmModes; tests/ops
+# checks the two agree): the op library's tuned cuBLASLt op, or paddle.matmul. Unset or empty: the first.
+GEMM_ENV = "FDOVERLAP_GEMM"
+GEMM_MODES = ("tuned", "paddle")
+CUBLASLT = "cublasLt"
 # Bump when the way a build is made changes, so old cache entries are not reused.
 RECIPE_VERSION = 1
 ERROR_LINES = 20
@@ -87,6 +94,7 @@ class _Plan:
     include_dirs: list[str]
     cxx_flags: list[str]
     cuda_flags: list[str]
+    link_args: list[str]
     cuda: bool
     arch: str | None
     paddle_version: str
@@ -129,6 +137,34 @@ def _cuda_home() -> Path | None:
     return Path(nvcc).resolve().parent.parent if nvcc else None
 
 
+def gemm_mode() -> str:
+    """The GEMM choice FDOVERLAP_GEMM names (the default when unset or empty); an unknown one is an error."""
+    value = os.environ.get(GEMM_ENV) or GEMM_MODES[0]
+    if value not in GEMM_MODES:
+        raise FdoError(f"{GEMM_ENV}={value} is not a GEMM choice ({', '.join(GEMM_MODES)})")
+    return value
+
+
+def _cublaslt(cuda_home: Path | None) -> tuple[list[str], list[str]]:
+    """(include dirs, link args) of cuBLASLt, which the gemm op needs and paddle's CUDAExtension does not link:
+    CUDA_HOME's library dir, else an nvidia-cublas wheel's; with an rpath, so that it loads as built."""
+    roots = [cuda_home] if cuda_home else []
+    spec = importlib.util.find_spec("nvidia")
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        roots += sorted(p for p in Path(location).iterdir() if (p / "include" / "cublasLt.h").is_file())
+    for root in roots:
+        for lib in (root / d for d in ("lib64", "lib", "targets/x86_64-linux/lib", "targets/sbsa-linux/lib")):
+            found = sorted(lib.glob(f"lib{CUBLASLT}.so*"))  # the unversioned name sorts first
+            if found:
+                name = f"-l{CUBLASLT}" if found[0].name == f"lib{CUBLASLT}.so" else f"-l:{found[0].name}"
+                includes = [] if root == cuda_home else [str(root / "include")]
+                return includes, [f"-L{lib}", f"-Wl,-rpath,{lib}", name]
+    raise FdoError(
+        f"no lib{CUBLASLT}.so under CUDA_HOME ({cuda_home or 'unset, and no nvcc on PATH'}) nor in an nvidia-cublas "
+        "wheel: the gemm op links cuBLASLt (set CUDA_HOME to a CUDA toolkit that has it)"
+    )
+
+
 def _hash_sources(root: Path, suffixes: tuple[str, ...]) -> tuple[list[str], str]:
     """The relative names of the source files with these suffixes, and a sha256 of names and contents."""
     names = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.suffix in suffixes)
@@ -154,6 +190,7 @@ def _plan() -> _Plan:
     sources = [root / CPU_SOURCE]
     include_dirs: list[str] = []
     cuda_flags: list[str] = []
+    link_args: list[str] = []
     if cuda:
         if not (root / CUDA_SOURCE).is_file():
             raise FdoError(f"{root}: no {CUDA_SOURCE}, needed for a CUDA build")
@@ -164,11 +201,14 @@ def _plan() -> _Plan:
         cuda_home = _cuda_home()
         if cuda_home and (cuda_home / "include" / "cccl").is_dir():
             include_dirs.append(str(cuda_home / "include" / "cccl"))
+        cublas_includes, link_args = _cublaslt(cuda_home)
+        include_dirs += cublas_includes
     recipe = {
         "recipe": RECIPE_VERSION,
         "sources": sources_digest,
         "cxx_flags": CXX_FLAGS,
         "cuda_flags": cuda_flags,
+        "link_args": link_args,
         "include_dirs": include_dirs,
         "paddle": [info.paddle_version, info.paddle_commit],
         "target": info.arch if cuda else "cpu",
@@ -180,6 +220,7 @@ def _plan() -> _Plan:
         include_dirs=include_dirs,
         cxx_flags=list(CXX_FLAGS),
         cuda_flags=cuda_flags,
+        link_args=link_args,
         cuda=cuda,
         arch=info.arch if cuda else None,
         paddle_version=info.paddle_version,
@@ -252,6 +293,7 @@ setup(
             sources={sources!r},
             include_dirs={include_dirs!r},
             extra_compile_args={{"cxx": {cxx_flags!r}, "nvcc": {cuda_flags!r}}},
+            extra_link_args={link_args!r},
         )
     ],
     cmdclass={{"build_ext": BuildExtension.with_options(output_dir={output_dir!r}, no_python_abi_suffix=True)}},
@@ -311,6 +353,7 @@ def _compile(plan: _Plan, verbose: bool) -> BuildInfo:
             include_dirs=plan.include_dirs,
             cxx_flags=plan.cxx_flags,
             cuda_flags=plan.cuda_flags,
+            link_args=plan.link_args,
             output_dir=str(out),
         )
         (work / "setup.py").write_text(setup)

@@ -1,13 +1,14 @@
 // decoder_layer: one layer of the synthetic decoder as one op, so a step costs the host one call per
 // layer instead of nine. With a call per kernel the host's launch overhead sets the pace of a step on
 // a fast GPU (FastDeploy avoids it with CUDA graphs); fused, the GPU does. Same kernels as the separate
-// ops, GEMMs through paddle's matmul (cuBLAS on a GPU):
+// ops, GEMMs through gemm::Matmul (the tuned gemm op on a GPU unless FDOVERLAP_GEMM=paddle; paddle's matmul
+// on the CPU):
 //   h, residual  = first_layer ? (fdo_rms_norm(x), x) : add_rms_norm(x, residual)       (attn_norm)
 //   qkv = h @ qkv_weight; write_kv_cache(qkv); a = attention(qkv)
 //   h, residual  = add_rms_norm(a @ out_weight, residual)                                (ffn_norm)
 //   out          = silu_mul(h @ gate_up_weight) @ down_weight
 // Outputs (out, residual_out); the KV caches are written in place. It calls the norm, attention and
-// activation families directly, so fdoverlap_ops.cc includes it after them.
+// activation and gemm families directly, so fdoverlap_ops.cc includes it after them.
 #include "../include/dispatch.h"
 
 namespace fdo::decoder_layer {
@@ -48,7 +49,8 @@ std::vector<paddle::Tensor> DecoderLayer(const paddle::Tensor& x, const paddle::
                                          const paddle::Tensor& batch_id_per_token, const paddle::Tensor& cu_seqlens_q,
                                          const paddle::Tensor& seq_lens_decoder, int num_q_heads, int num_kv_heads,
                                          int head_dim, float eps, float scale, bool first_layer) {
-  using paddle::experimental::matmul;
+  const char* op = kDecoderLayer;
+  const auto matmul = [op](const paddle::Tensor& a, const paddle::Tensor& b) { return gemm::Matmul(op, a, b); };
   CheckLayerWeights(x, residual, attn_norm, qkv_weight, out_weight, ffn_norm, gate_up_weight, down_weight,
                     num_q_heads, num_kv_heads, head_dim);
   const std::vector<paddle::Tensor> attn_in =

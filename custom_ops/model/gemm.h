@@ -1,0 +1,35 @@
+// gemm: y[M,N] = x[M,K] @ w[K,N] (row-major, w stored [K,N]) through cuBLASLt with an algorithm tuned per shape
+// (gemm.cu), and the environment variable that picks the model's GEMMs on a GPU.
+#pragma once
+
+#include <cstdint>
+
+namespace fdo::gemm {
+
+// FDOVERLAP_GEMM picks the model's GEMMs on a GPU (decoder_layer, and the op-by-op path in
+// fdoverlap_cli/engine/model.py): "tuned" (the gemm op) or "paddle" (paddle's matmul); unset or empty: the
+// first. fdoverlap_cli/ops.py mirrors these names (tests/ops check that).
+constexpr const char* kGemmEnv = "FDOVERLAP_GEMM";
+constexpr const char* kGemmModes[] = {"tuned", "paddle"};
+constexpr int kGemmModeCount = static_cast<int>(sizeof(kGemmModes) / sizeof(kGemmModes[0]));
+
+}  // namespace fdo::gemm
+
+#if defined(PADDLE_WITH_CUDA) || defined(__CUDACC__)
+#include <cuda_runtime.h>
+
+#include <string>
+
+namespace fdo::gemm {
+
+enum class GemmDtype { kFloat32, kFloat16 };
+
+// y = x @ w on `stream` of the current device; float32 accumulation. The first call of a shape (M rounded
+// up to a bucket, N, K, dtype, pointer alignment) times cuBLASLt's heuristic candidates on the stream and
+// keeps the fastest; while the stream is capturing a CUDA graph it never times, and a shape not yet seen
+// takes the heuristic's first. Returns "" or what failed.
+std::string LaunchGemm(GemmDtype dtype, const void* x, const void* w, void* y, int64_t m, int64_t n, int64_t k,
+                       cudaStream_t stream);
+
+}  // namespace fdo::gemm
+#endif
