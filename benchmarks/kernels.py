@@ -11,12 +11,15 @@ Measures, with the project's own GPU timestamps (record_timestamp: the GPU's glo
   prefill  attention over one 2048- and one 4096-token chunk from position 0: causal FLOP/s
            (4 Hq D sum_t (t + 1)) against gemm (target >= 40%); --prefill-configs all (or a comma list)
            times every tensor-core prefill configuration (FDOVERLAP_PREFILL_TC) and marks the best
+  gemms    the 8B-class layer's float16 GEMMs (qkv, o, gate_up, down; w stored [K, N]) at 16/64/128 decode rows,
+           paddle.matmul against the op library's tuned cuBLASLt gemm op (tuned in its warm-up calls): weight
+           bytes / time vs hbm (the weights rotate over copies that exceed the L2 cache)
 Each figure is the mean over back-to-back calls on the compute stream between two GPU timestamps, taken while
 float16 GEMMs hold the stream so that the host has queued every call before the first timestamp runs (checked
 against the host clock): paddle's per-call dispatch cost is not in it, the GPU's gaps between kernels are.
 The decode caches rotate over enough copies that every call reads HBM, not the L2 cache.
 
-Usage: python benchmarks/kernels.py [-o PATH] [--only decode,norm,prefill] [--prefill-configs all|A,B]
+Usage: python benchmarks/kernels.py [-o PATH] [--only decode,norm,prefill,gemm] [--prefill-configs all|A,B]
 (hbm and gemm always run)
 Writes JSON to PATH (default $OUT/kernels.json, else ./kernels.json) and prints a table. Needs a CUDA GPU.
 Reusable pieces: open_gpu(), GpuTimer(device).time_ns(fn, iters), hbm_bandwidth(timer), gemm_tflops(timer).
@@ -48,7 +51,8 @@ HEADS = (32, 8, 128)  # (q heads, KV heads, head_dim) of an 8B-class layer
 HIDDEN, FFN = 4096, 14336
 L2_DEFEAT_BYTES = 256 << 20  # inputs rotate over at least this many bytes (the H200's L2 holds 50 MB)
 GEMM_N = 8192
-SECTIONS = ("decode", "norm", "prefill")
+SECTIONS = ("decode", "norm", "prefill", "gemm")
+DECODE_GEMMS = {"qkv": (HIDDEN, 6144), "o": (HIDDEN, HIDDEN), "gate_up": (HIDDEN, 2 * FFN), "down": (FFN, HIDDEN)}
 
 
 def open_gpu() -> Device:
@@ -210,6 +214,22 @@ def _prefill_attention(timer: GpuTimer, tokens: int, gemm: float) -> dict[str, A
     return {"tokens": tokens, "us": ns / 1e3, "TFLOPs": tflops, "of_gemm": tflops / gemm}
 
 
+def decode_gemm(timer: GpuTimer, name: str, rows: int, hbm: float) -> dict[str, Any]:
+    """y[rows, N] = x[rows, K] @ w[K, N] of one of DECODE_GEMMS through paddle.matmul and through the gemm op."""
+    device, ops = timer.device, timer.device.ops
+    k, n = DECODE_GEMMS[name]
+    weight_bytes = k * n * 2
+    sets = max(1, math.ceil(L2_DEFEAT_BYTES / weight_bytes))
+    weights = [filled(device, [k, n], "float16", 500 + s) for s in range(sets)]
+    x = filled(device, [rows, k], "float16", 499)
+    row: dict[str, Any] = {"gemm": name, "rows": rows, "k": k, "n": n, "weight_bytes": weight_bytes}
+    for label, matmul in (("paddle", timer.matmul), ("tuned", ops.gemm)):
+        ns = timer.time_ns(lambda i, mm=matmul: mm(x, weights[i % sets]), max(24, 2 * sets))
+        row[f"{label}_us"] = ns / 1e3
+        row[f"{label}_of_hbm"] = weight_bytes / ns * 1e9 / hbm
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default_out = Path(os.environ["OUT"]) / "kernels.json" if os.environ.get("OUT") else Path("kernels.json")
@@ -284,6 +304,16 @@ def main() -> None:
                 f"{'prefill':8} best: {best} (worst of 2k/4k {100 * worst[best]:.0f}% of gemm); "
                 "make it the default: kPrefillTcDefault in custom_ops/model/attention.h"
             )
+    if "gemm" in only:
+        result["gemms"] = []
+        for rows in (16, 64, 128):
+            for name in DECODE_GEMMS:
+                row = decode_gemm(timer, name, rows, hbm)
+                result["gemms"].append(row)
+                print(f"{'gemm':8} {name:8} rows {rows:<4} K {row['k']:<5} N {row['n']:<5} "
+                      f"paddle {row['paddle_us']:7.1f} us = {100 * row['paddle_of_hbm']:3.0f}%, "
+                      f"tuned {row['tuned_us']:7.1f} us = {100 * row['tuned_of_hbm']:3.0f}% "
+                      "(weight bytes / hbm)")  # fmt: skip
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.output}")

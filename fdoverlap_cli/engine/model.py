@@ -1,9 +1,11 @@
-"""The synthetic decoder: real structure, seeded weights, device work only through the project's ops and matmul.
+"""The synthetic decoder: real structure, seeded weights, device work only through the project's ops and GEMMs.
 
 Embedding; per layer RMSNorm, QKV GEMM, KV cache write and attention, output GEMM, RMSNorm,
 gate/up GEMM, SiLU·mul, down GEMM (residual adds fused into the norms); final norm; lm_head GEMM.
 Compute therefore scales with batch, context and layer shapes the way a real model's does. The
 tokens it emits are deterministic but meaningless: stop conditions come from the trace.
+The GEMMs are the op library's tuned cuBLASLt op (gemm) on a GPU, paddle.matmul on the CPU or with
+FDOVERLAP_GEMM=paddle (fdoverlap_cli.ops.GEMM_ENV; decoder_layer reads the same variable).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from fdoverlap_cli import ops as op_library
 from fdoverlap_cli.engine.parallel import Shard, shard_weight
 from fdoverlap_cli.errors import FdoError, OptionError
 
@@ -144,7 +147,8 @@ class SyntheticDecoder:
         self._heads = shard.heads(cfg)
         self.device = device
         self.ops = ops
-        self.matmul = device.paddle.matmul
+        tuned = op_library.gemm_mode() == "tuned"  # checked on the CPU too, where paddle.matmul runs
+        self.matmul = ops.gemm if device.is_gpu and tuned else device.paddle.matmul
         h, seed = cfg.hidden_size, cfg.seed
         counter = iter(range(1, 1 << 30))
 

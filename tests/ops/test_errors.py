@@ -104,6 +104,9 @@ CASES = [
         "add_rms_norm: input 'residual' must have the dtype of 'x'",
     ),
     ("silu_mul", lambda o: o.silu_mul(z((2, 5), F32)), "silu_mul: input 'gate_up' must have an even number"),
+    ("gemm", lambda o: o.gemm(z((2, 4), F32), z((3, 5), F32)), r"gemm: input 'w' must have shape \[4, -1\]"),
+    ("gemm", lambda o: o.gemm(z((2, 4), I64), z((4, 5), I64)), "gemm: input 'x' must be float32 or float16"),
+    ("gemm", lambda o: o.gemm(z((2, 4), F32), z((4, 5), np.float16)), "gemm: input 'w' must have the dtype of 'x'"),
     (
         "attention",
         lambda o: o.attention(

@@ -286,6 +286,73 @@ def test_attention_unknown_decode_config(ops, monkeypatch):
         ops.attention(*(gpu(a) for a in (qkv, keys, values, batch, cu, dec)), 8, 2, 128, 128**-0.5)
 
 
+# (K, N) of an 8B-class layer's GEMMs: qkv, o, gate_up, down.
+DECODE_GEMMS = [(4096, 6144), (4096, 4096), (4096, 28672), (14336, 4096)]
+
+
+def gemm_inputs(rng, m: int, k: int, n: int, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """x in [-1, 1), w in [-1, 1) / sqrt(K): outputs of order one, so that algorithms whose float32 sums differ
+    round to the same or the adjacent float16."""
+    return rng.uniform(-1, 1, (m, k)).astype(dtype), (rng.uniform(-1, 1, (k, n)) / np.sqrt(k)).astype(dtype)
+
+
+def check_gemm(ops, m: int, k: int, n: int, dtype, seed: int = 0):
+    """The gemm op against paddle.matmul (cuBLAS)."""
+    import paddle
+
+    x, w = (gpu(a) for a in gemm_inputs(np.random.default_rng(seed), m, k, n, dtype))
+    got = host(ops.gemm(x, w))
+    assert got.shape == (m, n)
+    assert_same([host(paddle.matmul(x, w))], [got], dtype)
+
+
+@pytest.mark.parametrize("m", [16, 64, 128])
+@pytest.mark.parametrize(("k", "n"), DECODE_GEMMS)
+def test_gemm_decode_shapes(ops, m, k, n):
+    check_gemm(ops, m, k, n, np.float16, seed=m + k + n)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("m", [1, 3, 17, 200])
+@pytest.mark.parametrize(("k", "n"), [(72, 40), (1000, 328), (4104, 1032), (37, 13)])
+def test_gemm_odd_shapes(ops, dtype, m, k, n):
+    """Dimensions that are multiples of 8 but not of 64, and (37, 13) of neither (2-byte aligned rows)."""
+    check_gemm(ops, m, k, n, dtype, seed=m * k + n)
+
+
+def test_gemm_in_a_cuda_graph(ops):
+    """Captured: a shape tuned eagerly before (its cached algorithm) and one first seen in the capture (the
+    heuristic's first, never timed while capturing). Replays recompute from the inputs' new values, and an
+    eager call after the capture runs the replay's algorithm (bitwise the same)."""
+    import paddle
+
+    from fdoverlap_cli.engine.device import Device
+
+    device = Device.open("gpu")
+    rng = np.random.default_rng(31)
+    shapes = [(16, 4096, 6144), (40, 776, 264)]  # (M, K, N); the second runs nowhere else in these tests
+
+    def inputs():
+        return [gemm_inputs(rng, m, k, n, np.float16) for m, k, n in shapes]
+
+    tensors = [(gpu(x), gpu(w)) for x, w in inputs()]
+    ops.gemm(*tensors[0])
+    graph, outs = device.capture_graph(lambda: [ops.gemm(x, w) for x, w in tensors])
+    try:
+        for _ in range(2):
+            for (x, w), (new_x, new_w) in zip(tensors, inputs(), strict=True):
+                x.copy_(gpu(new_x), False)
+                w.copy_(gpu(new_w), False)
+            graph.replay()
+            device.synchronize()
+            for (x, w), out in zip(tensors, outs, strict=True):
+                replayed = host(out)
+                assert_same([host(paddle.matmul(x, w))], [replayed], np.float16)
+                np.testing.assert_array_equal(host(ops.gemm(x, w)), replayed)
+    finally:
+        graph.reset()
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 def test_sample_greedy(ops, dtype):
     rng = np.random.default_rng(6)

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fdoverlap_cli import ops as op_library
+from fdoverlap_cli.errors import FdoError
 from tests.conftest import REPO
 from tests.ops import reference as ref
 from tests.ops.inputs import random_attention_batch
@@ -206,6 +207,35 @@ def test_fill_random_is_uniform_in_the_scaled_range(ops):
     other = cpu(np.zeros((200, 500), np.float32))
     ops.fill_random_(other, 8, 0.5)
     assert not np.array_equal(host(other), values)  # another seed, other weights
+
+
+@given(seed=SEEDS)
+@FAST
+def test_gemm_is_paddle_matmul_on_the_cpu(ops, seed):
+    """On the CPU the gemm op is paddle.matmul (float32: paddle's CPU matmul has no float16), which the model
+    uses there itself; the op exists for the GPU."""
+    import paddle
+
+    rng = np.random.default_rng(seed)
+    m, k, n = (int(v) for v in rng.integers(1, 40, 3))
+    x, w = (rng.standard_normal(shape).astype(np.float32) for shape in ((m, k), (k, n)))
+    np.testing.assert_array_equal(host(ops.gemm(cpu(x), cpu(w))), host(paddle.matmul(cpu(x), cpu(w))))
+
+
+def test_gemm_names_match_the_op_library(monkeypatch):
+    """fdoverlap_cli.ops mirrors gemm.h's FDOVERLAP_GEMM and its choices (decoder_layer reads the variable in
+    C++, the op-by-op model path in Python), and an unknown choice is an error."""
+    header = (REPO / "custom_ops" / "model" / "gemm.h").read_text()
+    names = re.search(r"kGemmModes\[\] = \{([^}]*)\}", header).group(1)
+    assert tuple(re.findall(r'"([^"]+)"', names)) == op_library.GEMM_MODES
+    assert f'kGemmEnv = "{op_library.GEMM_ENV}"' in header
+    monkeypatch.delenv(op_library.GEMM_ENV, raising=False)
+    assert op_library.gemm_mode() == "tuned"
+    monkeypatch.setenv(op_library.GEMM_ENV, "paddle")
+    assert op_library.gemm_mode() == "paddle"
+    monkeypatch.setenv(op_library.GEMM_ENV, "nope")
+    with pytest.raises(FdoError, match="FDOVERLAP_GEMM=nope is not a GEMM choice"):
+        op_library.gemm_mode()
 
 
 def test_prefill_config_names_match_the_kernels():
