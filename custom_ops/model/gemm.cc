@@ -21,13 +21,13 @@ std::string GemmModeList() {
   return names;
 }
 
-// True when FDOVERLAP_GEMM names the tuned op (or is unset or empty), false for paddle's matmul.
+// True when FDOVERLAP_GEMM names the tuned op, false for paddle's matmul (or unset or empty).
 bool TunedFromEnv(const char* op) {
   const char* value = std::getenv(kGemmEnv);
-  if (value == nullptr || *value == '\0' || std::strcmp(value, kGemmModes[0]) == 0) return true;
+  if (value == nullptr || *value == '\0' || std::strcmp(value, kGemmModes[0]) == 0) return false;
   PD_CHECK(std::strcmp(value, kGemmModes[1]) == 0, op, ": ", kGemmEnv, "=", value, " is not a GEMM choice (",
            GemmModeList(), ")");
-  return false;
+  return true;
 }
 
 std::vector<paddle::Tensor> Gemm(const paddle::Tensor& x, const paddle::Tensor& w) {

@@ -7,10 +7,12 @@
 namespace fdo::gemm {
 
 // FDOVERLAP_GEMM picks the model's GEMMs on a GPU (decoder_layer, and the op-by-op path in
-// fdoverlap_cli/engine/model.py): "tuned" (the gemm op) or "paddle" (paddle's matmul); unset or empty: the
-// first. fdoverlap_cli/ops.py mirrors these names (tests/ops check that).
+// fdoverlap_cli/engine/model.py): "paddle" (paddle's matmul, cuBLAS's heuristic: what FastDeploy runs, and the
+// same algorithm in every process) or "tuned" (the gemm op: faster where the heuristic is poor, but timed per
+// process, so two processes may round differently); unset or empty: the first. fdoverlap_cli/ops.py mirrors
+// these names (tests/ops check that).
 constexpr const char* kGemmEnv = "FDOVERLAP_GEMM";
-constexpr const char* kGemmModes[] = {"tuned", "paddle"};
+constexpr const char* kGemmModes[] = {"paddle", "tuned"};
 constexpr int kGemmModeCount = static_cast<int>(sizeof(kGemmModes) / sizeof(kGemmModes[0]));
 
 }  // namespace fdo::gemm

@@ -36,7 +36,7 @@ def _layer_inputs(seed: int, dtype, heads=(HQ, HKV, D), decode: bool = False):
 def _separate_ops(ops, place, x, residual, weights, keys, values, batch, heads, first_layer):
     import paddle
 
-    # The GEMM decoder_layer runs: the tuned gemm op on the GPU (unless FDOVERLAP_GEMM=paddle), as the model's.
+    # The GEMM decoder_layer runs: paddle.matmul, or the gemm op on the GPU with FDOVERLAP_GEMM=tuned, as the model's.
     tuned = place is gpu and op_library.gemm_mode() == "tuned"
     matmul = ops.gemm if tuned else paddle.matmul
     scale = heads[2] ** -0.5

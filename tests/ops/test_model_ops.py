@@ -230,9 +230,9 @@ def test_gemm_names_match_the_op_library(monkeypatch):
     assert tuple(re.findall(r'"([^"]+)"', names)) == op_library.GEMM_MODES
     assert f'kGemmEnv = "{op_library.GEMM_ENV}"' in header
     monkeypatch.delenv(op_library.GEMM_ENV, raising=False)
-    assert op_library.gemm_mode() == "tuned"
-    monkeypatch.setenv(op_library.GEMM_ENV, "paddle")
     assert op_library.gemm_mode() == "paddle"
+    monkeypatch.setenv(op_library.GEMM_ENV, "tuned")
+    assert op_library.gemm_mode() == "tuned"
     monkeypatch.setenv(op_library.GEMM_ENV, "nope")
     with pytest.raises(FdoError, match="FDOVERLAP_GEMM=nope is not a GEMM choice"):
         op_library.gemm_mode()
