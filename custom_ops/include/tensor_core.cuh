@@ -73,6 +73,17 @@ __device__ __forceinline__ float Exp2Approx(float x) {
   return y;
 }
 
+// The sum and the maximum over the four lanes of a quad (lane / 4 equal): the lanes that hold one row of an
+// MMA accumulator.
+__device__ __forceinline__ float QuadSum(float x) {
+  x += __shfl_xor_sync(0xFFFFFFFFu, x, 1);
+  return x + __shfl_xor_sync(0xFFFFFFFFu, x, 2);
+}
+__device__ __forceinline__ float QuadMax(float x) {
+  x = fmaxf(x, __shfl_xor_sync(0xFFFFFFFFu, x, 1));
+  return fmaxf(x, __shfl_xor_sync(0xFFFFFFFFu, x, 2));
+}
+
 // Two floats as a float16x2 register, the first in the low half (the lower column of a fragment).
 __device__ __forceinline__ uint32_t PackHalf2(float lo, float hi) {
   const __half2 h = __floats2half2_rn(lo, hi);

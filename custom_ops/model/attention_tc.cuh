@@ -272,8 +272,7 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) TcAttentionKernel(
         float base[2], corr[2];
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-          tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xFFFFFFFFu, tile_max[h], 1));
-          tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xFFFFFFFFu, tile_max[h], 2));
+          tile_max[h] = tc::QuadMax(tile_max[h]);
           const float new_max = fmaxf(row_max[mt][h], tile_max[h] * scale);
           base[h] = new_max == -CUDART_INF_F ? 0.0f : new_max;  // a row with no key yet stays empty
           corr[h] = tc::Exp2Approx(row_max[mt][h] - base[h]);
@@ -341,9 +340,7 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) TcAttentionKernel(
   for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      float sum = row_sum[mt][h];
-      sum += __shfl_xor_sync(0xFFFFFFFFu, sum, 1);
-      sum += __shfl_xor_sync(0xFFFFFFFFu, sum, 2);
+      const float sum = tc::QuadSum(row_sum[mt][h]);
       const int m = warp_row + mt * 16 + h * 8 + (lane >> 2);
       if (mma_pos[m] < 0) continue;
       const int64_t row = row_begin + m / hp;

@@ -28,9 +28,7 @@ __device__ __forceinline__ void MergeWarpKeys(const AttentionArgs<half_bits>& a,
   const int col = (lane & 3) * 2;
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    float sum = row_sum[h];
-    sum += __shfl_xor_sync(0xFFFFFFFFu, sum, 1);
-    sum += __shfl_xor_sync(0xFFFFFFFFu, sum, 2);
+    const float sum = tc::QuadSum(row_sum[h]);
     const int m = h * 8 + (lane >> 2);
 #pragma unroll
     for (int i = 0; i < DP / 8; ++i) {

@@ -232,8 +232,7 @@ __global__ void __launch_bounds__(C::kThreads, 1) WgAttentionKernel(AttentionArg
       float base[2], corr[2];
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xFFFFFFFFu, tile_max[h], 1));
-        tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xFFFFFFFFu, tile_max[h], 2));
+        tile_max[h] = tc::QuadMax(tile_max[h]);
         const float new_max = fmaxf(row_max[h], tile_max[h] * scale);
         base[h] = new_max == -CUDART_INF_F ? 0.0f : new_max;  // a row with no key yet stays empty
         corr[h] = tc::Exp2Approx(row_max[h] - base[h]);
@@ -278,9 +277,7 @@ __global__ void __launch_bounds__(C::kThreads, 1) WgAttentionKernel(AttentionArg
   const int col = (lane & 3) * 2;
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    float sum = row_sum[h];
-    sum += __shfl_xor_sync(0xFFFFFFFFu, sum, 1);
-    sum += __shfl_xor_sync(0xFFFFFFFFu, sum, 2);
+    const float sum = tc::QuadSum(row_sum[h]);
     const int m = row0 + 8 * h;
     if (mma_pos[m] < 0) continue;
     const int64_t row = row_begin + m / hp;
