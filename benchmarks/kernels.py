@@ -11,7 +11,7 @@ Measures, with the project's own GPU timestamps (record_timestamp: the GPU's glo
   prefill  attention over one 2048- and one 4096-token chunk from position 0: causal FLOP/s
            (4 Hq D sum_t (t + 1)) against gemm (target >= 40%); --prefill-configs all (or a comma list)
            times every tensor-core prefill configuration (FDOVERLAP_PREFILL_TC) and marks the best
-  gemms    the 8B-class layer's float16 GEMMs (qkv, o, gate_up, down; w stored [K, N]) at 16/64/128 decode rows,
+  gemm     the 8B-class layer's float16 GEMMs (qkv, o, gate_up, down; w stored [K, N]) at 16/64/128 decode rows,
            paddle.matmul against the op library's tuned cuBLASLt gemm op (tuned in its warm-up calls): weight
            bytes / time vs hbm (the weights rotate over copies that exceed the L2 cache)
 Each figure is the mean over back-to-back calls on the compute stream between two GPU timestamps, taken while

@@ -1,8 +1,7 @@
 // decoder_layer: one layer of the synthetic decoder as one op, so a step costs the host one call per
 // layer instead of nine. With a call per kernel the host's launch overhead sets the pace of a step on
 // a fast GPU (FastDeploy avoids it with CUDA graphs); fused, the GPU does. Same kernels as the separate
-// ops, GEMMs through gemm::Matmul (the tuned gemm op on a GPU unless FDOVERLAP_GEMM=paddle; paddle's matmul
-// on the CPU):
+// ops, GEMMs through gemm::Matmul (paddle's matmul, or on a GPU with FDOVERLAP_GEMM=tuned the tuned gemm op):
 //   h, residual  = first_layer ? (fdo_rms_norm(x), x) : add_rms_norm(x, residual)       (attn_norm)
 //   qkv = h @ qkv_weight; write_kv_cache(qkv); a = attention(qkv)
 //   h, residual  = add_rms_norm(a @ out_weight, residual)                                (ffn_norm)

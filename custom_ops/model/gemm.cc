@@ -1,7 +1,7 @@
 // gemm: y[M,N] = x[M,K] @ w[K,N], row-major with w stored [K,N], float32 or float16 (float32 accumulation).
 // On the GPU through cuBLASLt with the algorithm tuned per shape (gemm.cu: cuBLAS's default heuristic picks
 // slow kernels for some decode shapes); on the CPU paddle's matmul, which the model uses there anyway.
-// Matmul() is the model's GEMM for decoder_layer: this op on a GPU unless FDOVERLAP_GEMM=paddle.
+// Matmul() is the model's GEMM for decoder_layer: paddle's matmul, or this op on a GPU with FDOVERLAP_GEMM=tuned.
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -54,8 +54,8 @@ std::vector<paddle::Tensor> Gemm(const paddle::Tensor& x, const paddle::Tensor& 
   return {y};
 }
 
-// The model's GEMM inside decoder_layer: the tuned op on a GPU (FDOVERLAP_GEMM unset, empty or tuned),
-// paddle's matmul on the CPU or with FDOVERLAP_GEMM=paddle.
+// The model's GEMM inside decoder_layer: the tuned op on a GPU with FDOVERLAP_GEMM=tuned, else paddle's matmul
+// (FDOVERLAP_GEMM unset, empty or paddle, and on the CPU).
 paddle::Tensor Matmul(const char* op, const paddle::Tensor& x, const paddle::Tensor& w) {
   if (x.is_gpu() && TunedFromEnv(op)) return Gemm(x, w)[0];
   return paddle::experimental::matmul(x, w);

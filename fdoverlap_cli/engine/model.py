@@ -4,8 +4,8 @@ Embedding; per layer RMSNorm, QKV GEMM, KV cache write and attention, output GEM
 gate/up GEMM, SiLU·mul, down GEMM (residual adds fused into the norms); final norm; lm_head GEMM.
 Compute therefore scales with batch, context and layer shapes the way a real model's does. The
 tokens it emits are deterministic but meaningless: stop conditions come from the trace.
-The GEMMs are the op library's tuned cuBLASLt op (gemm) on a GPU, paddle.matmul on the CPU or with
-FDOVERLAP_GEMM=paddle (fdoverlap_cli.ops.GEMM_ENV; decoder_layer reads the same variable).
+The GEMMs are paddle.matmul, or on a GPU with FDOVERLAP_GEMM=tuned the op library's tuned cuBLASLt op (gemm)
+(fdoverlap_cli.ops.GEMM_ENV; decoder_layer reads the same variable).
 """
 
 from __future__ import annotations
