@@ -3,6 +3,10 @@
 #   bash benchmarks/gpu_session.sh check      doctor, op build, GPU tests (but the graphs phase's), a short compare
 #   bash benchmarks/gpu_session.sh graphs     decode CUDA graphs: their GPU tests (identity, capture report) and
 #                                             benchmarks/decode_roofline.py (forward vs roofline, host cost per step)
+#   bash benchmarks/gpu_session.sh kernels    benchmarks/kernels.py (every section, every prefill configuration),
+#                                             decode attention's one-warp path (FDOVERLAP_DECODE_TC=rows), and the
+#                                             decode forward against the roofline with each GEMM choice
+#                                             (FDOVERLAP_GEMM=paddle, tuned)
 #   bash benchmarks/gpu_session.sh bench      the compare matrix of docs/BENCHMARKS.md (8B-class preset), CUDA
 #                                             graphs on and off
 #   bash benchmarks/gpu_session.sh overhead   the same replay with and without the GPU timestamps
@@ -81,6 +85,19 @@ graphs() {  # about 4 min on an H200 (estimate): 14 GPU tests at 2 layers, then 
     cat "$OUT/graph-identity.txt"
     banner "decode forward against the HBM roofline, host cost per decode step (8b, $LAYERS layers)"
     timeout 500 python benchmarks/decode_roofline.py --layers "$LAYERS"
+}
+
+kernels() {  # about 2 min on an H200 (estimate)
+    banner "model kernels against the copy's bandwidth and the GEMM rate, every prefill configuration"
+    timeout 300 python benchmarks/kernels.py --prefill-configs all -o "$OUT/kernels.json"
+    banner "decode attention, FDOVERLAP_DECODE_TC=rows (one-warp blocks, splits merged by a second kernel)"
+    FDOVERLAP_DECODE_TC=rows timeout 120 python benchmarks/kernels.py --only decode -o "$OUT/kernels-decode-rows.json"
+    local gemm
+    for gemm in paddle tuned; do
+        banner "decode forward against the HBM roofline, FDOVERLAP_GEMM=$gemm (8b, $LAYERS layers)"
+        FDOVERLAP_GEMM=$gemm timeout 200 python benchmarks/decode_roofline.py --layers "$LAYERS" --only roofline \
+            -o "$OUT/roofline-$gemm.json"
+    done
 }
 
 bench_summary() {  # one line per compare: the speedup, each path's wall time and GPU busy, the steps that replayed
@@ -292,6 +309,7 @@ for phase in "${@:-check}"; do
     case $phase in
         check) timed check ;;
         graphs) timed graphs ;;
+        kernels) timed kernels ;;
         bench) timed bench ;;
         overhead) timed overhead ;;
         nsys) timed nsys_profiles ;;
