@@ -3,8 +3,8 @@
 // (attention_tc.cuh: rows are (token row, q head) pairs of one slot and the q heads of one KV head, causal
 // over each row's prefix), each warpgroup 64 of them: S = Q K^T with Q and K in shared memory, the online
 // softmax on S's accumulators, O += P V with P from registers and V in shared memory read N-major. Keys
-// and values stream through shared memory in tiles of BN keys with cp.async, STAGES tiles deep; the other
-// warpgroups' MMAs run while one does its softmax.
+// and values stream through shared memory in tiles of BN keys with cp.async, STAGES tiles deep; one
+// warpgroup's MMAs can run while another does its softmax.
 #pragma once
 
 #include <type_traits>
@@ -37,9 +37,9 @@ struct WgConfig {
 #error "FDO_WGMMA needs an sm_90a build (-gencode=arch=compute_90a,code=sm_90a)"
 #endif
 
-// Prefill tiles run on one block each, and StrayBlocks(...) more blocks after them take the rows no tile owns
-// (see OwnedByTile), a row a thread: the rare padding or out-of-range rows a separate pass would otherwise
-// visit with one block a row.
+// The grid: WgTileBlocks blocks of prefill tiles (an upper bound, as for the mma.sync kernel), then
+// WgStrayBlocks blocks that take the rows no tile owns (see OwnedByTile), a row a thread: the padding or
+// out-of-range rows the mma.sync kernels' second pass visits with a block a row.
 __host__ __device__ inline int64_t WgTileBlocks(const AttentionShape& s, int rows_per_tile, int head_blocks) {
   return ((s.rows + rows_per_tile - 1) / rows_per_tile + s.bsz) * head_blocks;
 }
