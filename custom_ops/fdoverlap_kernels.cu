@@ -4,6 +4,7 @@
 #include "model/attention.cu"
 #include "model/embedding.cu"
 #include "model/gemm.cu"
+#include "model/gemm_decode.cu"
 #include "model/init.cu"
 #include "model/norm.cu"
 #include "model/sampling.cu"

@@ -1,7 +1,8 @@
 // decoder_layer: one layer of the synthetic decoder as one op, so a step costs the host one call per
 // layer instead of nine. With a call per kernel the host's launch overhead sets the pace of a step on
 // a fast GPU (FastDeploy avoids it with CUDA graphs); fused, the GPU does. Same kernels as the separate
-// ops, GEMMs through gemm::Matmul (paddle's matmul, or on a GPU with FDOVERLAP_GEMM=tuned the tuned gemm op):
+// ops, GEMMs through gemm::Matmul and gemm::MatmulSiluMul (as FDOVERLAP_GEMM picks; with the decode GEMM
+// silu_mul is gate_up's epilogue):
 //   h, residual  = first_layer ? (fdo_rms_norm(x), x) : add_rms_norm(x, residual)       (attn_norm)
 //   qkv = h @ qkv_weight; write_kv_cache(qkv); a = attention(qkv)
 //   h, residual  = add_rms_norm(a @ out_weight, residual)                                (ffn_norm)
@@ -61,7 +62,7 @@ std::vector<paddle::Tensor> DecoderLayer(const paddle::Tensor& x, const paddle::
   const paddle::Tensor attn = attention::Attention(qkv, key_cache, value_cache, batch_id_per_token, cu_seqlens_q,
                                                    seq_lens_decoder, num_q_heads, num_kv_heads, head_dim, scale)[0];
   const std::vector<paddle::Tensor> ffn_in = norm::AddRmsNorm(matmul(attn, out_weight), attn_in[1], ffn_norm, eps);
-  const paddle::Tensor out = matmul(activation::SiluMul(matmul(ffn_in[0], gate_up_weight))[0], down_weight);
+  const paddle::Tensor out = matmul(gemm::MatmulSiluMul(op, ffn_in[0], gate_up_weight), down_weight);
   return {out, ffn_in[1]};
 }
 

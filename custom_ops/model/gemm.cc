@@ -1,7 +1,9 @@
 // gemm: y[M,N] = x[M,K] @ w[K,N], row-major with w stored [K,N], float32 or float16 (float32 accumulation).
 // On the GPU through cuBLASLt with the algorithm tuned per shape (gemm.cu: cuBLAS's default heuristic picks
 // slow kernels for some decode shapes); on the CPU paddle's matmul, which the model uses there anyway.
-// Matmul() is the model's GEMM for decoder_layer: paddle's matmul, or this op on a GPU with FDOVERLAP_GEMM=tuned.
+// gemm_decode: y = x @ w, or with glu silu_mul(x @ w), through the decode GEMM kernel (gemm_decode.cuh) where
+// it covers the shape (float16 on a GPU of an sm_90a build, 1 .. 128 rows, K a multiple of 64), else paddle's
+// matmul (and silu_mul). Matmul() and MatmulSiluMul() are decoder_layer's GEMMs, as FDOVERLAP_GEMM picks.
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -13,6 +15,7 @@
 namespace fdo::gemm {
 
 constexpr const char* kGemm = "gemm";
+constexpr const char* kGemmDecode = "gemm_decode";
 
 // kGemmModes as "a, b" (for the error of an unknown FDOVERLAP_GEMM).
 std::string GemmModeList() {
@@ -21,13 +24,17 @@ std::string GemmModeList() {
   return names;
 }
 
-// True when FDOVERLAP_GEMM names the tuned op, false for paddle's matmul (or unset or empty).
-bool TunedFromEnv(const char* op) {
+enum class GemmMode { kPaddle, kTuned, kDecode };
+
+// The choice FDOVERLAP_GEMM names (kGemmModes[0] when unset or empty); an unknown name fails the op.
+GemmMode ModeFromEnv(const char* op) {
   const char* value = std::getenv(kGemmEnv);
-  if (value == nullptr || *value == '\0' || std::strcmp(value, kGemmModes[0]) == 0) return false;
-  PD_CHECK(std::strcmp(value, kGemmModes[1]) == 0, op, ": ", kGemmEnv, "=", value, " is not a GEMM choice (",
-           GemmModeList(), ")");
-  return true;
+  if (value == nullptr || *value == '\0') return GemmMode::kPaddle;
+  for (int i = 0; i < kGemmModeCount; ++i) {
+    if (std::strcmp(value, kGemmModes[i]) == 0) return static_cast<GemmMode>(i);
+  }
+  PD_CHECK(false, op, ": ", kGemmEnv, "=", value, " is not a GEMM choice (", GemmModeList(), ")");
+  return GemmMode::kPaddle;
 }
 
 std::vector<paddle::Tensor> Gemm(const paddle::Tensor& x, const paddle::Tensor& w) {
@@ -54,13 +61,58 @@ std::vector<paddle::Tensor> Gemm(const paddle::Tensor& x, const paddle::Tensor& 
   return {y};
 }
 
-// The model's GEMM inside decoder_layer: the tuned op on a GPU with FDOVERLAP_GEMM=tuned, else paddle's matmul
-// (FDOVERLAP_GEMM unset, empty or paddle, and on the CPU).
+// x @ w (glu: silu_mul(x @ w)) through the decode GEMM where its plan covers the shape, else paddle's matmul.
+paddle::Tensor DecodeOrMatmul(const char* op, const paddle::Tensor& x, const paddle::Tensor& w, bool glu) {
+  const int64_t m = x.shape()[0], k = x.shape()[1], n = w.shape()[1];
+#ifdef PADDLE_WITH_CUDA
+  const DecodeGemmPlan plan = x.is_gpu() && x.dtype() == paddle::DataType::FLOAT16 ? PlanDecodeGemm(m, n, k, glu)
+                                                                                    : DecodeGemmPlan{};
+  if (plan.config >= 0) {
+    paddle::Tensor y = EmptyOutput({m, glu ? n / 2 : n}, x.dtype(), x.place());
+    const std::string error = LaunchDecodeGemm(plan, FloatData<half_bits>(x), FloatData<half_bits>(w),
+                                               FloatData<half_bits>(y), m, n, k, glu, x.stream());
+    PD_CHECK(error.empty(), op, ": ", error);
+    return y;
+  }
+#endif
+  const paddle::Tensor y = paddle::experimental::matmul(x, w);
+  return glu ? activation::SiluMul(y)[0] : y;
+}
+
+std::vector<paddle::Tensor> GemmDecode(const paddle::Tensor& x, const paddle::Tensor& w, bool glu) {
+  const char* op = kGemmDecode;
+  CheckShape(op, "x", x, {-1, -1});
+  CheckShape(op, "w", w, {x.shape()[1], -1});
+  CheckSameDtype(op, "w", w, "x", x);
+  CheckSamePlace(op, "w", w, "x", x);
+  DispatchFloat(op, "x", x, [](auto) {});
+  PD_CHECK(!glu || w.shape()[1] % 2 == 0, op, ": with glu, input 'w' must have an even number of columns (gate | up), got ",
+           w.shape()[1]);
+  return {DecodeOrMatmul(op, x, w, glu)};
+}
+
+// decoder_layer's GEMM: on a GPU the tuned op (FDOVERLAP_GEMM=tuned) or the decode GEMM (decode), else paddle's
+// matmul (FDOVERLAP_GEMM unset, empty or paddle, and on the CPU).
 paddle::Tensor Matmul(const char* op, const paddle::Tensor& x, const paddle::Tensor& w) {
-  if (x.is_gpu() && TunedFromEnv(op)) return Gemm(x, w)[0];
+  if (x.is_gpu()) {
+    const GemmMode mode = ModeFromEnv(op);
+    if (mode == GemmMode::kTuned) return Gemm(x, w)[0];
+    if (mode == GemmMode::kDecode) return DecodeOrMatmul(op, x, w, false);
+  }
   return paddle::experimental::matmul(x, w);
+}
+
+// decoder_layer's silu_mul(x @ gate_up): one kernel with the decode GEMM, else silu_mul after Matmul().
+paddle::Tensor MatmulSiluMul(const char* op, const paddle::Tensor& x, const paddle::Tensor& w) {
+  if (x.is_gpu() && ModeFromEnv(op) == GemmMode::kDecode) return DecodeOrMatmul(op, x, w, true);
+  return activation::SiluMul(Matmul(op, x, w))[0];
 }
 
 }  // namespace fdo::gemm
 
 PD_BUILD_OP(gemm).Inputs({"x", "w"}).Outputs({"y"}).SetKernelFn(PD_KERNEL(fdo::gemm::Gemm));
+PD_BUILD_OP(gemm_decode)
+    .Inputs({"x", "w"})
+    .Outputs({"y"})
+    .Attrs({"glu: bool"})
+    .SetKernelFn(PD_KERNEL(fdo::gemm::GemmDecode));

@@ -4,8 +4,8 @@ Embedding; per layer RMSNorm, QKV GEMM, KV cache write and attention, output GEM
 gate/up GEMM, SiLU·mul, down GEMM (residual adds fused into the norms); final norm; lm_head GEMM.
 Compute therefore scales with batch, context and layer shapes the way a real model's does. The
 tokens it emits are deterministic but meaningless: stop conditions come from the trace.
-The GEMMs are paddle.matmul, or on a GPU with FDOVERLAP_GEMM=tuned the op library's tuned cuBLASLt op (gemm)
-(fdoverlap_cli.ops.GEMM_ENV; decoder_layer reads the same variable).
+The GEMMs are paddle.matmul, or on a GPU as FDOVERLAP_GEMM picks the op library's tuned cuBLASLt op (gemm) or
+its decode GEMM (gemm_decode) (fdoverlap_cli.ops.GEMM_ENV; decoder_layer reads the same variable).
 """
 
 from __future__ import annotations
@@ -147,8 +147,7 @@ class SyntheticDecoder:
         self._heads = shard.heads(cfg)
         self.device = device
         self.ops = ops
-        tuned = op_library.gemm_mode() == "tuned"  # checked on the CPU too, where paddle.matmul runs
-        self.matmul = ops.gemm if device.is_gpu and tuned else device.paddle.matmul
+        self.matmul = self._matmul(op_library.gemm_mode())  # checked on the CPU too, where paddle.matmul runs
         h, seed = cfg.hidden_size, cfg.seed
         counter = iter(range(1, 1 << 30))
 
@@ -235,6 +234,14 @@ class SyntheticDecoder:
         attn = ops.attention(qkv, k_cache, v_cache, *batch, *self._heads, self.attn_scale)
         h, residual = ops.add_rms_norm(self._reduced(mm(attn, layer.out)), residual, layer.ffn_norm, c.rms_eps)
         return self._reduced(mm(ops.silu_mul(mm(h, layer.gate_up)), layer.down)), residual
+
+    def _matmul(self, mode: str) -> Callable[[Any, Any], Any]:
+        """The op-by-op path's GEMM for an FDOVERLAP_GEMM choice: the chosen op on a GPU, else paddle.matmul."""
+        if self.device.is_gpu and mode == "tuned":
+            return self.ops.gemm
+        if self.device.is_gpu and mode == "decode":
+            return lambda x, w: self.ops.gemm_decode(x, w, False)
+        return self.device.paddle.matmul
 
     def _reduced(self, partial: Any) -> Any:
         """A row-parallel GEMM's output summed over the ranks (itself with one rank)."""
