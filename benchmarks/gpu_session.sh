@@ -6,7 +6,7 @@
 #   bash benchmarks/gpu_session.sh kernels    benchmarks/kernels.py (every section, every prefill configuration),
 #                                             decode attention's one-warp path (FDOVERLAP_DECODE_TC=rows), and the
 #                                             decode forward against the roofline with each GEMM choice
-#                                             (FDOVERLAP_GEMM=paddle, tuned)
+#                                             (FDOVERLAP_GEMM=paddle, tuned, decode)
 #   bash benchmarks/gpu_session.sh bench      the compare matrix of docs/BENCHMARKS.md (8B-class preset), CUDA
 #                                             graphs on and off
 #   bash benchmarks/gpu_session.sh overhead   the same replay with and without the GPU timestamps
@@ -93,7 +93,7 @@ kernels() {  # about 2 min on an H200 (estimate)
     banner "decode attention, FDOVERLAP_DECODE_TC=rows (one-warp blocks, splits merged by a second kernel)"
     FDOVERLAP_DECODE_TC=rows timeout 120 python benchmarks/kernels.py --only decode -o "$OUT/kernels-decode-rows.json"
     local gemm
-    for gemm in paddle tuned; do
+    for gemm in paddle tuned decode; do
         banner "decode forward against the HBM roofline, FDOVERLAP_GEMM=$gemm (8b, $LAYERS layers)"
         FDOVERLAP_GEMM=$gemm timeout 200 python benchmarks/decode_roofline.py --layers "$LAYERS" --only roofline \
             -o "$OUT/roofline-$gemm.json"

@@ -12,7 +12,8 @@ Measures, with the project's own GPU timestamps (record_timestamp: the GPU's glo
            (4 Hq D sum_t (t + 1)) against gemm (target >= 40%); --prefill-configs all (or a comma list)
            times every tensor-core prefill configuration (FDOVERLAP_PREFILL_TC) and marks the best
   gemm     the 8B-class layer's float16 GEMMs (qkv, o, gate_up, down; w stored [K, N]) at 16/64/128 decode rows,
-           paddle.matmul against the op library's tuned cuBLASLt gemm op (tuned in its warm-up calls): weight
+           and gate_up followed by silu_mul, through paddle.matmul, the op library's tuned cuBLASLt gemm op
+           (tuned in its warm-up calls) and its decode GEMM (gemm_decode; silu_mul fused into gate_up): weight
            bytes / time vs hbm (the weights rotate over copies that exceed the L2 cache)
 Each figure is the mean over back-to-back calls on the compute stream between two GPU timestamps, taken while
 float16 GEMMs hold the stream so that the host has queued every call before the first timestamp runs (checked
@@ -52,6 +53,8 @@ HIDDEN, FFN = 4096, 14336
 L2_DEFEAT_BYTES = 256 << 20  # inputs rotate over at least this many bytes (the H200's L2 holds 50 MB)
 GEMM_N = 8192
 SECTIONS = ("decode", "norm", "prefill", "gemm")
+GLU_GEMM = "gate_up+silu"
+CHOICES = op_library.GEMM_MODES
 DECODE_GEMMS = {"qkv": (HIDDEN, 6144), "o": (HIDDEN, HIDDEN), "gate_up": (HIDDEN, 2 * FFN), "down": (FFN, HIDDEN)}
 
 
@@ -215,15 +218,25 @@ def _prefill_attention(timer: GpuTimer, tokens: int, gemm: float) -> dict[str, A
 
 
 def decode_gemm(timer: GpuTimer, name: str, rows: int, hbm: float) -> dict[str, Any]:
-    """y[rows, N] = x[rows, K] @ w[K, N] of one of DECODE_GEMMS through paddle.matmul and through the gemm op."""
+    """y[rows, N] = x[rows, K] @ w[K, N] of one of DECODE_GEMMS (or gate_up then silu_mul, "gate_up+silu")
+    through paddle.matmul, the gemm op and the gemm_decode op."""
     device, ops = timer.device, timer.device.ops
-    k, n = DECODE_GEMMS[name]
+    glu = name == GLU_GEMM
+    k, n = DECODE_GEMMS["gate_up" if glu else name]
     weight_bytes = k * n * 2
     sets = max(1, math.ceil(L2_DEFEAT_BYTES / weight_bytes))
     weights = [filled(device, [k, n], "float16", 500 + s) for s in range(sets)]
     x = filled(device, [rows, k], "float16", 499)
     row: dict[str, Any] = {"gemm": name, "rows": rows, "k": k, "n": n, "weight_bytes": weight_bytes}
-    for label, matmul in (("paddle", timer.matmul), ("tuned", ops.gemm)):
+    choices: dict[str, Callable[[Any, Any], Any]] = {  # op_library.GEMM_MODES
+        "paddle": timer.matmul,
+        "tuned": ops.gemm,
+        "decode": lambda a, b: ops.gemm_decode(a, b, glu),
+    }
+    if glu:
+        choices["paddle"] = lambda a, b: ops.silu_mul(timer.matmul(a, b))
+        choices["tuned"] = lambda a, b: ops.silu_mul(ops.gemm(a, b))
+    for label, matmul in choices.items():
         ns = timer.time_ns(lambda i, mm=matmul: mm(x, weights[i % sets]), max(24, 2 * sets))
         row[f"{label}_us"] = ns / 1e3
         row[f"{label}_of_hbm"] = weight_bytes / ns * 1e9 / hbm
@@ -307,13 +320,12 @@ def main() -> None:
     if "gemm" in only:
         result["gemms"] = []
         for rows in (16, 64, 128):
-            for name in DECODE_GEMMS:
+            for name in (*DECODE_GEMMS, GLU_GEMM):
                 row = decode_gemm(timer, name, rows, hbm)
                 result["gemms"].append(row)
-                print(f"{'gemm':8} {name:8} rows {rows:<4} K {row['k']:<5} N {row['n']:<5} "
-                      f"paddle {row['paddle_us']:7.1f} us = {100 * row['paddle_of_hbm']:3.0f}%, "
-                      f"tuned {row['tuned_us']:7.1f} us = {100 * row['tuned_of_hbm']:3.0f}% "
-                      "(weight bytes / hbm)")  # fmt: skip
+                times = ", ".join(f"{c} {row[c + '_us']:7.1f} us = {100 * row[c + '_of_hbm']:3.0f}%" for c in CHOICES)
+                shape = f"rows {rows:<4} K {row['k']:<5} N {row['n']:<5}"
+                print(f"{'gemm':8} {name:12} {shape} {times} (weight bytes / hbm)")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {args.output}")

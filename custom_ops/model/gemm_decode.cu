@@ -81,13 +81,14 @@ constexpr ConfigEntry Entry() {
   return {NB, C::TN, &LaunchConfig<C>};
 }
 
-// Per row bucket, a narrow configuration (128 columns a block, for N = 4096 / 6144: the column tiles are
-// too few for the SMs, so K is split) and a wide one (256 columns, K whole, for gate_up's 28,672), the
-// fastest of a sweep of tile widths, warpgroups, stages and splits on an H200 (docs/BENCHMARKS.md).
-constexpr ConfigEntry kNarrow[] = {Entry<16, 2, 1, 6>(), Entry<32, 2, 1, 6>(), Entry<64, 2, 1, 6>(),
-                                   Entry<128, 2, 1, 4>()};
-constexpr ConfigEntry kWide[] = {Entry<16, 4, 1, 6>(), Entry<32, 4, 1, 4>(), Entry<64, 2, 2, 4>(),
-                                 Entry<128, 2, 2, 4>()};
+// The fastest of a sweep of tile widths, warpgroups, stages and splits on an H200 (docs/BENCHMARKS.md): per
+// row bucket a wide configuration (256 columns a block, K whole: gate_up's N = 28,672 gives the SMs enough
+// tiles), and for N = 4096 / 6144 a narrow one (128 columns, K split across a cluster, as the column tiles are
+// too few) at up to 16 rows only: above, cuBLAS's heuristic was as fast or faster in that sweep.
+constexpr ConfigEntry kConfigs[] = {Entry<16, 4, 1, 6>(), Entry<32, 4, 1, 4>(), Entry<64, 2, 2, 4>(),
+                                    Entry<128, 2, 2, 4>(), Entry<16, 2, 1, 6>()};
+constexpr int kNarrow = 4;               // kConfigs' narrow entry; 0 .. 3 are the wide ones by row bucket
+constexpr int kNarrowMaxRows = 16;
 constexpr int kWideColumns = 128 * 132;  // N from which 128-column tiles alone cover an H200's SMs
 constexpr int kSplitBlocks = 112;        // about the blocks a narrow GEMM is split into (the sweep's best: 96-128)
 constexpr int kMaxSplits = 8;            // a portable cluster
@@ -102,20 +103,23 @@ DecodeGemmPlan PlanDecodeGemm(int64_t m, int64_t n, int64_t k, bool glu) {
     return {};
   }
   const bool wide = n >= kWideColumns;
-  const ConfigEntry& c = (wide ? kWide : kNarrow)[RowsBucket(m)];
+  if (!wide && m > kNarrowMaxRows) return {};
+  const int config = wide ? RowsBucket(m) : kNarrow;
+  const ConfigEntry& c = kConfigs[config];
   const int64_t columns = glu ? n / 2 : n;
   const int64_t tile = glu ? c.tn / 2 : c.tn;
   if ((glu && n % 2 != 0) || columns % tile != 0) return {};
   const int64_t tiles = columns / tile;
   const int chunks = static_cast<int>(k / kDecodeKChunk);
-  const int splits = wide ? 1 : static_cast<int>(std::clamp<int64_t>(kSplitBlocks / tiles, 1, std::min(kMaxSplits, chunks)));
-  return {RowsBucket(m) + (wide ? 4 : 0), splits};
+  const int64_t most = std::min(kMaxSplits, chunks);
+  const int splits = wide ? 1 : static_cast<int>(std::clamp<int64_t>(kSplitBlocks / tiles, 1, most));
+  return {config, splits};
 }
 
 std::string LaunchDecodeGemm(const DecodeGemmPlan& plan, const uint16_t* x, const uint16_t* w, uint16_t* y,
                              int64_t m, int64_t n, int64_t k, bool glu, cudaStream_t stream) {
-  if (plan.config < 0 || plan.config >= 8) return "the decode GEMM does not cover this shape";
-  const ConfigEntry& c = (plan.config >= 4 ? kWide : kNarrow)[plan.config % 4];
+  if (plan.config < 0 || plan.config > kNarrow) return "the decode GEMM does not cover this shape";
+  const ConfigEntry& c = kConfigs[plan.config];
   const int64_t columns = glu ? n / 2 : n;
   if (((reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(w) | reinterpret_cast<uintptr_t>(y)) & 15) != 0) {
     return "the decode GEMM needs x, w and y 16-byte aligned";
