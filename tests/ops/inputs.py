@@ -75,3 +75,13 @@ def packed_attention_batch(
             for b in range(bsz):
                 cache[b, dec[b] + lens[b] :] = np.nan
     return qkv, caches[0], caches[1], batch, cu, dec
+
+
+# (K, N) of an 8B-class layer's GEMMs: qkv, o, gate_up, down.
+DECODE_GEMMS = [(4096, 6144), (4096, 4096), (4096, 28672), (14336, 4096)]
+
+
+def gemm_inputs(rng, m: int, k: int, n: int, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """x in [-1, 1), w in [-1, 1) / sqrt(K): outputs of order one, so that algorithms whose float32 sums differ
+    round to the same or the adjacent float16."""
+    return rng.uniform(-1, 1, (m, k)).astype(dtype), (rng.uniform(-1, 1, (k, n)) / np.sqrt(k)).astype(dtype)

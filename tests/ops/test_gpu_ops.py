@@ -25,13 +25,20 @@ from fdoverlap_cli.ops import (
     PREFILL_TC_FIRST_WG,
 )
 from fdoverlap_cli.platform import probe
-from tests.ops.inputs import packed_attention_batch, random_attention_batch, random_step_state, random_tasks
+from tests.ops.compare import assert_same
+from tests.ops.inputs import (
+    DECODE_GEMMS,
+    gemm_inputs,
+    packed_attention_batch,
+    random_attention_batch,
+    random_step_state,
+    random_tasks,
+)
 from tests.ops.tensors import cpu, gpu, host
 
 pytestmark = pytest.mark.gpu
 
 SEEDS = [0, 1, 2]
-TOLERANCE = {np.float32: {"rtol": 1e-4, "atol": 1e-5}, np.float16: {"rtol": 2e-3, "atol": 2e-3}}
 
 
 def on_both(call, arrays: list[np.ndarray], inplace: tuple[int, ...] = ()):
@@ -46,15 +53,6 @@ def on_both(call, arrays: list[np.ndarray], inplace: tuple[int, ...] = ()):
         else:
             results.append([host(o) for o in (outs if isinstance(outs, list | tuple) else [outs])])
     return results
-
-
-def assert_same(cpu_out: list[np.ndarray], gpu_out: list[np.ndarray], dtype=None) -> None:
-    for c, g in zip(cpu_out, gpu_out, strict=True):
-        assert c.dtype == g.dtype and c.shape == g.shape
-        if dtype is None or c.dtype.kind in "biu":
-            np.testing.assert_array_equal(g, c)
-        else:
-            np.testing.assert_allclose(g.astype(np.float32), c.astype(np.float32), **TOLERANCE[dtype])
 
 
 # ------------------------------------------------------------------------------------------- step ops
@@ -284,16 +282,6 @@ def test_attention_unknown_decode_config(ops, monkeypatch):
     )
     with pytest.raises(Exception, match="FDOVERLAP_DECODE_TC=nope is not a decode configuration"):
         ops.attention(*(gpu(a) for a in (qkv, keys, values, batch, cu, dec)), 8, 2, 128, 128**-0.5)
-
-
-# (K, N) of an 8B-class layer's GEMMs: qkv, o, gate_up, down.
-DECODE_GEMMS = [(4096, 6144), (4096, 4096), (4096, 28672), (14336, 4096)]
-
-
-def gemm_inputs(rng, m: int, k: int, n: int, dtype) -> tuple[np.ndarray, np.ndarray]:
-    """x in [-1, 1), w in [-1, 1) / sqrt(K): outputs of order one, so that algorithms whose float32 sums differ
-    round to the same or the adjacent float16."""
-    return rng.uniform(-1, 1, (m, k)).astype(dtype), (rng.uniform(-1, 1, (k, n)) / np.sqrt(k)).astype(dtype)
 
 
 def check_gemm(ops, m: int, k: int, n: int, dtype, seed: int = 0):
