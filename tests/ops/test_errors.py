@@ -108,6 +108,21 @@ CASES = [
     ("gemm", lambda o: o.gemm(z((2, 4), I64), z((4, 5), I64)), "gemm: input 'x' must be float32 or float16"),
     ("gemm", lambda o: o.gemm(z((2, 4), F32), z((4, 5), np.float16)), "gemm: input 'w' must have the dtype of 'x'"),
     (
+        "gemm_decode",
+        lambda o: o.gemm_decode(z((2, 4), F32), z((3, 5), F32), False),
+        r"gemm_decode: input 'w' must have shape \[4, -1\]",
+    ),
+    (
+        "gemm_decode",
+        lambda o: o.gemm_decode(z((2, 4), F32), z((4, 5), F32), True),
+        r"gemm_decode: with glu, input 'w' must have an even number of columns \(gate \| up\), got 5",
+    ),
+    (
+        "gemm_decode",
+        lambda o: o.gemm_decode(z(4, F32), z((4, 6), F32), False),
+        r"gemm_decode: input 'x' must have shape \[-1, -1\]",
+    ),
+    (
         "attention",
         lambda o: o.attention(
             z((1, 12), F32), z((1, 3, 1, 4), F32), z((1, 3, 1, 4), F32), z(1, I32), z(2, I32), z(1, I32), 2, 1, 4, 1.0

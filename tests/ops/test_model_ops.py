@@ -231,10 +231,13 @@ def test_gemm_names_match_the_op_library(monkeypatch):
     assert f'kGemmEnv = "{op_library.GEMM_ENV}"' in header
     monkeypatch.delenv(op_library.GEMM_ENV, raising=False)
     assert op_library.gemm_mode() == "paddle"
-    monkeypatch.setenv(op_library.GEMM_ENV, "tuned")
-    assert op_library.gemm_mode() == "tuned"
+    for mode in ("paddle", "tuned", "decode"):
+        monkeypatch.setenv(op_library.GEMM_ENV, mode)
+        assert op_library.gemm_mode() == mode
+    monkeypatch.setenv(op_library.GEMM_ENV, "")
+    assert op_library.gemm_mode() == "paddle"
     monkeypatch.setenv(op_library.GEMM_ENV, "nope")
-    with pytest.raises(FdoError, match="FDOVERLAP_GEMM=nope is not a GEMM choice"):
+    with pytest.raises(FdoError, match=r"FDOVERLAP_GEMM=nope is not a GEMM choice \(paddle, tuned, decode\)"):
         op_library.gemm_mode()
 
 
