@@ -13,11 +13,16 @@ HQ, HKV, D, H, F = 4, 2, 16, 64, 96
 EPS = 1e-5
 # (Hq, Hkv, D) of the GPU tests: the tiny preset's heads, a 1B-class head (64) and an 8B-class head (128).
 GPU_HEADS = [(HQ, HKV, D), (8, 2, 64), (4, 1, 128)]
+# (hidden, ffn) at which the decode GEMM's kernel covers each of the layer's GEMMs in float16, with GPU_HEADS:
+# K a multiple of 64, 128 columns a tile (64 with silu_mul fused).
+DECODE_GEMM_SIZES = (128, 256)
 
 
-def _layer_inputs(seed: int, dtype, heads=(HQ, HKV, D), decode: bool = False):
-    """A layer's inputs over a mixed batch (prefill chunks, decode rows, padding) or decode rows only."""
+def _layer_inputs(seed: int, dtype, heads=(HQ, HKV, D), decode: bool = False, sizes=(H, F)):
+    """A layer's inputs over a mixed batch (prefill chunks, decode rows, padding) or decode rows only;
+    sizes: (hidden, ffn)."""
     hq, hkv, d = heads
+    hidden, ffn = sizes
     rng = np.random.default_rng(seed)
     if decode:  # 11 of 12 slots run a row at random context lengths, one padding row
         ctx = rng.integers(0, 700, 12)
@@ -29,16 +34,18 @@ def _layer_inputs(seed: int, dtype, heads=(HQ, HKV, D), decode: bool = False):
     def w(*shape, scale=0.2):
         return (rng.standard_normal(shape) * scale).astype(dtype)
 
-    weights = [w(H, scale=1), w(H, (hq + 2 * hkv) * d), w(hq * d, H), w(H, scale=1), w(H, 2 * F), w(F, H)]
-    return w(rows, H, scale=1), w(rows, H, scale=1), weights, keys, values, (batch, cu, dec), heads
+    weights = [w(hidden, scale=1), w(hidden, (hq + 2 * hkv) * d), w(hq * d, hidden), w(hidden, scale=1)]
+    weights += [w(hidden, 2 * ffn), w(ffn, hidden)]
+    return w(rows, hidden, scale=1), w(rows, hidden, scale=1), weights, keys, values, (batch, cu, dec), heads
 
 
 def _separate_ops(ops, place, x, residual, weights, keys, values, batch, heads, first_layer):
     import paddle
 
-    # The GEMM decoder_layer runs: paddle.matmul, or the gemm op on the GPU with FDOVERLAP_GEMM=tuned, as the model's.
-    tuned = place is gpu and op_library.gemm_mode() == "tuned"
-    matmul = ops.gemm if tuned else paddle.matmul
+    # The GEMM decoder_layer runs, as the model's op-by-op path picks it: on the GPU the gemm op with
+    # FDOVERLAP_GEMM=tuned, gemm_decode without its fused silu_mul with decode; else paddle.matmul.
+    mode = op_library.gemm_mode() if place is gpu else "paddle"
+    matmul = {"tuned": ops.gemm, "decode": lambda a, b: ops.gemm_decode(a, b, False)}.get(mode, paddle.matmul)
     scale = heads[2] ** -0.5
     attn_norm, qkv_w, out_w, ffn_norm, gate_up_w, down_w = (place(a) for a in weights)
     x, keys, values = place(x), place(keys), place(values)
@@ -86,13 +93,30 @@ def test_decoder_layer_writes_the_caches_in_place(ops):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("gemm", [None, "decode"], ids=["env-gemm", "decode-gemm"])
 @pytest.mark.parametrize("decode", [False, True])
 @pytest.mark.parametrize("heads", GPU_HEADS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
-def test_decoder_layer_on_the_gpu_is_the_separate_ops(ops, dtype, heads, decode):
-    args = _layer_inputs(4, dtype, heads, decode)
+def test_decoder_layer_on_the_gpu_is_the_separate_ops(ops, monkeypatch, dtype, heads, decode, gemm):
+    """Bitwise, with the GEMM choice of the environment and with FDOVERLAP_GEMM=decode, where the layer fuses
+    silu_mul into gate_up's GEMM and the separate ops run gemm_decode then silu_mul (at sizes whose every GEMM
+    the kernel covers in float16; float32 takes paddle.matmul)."""
+    sizes = (H, F)
+    if gemm is not None:
+        monkeypatch.setenv(op_library.GEMM_ENV, gemm)
+        sizes = DECODE_GEMM_SIZES
+    args = _layer_inputs(4, dtype, heads, decode, sizes)
     for fused, separate in zip(_fused(ops, gpu, *args, False), _separate_ops(ops, gpu, *args, False), strict=True):
         np.testing.assert_array_equal(fused, separate)
+
+
+@pytest.mark.gpu
+def test_decoder_layer_rejects_an_unknown_gemm_choice(ops, monkeypatch):
+    monkeypatch.setenv(op_library.GEMM_ENV, "nope")
+    with pytest.raises(
+        Exception, match=r"decoder_layer: FDOVERLAP_GEMM=nope is not a GEMM choice \(paddle, tuned, decode\)"
+    ):
+        _fused(ops, gpu, *_layer_inputs(4, np.float16), False)
 
 
 @pytest.mark.gpu
