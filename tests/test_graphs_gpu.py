@@ -25,6 +25,7 @@ from fdoverlap_cli.engine.model import model_config
 from fdoverlap_cli.engine.replay import Engine
 from fdoverlap_cli.engine.runner import RunnerOptions
 from fdoverlap_cli.engine.token_check import check_against_trace, compare_streams
+from fdoverlap_cli.ops import GEMM_ENV
 from fdoverlap_cli.resources import traces_dir
 from fdoverlap_cli.trace import load_trace
 from tests import engine_traces
@@ -66,11 +67,18 @@ def _traces():
 
 
 TRACES = _traces()
+# (trace, FDOVERLAP_GEMM): every trace with the environment's GEMM choice, and one with the decode GEMM, whose
+# kernel runs the decode batches' GEMMs (this trace's capture sizes, 1 to 64, span three of its row buckets).
+GRAPH_CASES = [*((name, None) for name in sorted(TRACES)), ("decode-b64", "decode")]
 
 
-@pytest.mark.parametrize("name", sorted(TRACES))
-def test_graph_tokens_are_the_eager_tokens_of_the_same_padded_batches(name):
+@pytest.mark.parametrize(
+    ("name", "gemm"), GRAPH_CASES, ids=[name if gemm is None else f"{name}-{gemm}" for name, gemm in GRAPH_CASES]
+)
+def test_graph_tokens_are_the_eager_tokens_of_the_same_padded_batches(monkeypatch, name, gemm):
     """Strict: graphs on vs the same padded batches launched eagerly. Reported: graphs on vs graphs off."""
+    if gemm is not None:
+        monkeypatch.setenv(GEMM_ENV, gemm)
     trace = TRACES[name]()
     device = Device.open("gpu")
     graph = _sync_tokens(trace, Engine(trace, device, MODEL, RunnerOptions(), cuda_graph="on"))
@@ -80,8 +88,9 @@ def test_graph_tokens_are_the_eager_tokens_of_the_same_padded_batches(name):
     assert replayed > 0 and np.array_equal(graph.host["graph_rows"], padded.host["graph_rows"])
     same_shapes = compare_streams(trace, graph.reader.tokens, padded.reader.tokens, ("graph", "padded"))
     unpadded = compare_streams(trace, graph.reader.tokens, exact.reader.tokens, ("graph", "eager"))
+    label = name if gemm is None else f"{name} ({GEMM_ENV}={gemm})"
     _report(
-        f"{name}: {replayed} of {len(graph.host['step'])} steps replayed a graph; graph vs eager of the same "
+        f"{label}: {replayed} of {len(graph.host['step'])} steps replayed a graph; graph vs eager of the same "
         f"padded batches: {_difference(same_shapes)}; graph vs eager of the exact batches (--cuda-graph off): "
         f"{_difference(unpadded)}"
     )
