@@ -55,10 +55,10 @@ PREFILL_TC_FIRST_WG = 5
 DECODE_TC_ENV = "FDOVERLAP_DECODE_TC"
 DECODE_TC_CONFIGS = ("rows", "w4n32", "w8n16")
 # What the model's GEMMs run on a GPU, as custom_ops/model/gemm.h names the choices (kGemmModes; tests/ops
-# checks the two agree): paddle.matmul, the op library's tuned cuBLASLt op, or its decode GEMM (gemm_decode:
-# the op's own kernel where it covers the shape, paddle.matmul elsewhere). Unset or empty: the first.
+# checks the two agree): the op library's decode GEMM (gemm_decode: its own kernel for the shapes its plan
+# takes, paddle.matmul for the rest), paddle.matmul, or its tuned cuBLASLt op. Unset or empty: the first.
 GEMM_ENV = "FDOVERLAP_GEMM"
-GEMM_MODES = ("paddle", "tuned", "decode")
+GEMM_MODES = ("decode", "paddle", "tuned")
 CUBLASLT = "cublasLt"
 # Bump when the way a build is made changes, so old cache entries are not reused.
 RECIPE_VERSION = 1

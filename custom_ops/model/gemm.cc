@@ -1,9 +1,9 @@
 // gemm: y[M,N] = x[M,K] @ w[K,N], row-major with w stored [K,N], float32 or float16 (float32 accumulation).
 // On the GPU through cuBLASLt with the algorithm tuned per shape (gemm.cu: cuBLAS's default heuristic picks
 // slow kernels for some decode shapes); on the CPU paddle's matmul, which the model uses there anyway.
-// gemm_decode: y = x @ w, or with glu silu_mul(x @ w), through the decode GEMM kernel (gemm_decode.cuh) where
-// it covers the shape (float16 on a GPU of an sm_90a build, 1 .. 128 rows, K a multiple of 64), else paddle's
-// matmul (and silu_mul). Matmul() and MatmulSiluMul() are decoder_layer's GEMMs, as FDOVERLAP_GEMM picks.
+// gemm_decode: y = x @ w, or with glu silu_mul(x @ w), through the decode GEMM kernel (gemm_decode.cuh) for the
+// shapes its plan takes (float16 on a GPU of an sm_90a build, 65 .. 128 rows, N >= 16,896, K a multiple of 64:
+// gate_up and lm_head at large decode batches), else paddle's matmul (and silu_mul). Matmul() and MatmulSiluMul() are decoder_layer's GEMMs, as FDOVERLAP_GEMM picks.
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -24,17 +24,17 @@ std::string GemmModeList() {
   return names;
 }
 
-enum class GemmMode { kPaddle, kTuned, kDecode };
+enum class GemmMode { kDecode, kPaddle, kTuned };  // kGemmModes' order
 
 // The choice FDOVERLAP_GEMM names (kGemmModes[0] when unset or empty); an unknown name fails the op.
 GemmMode ModeFromEnv(const char* op) {
   const char* value = std::getenv(kGemmEnv);
-  if (value == nullptr || *value == '\0') return GemmMode::kPaddle;
+  if (value == nullptr || *value == '\0') return GemmMode::kDecode;
   for (int i = 0; i < kGemmModeCount; ++i) {
     if (std::strcmp(value, kGemmModes[i]) == 0) return static_cast<GemmMode>(i);
   }
   PD_CHECK(false, op, ": ", kGemmEnv, "=", value, " is not a GEMM choice (", GemmModeList(), ")");
-  return GemmMode::kPaddle;
+  return GemmMode::kDecode;
 }
 
 std::vector<paddle::Tensor> Gemm(const paddle::Tensor& x, const paddle::Tensor& w) {
@@ -91,8 +91,8 @@ std::vector<paddle::Tensor> GemmDecode(const paddle::Tensor& x, const paddle::Te
   return {DecodeOrMatmul(op, x, w, glu)};
 }
 
-// decoder_layer's GEMM: on a GPU the tuned op (FDOVERLAP_GEMM=tuned) or the decode GEMM (decode), else paddle's
-// matmul (FDOVERLAP_GEMM unset, empty or paddle, and on the CPU).
+// decoder_layer's GEMM: on a GPU gemm_decode's (FDOVERLAP_GEMM unset, empty or decode) or the tuned op (tuned),
+// else paddle's matmul (paddle, and on the CPU).
 paddle::Tensor Matmul(const char* op, const paddle::Tensor& x, const paddle::Tensor& w) {
   if (x.is_gpu()) {
     const GemmMode mode = ModeFromEnv(op);

@@ -7,13 +7,14 @@
 namespace fdo::gemm {
 
 // FDOVERLAP_GEMM picks the model's GEMMs on a GPU (decoder_layer, and the op-by-op path in
-// fdoverlap_cli/engine/model.py): "paddle" (paddle's matmul, cuBLAS's heuristic: what FastDeploy runs),
-// "tuned" (the gemm op: faster where the heuristic is poor, but timed per process, so two processes may
-// round differently) or "decode" (the gemm_decode op: the decode GEMM kernel, with silu_mul fused into
-// gate_up, where it covers the shape, else paddle's matmul; a fixed plan per shape); unset or empty: the
-// first. fdoverlap_cli/ops.py mirrors these names (tests/ops check that).
+// fdoverlap_cli/engine/model.py): "decode" (the gemm_decode op: the decode GEMM kernel, with silu_mul fused into
+// gate_up, for the shapes its plan takes, where cuBLAS's heuristic is slow; paddle's matmul for the rest),
+// "paddle" (paddle's matmul everywhere, cuBLAS's heuristic: what FastDeploy runs) or "tuned" (the gemm op:
+// cuBLASLt timed per shape in each process, so two processes may round differently); unset or empty: the
+// first. Every choice but "tuned" computes the same sums in every process. fdoverlap_cli/ops.py mirrors these
+// names (tests/ops check that).
 constexpr const char* kGemmEnv = "FDOVERLAP_GEMM";
-constexpr const char* kGemmModes[] = {"paddle", "tuned", "decode"};
+constexpr const char* kGemmModes[] = {"decode", "paddle", "tuned"};
 constexpr int kGemmModeCount = static_cast<int>(sizeof(kGemmModes) / sizeof(kGemmModes[0]));
 
 }  // namespace fdo::gemm
@@ -34,13 +35,12 @@ enum class GemmDtype { kFloat32, kFloat16 };
 std::string LaunchGemm(GemmDtype dtype, const void* x, const void* w, void* y, int64_t m, int64_t n, int64_t k,
                        cudaStream_t stream);
 
-// The decode GEMM (gemm_decode.cuh, sm_90a builds): float16 y = x @ w for 1 .. kDecodeGemmMaxRows rows, or with
-// glu y = silu(x @ w[:, :N/2]) * (x @ w[:, N/2:]). A plan is a configuration and its K splits; config -1: the
-// kernel does not cover the shape (or the build has no sm_90a code) and the caller takes another GEMM.
+// The decode GEMM (gemm_decode.cuh, sm_90a builds): float16 y = x @ w for up to kDecodeGemmMaxRows rows, or with
+// glu y = silu(x @ w[:, :N/2]) * (x @ w[:, N/2:]). A plan names the configuration; config -1: the plan does not
+// take the shape (where cuBLAS is as fast, or the build has no sm_90a code) and the caller takes another GEMM.
 constexpr int kDecodeGemmMaxRows = 128;
 struct DecodeGemmPlan {
   int config = -1;
-  int splits = 0;
 };
 DecodeGemmPlan PlanDecodeGemm(int64_t m, int64_t n, int64_t k, bool glu);
 std::string LaunchDecodeGemm(const DecodeGemmPlan& plan, const uint16_t* x, const uint16_t* w, uint16_t* y,

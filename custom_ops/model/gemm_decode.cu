@@ -1,7 +1,6 @@
-// The decode GEMM's launcher: the kernel configurations (gemm_decode.cuh), the plan that picks one and the
-// number of K splits for a shape, the TMA descriptors and the cluster launch. A plan is a fixed function of
-// the shape, never timed, so every process computes the same sums.
-#include <algorithm>
+// The decode GEMM's launcher: the plan (which shapes the kernel of gemm_decode.cuh takes, in which
+// configuration), the TMA descriptors and the launch. A plan is a fixed function
+// of the shape, never timed, so every process computes the same sums.
 #include <string>
 
 #include "gemm.h"
@@ -56,76 +55,41 @@ cudaError_t LaunchConfig(const uint16_t* x, const uint16_t* w, const DecodeGemmA
     return cudaErrorNotSupported;
   }
   cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(tiles, args.splits, 1);
+  config.gridDim = dim3(tiles, 1, 1);
   config.blockDim = dim3(C::kThreads, 1, 1);
   config.dynamicSmemBytes = C::kSmemBytes;
   config.stream = stream;
-  cudaLaunchAttribute cluster = {};
-  cluster.id = cudaLaunchAttributeClusterDimension;
-  cluster.val.clusterDim.x = 1;
-  cluster.val.clusterDim.y = static_cast<unsigned>(args.splits);
-  cluster.val.clusterDim.z = 1;
-  config.attrs = &cluster;
-  config.numAttrs = 1;
   return cudaLaunchKernelEx(&config, DecodeGemmKernel<C>, w_map, x_map, args);
 }
 
-struct ConfigEntry {
-  int nb, tn;
-  cudaError_t (*launch)(const uint16_t*, const uint16_t*, const DecodeGemmArgs&, int, cudaStream_t);
-};
-
-template <int NB, int MT, int WGS, int STAGES>
-constexpr ConfigEntry Entry() {
-  using C = DecodeGemmConfig<NB, MT, WGS, STAGES>;
-  return {NB, C::TN, &LaunchConfig<C>};
-}
-
-// The fastest of a sweep of tile widths, warpgroups, stages and splits on an H200 (docs/BENCHMARKS.md): per
-// row bucket a wide configuration (256 columns a block, K whole: gate_up's N = 28,672 gives the SMs enough
-// tiles), and for N = 4096 / 6144 a narrow one (128 columns, K split across a cluster, as the column tiles are
-// too few) at up to 16 rows only: above, cuBLAS's heuristic was as fast or faster in that sweep.
-constexpr ConfigEntry kConfigs[] = {Entry<16, 4, 1, 6>(), Entry<32, 4, 1, 4>(), Entry<64, 2, 2, 4>(),
-                                    Entry<128, 2, 2, 4>(), Entry<16, 2, 1, 6>()};
-constexpr int kNarrow = 4;               // kConfigs' narrow entry; 0 .. 3 are the wide ones by row bucket
-constexpr int kNarrowMaxRows = 16;
-constexpr int kWideColumns = 128 * 132;  // N from which 128-column tiles alone cover an H200's SMs
-constexpr int kSplitBlocks = 112;        // about the blocks a narrow GEMM is split into (the sweep's best: 96-128)
-constexpr int kMaxSplits = 8;            // a portable cluster
-
-int RowsBucket(int64_t m) { return m <= 16 ? 0 : m <= 32 ? 1 : m <= 64 ? 2 : 3; }
+// The configuration and the shapes the plan covers: on an H200 a sweep of tile widths, warpgroups, stages and K
+// splits, then the op against cuBLAS's heuristic in benchmarks/kernels.py (docs/BENCHMARKS.md), found the kernel
+// faster only for wide GEMMs (N >= kWideColumns: gate_up, lm_head) above 64 rows, where cuBLAS's heuristic
+// picks a kernel at about half the bandwidth (gate_up at 128 rows: 68 against 104 us); elsewhere it was as
+// fast or slower, so the plan leaves those shapes to paddle's matmul. 256 columns a block (two warpgroups of
+// two 64-column MMA tiles), four stages: N / 256 >= 66 tiles for 132 SMs.
+using WideConfig = DecodeGemmConfig<128, 2, 2, 4>;
+constexpr int kMinRows = 65;
+constexpr int kWideColumns = 128 * 132;
 
 }  // namespace
 
 DecodeGemmPlan PlanDecodeGemm(int64_t m, int64_t n, int64_t k, bool glu) {
-  if (m < 1 || m > kDecodeGemmMaxRows || k <= 0 || k % kDecodeKChunk != 0 || k > (1 << 30) || n <= 0 ||
-      n > (1 << 30) || Encoder() == nullptr) {
-    return {};
-  }
-  const bool wide = n >= kWideColumns;
-  if (!wide && m > kNarrowMaxRows) return {};
-  const int config = wide ? RowsBucket(m) : kNarrow;
-  const ConfigEntry& c = kConfigs[config];
-  const int64_t columns = glu ? n / 2 : n;
-  const int64_t tile = glu ? c.tn / 2 : c.tn;
-  if ((glu && n % 2 != 0) || columns % tile != 0) return {};
-  const int64_t tiles = columns / tile;
-  const int chunks = static_cast<int>(k / kDecodeKChunk);
-  const int64_t most = std::min(kMaxSplits, chunks);
-  const int splits = wide ? 1 : static_cast<int>(std::clamp<int64_t>(kSplitBlocks / tiles, 1, most));
-  return {config, splits};
+  constexpr int tn = WideConfig::TN;
+  const bool fits = m >= kMinRows && m <= kDecodeGemmMaxRows && k > 0 && k % kDecodeKChunk == 0 &&
+                    k <= (1 << 30) && n >= kWideColumns && n <= (1 << 30) && (glu ? (n / 2) % (tn / 2) : n % tn) == 0;
+  if (!fits || Encoder() == nullptr) return {};
+  return {0};
 }
 
 std::string LaunchDecodeGemm(const DecodeGemmPlan& plan, const uint16_t* x, const uint16_t* w, uint16_t* y,
                              int64_t m, int64_t n, int64_t k, bool glu, cudaStream_t stream) {
-  if (plan.config < 0 || plan.config > kNarrow) return "the decode GEMM does not cover this shape";
-  const ConfigEntry& c = kConfigs[plan.config];
-  const int64_t columns = glu ? n / 2 : n;
+  if (plan.config != 0) return "the decode GEMM does not cover this shape";
   if (((reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(w) | reinterpret_cast<uintptr_t>(y)) & 15) != 0) {
     return "the decode GEMM needs x, w and y 16-byte aligned";
   }
-  const DecodeGemmArgs args{y, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), plan.splits, glu ? 1 : 0};
-  const cudaError_t err = c.launch(x, w, args, static_cast<int>(columns / (glu ? c.tn / 2 : c.tn)), stream);
+  const DecodeGemmArgs args{y, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), glu ? 1 : 0};
+  const cudaError_t err = LaunchConfig<WideConfig>(x, w, args, static_cast<int>(n / WideConfig::TN), stream);
   if (err != cudaSuccess) return std::string("decode GEMM launch: ") + cudaGetErrorString(err);
   return "";
 }

@@ -2,15 +2,13 @@
 // accumulation, streaming the weights once at close to HBM bandwidth. The product is computed transposed,
 // y^T = w^T x^T, so that the weights are wgmma's A operand (64 output columns an MMA, read M-major straight
 // from w's [K,N] rows) and the rows are its N (16 to 128, rounded up to NB): no MMA work is spent on padding
-// to 64 rows. A block owns TN output columns and one of `splits` equal ranges of K: a producer warp streams
-// 64-row chunks of w and x into STAGES shared-memory stages with the TMA, WGS consumer warpgroups multiply
-// them, each its MT 64-column tiles. The blocks of one column tile form a thread-block cluster and sum their
-// partial tiles through distributed shared memory in a fixed order, so the result does not depend on timing.
-// With `glu` the tile holds TN / 2 gate and the matching TN / 2 up columns and the epilogue writes
-// silu(gate) * up, each rounded to float16 first as silu_mul's inputs are.
+// to 64 rows. A block owns TN output columns over the whole of K: a producer warp streams 64-row chunks of w
+// and x into STAGES shared-memory stages with the TMA, WGS consumer warpgroups multiply them, each its MT
+// 64-column tiles, and the tile goes out through shared memory in 16-byte row stores. With `glu` the tile holds
+// TN / 2 gate and the matching TN / 2 up columns and the epilogue writes silu(gate) * up, each rounded to
+// float16 first as silu_mul's inputs are.
 #pragma once
 
-#include <cooperative_groups.h>
 #include <cuda.h>
 
 #include "../include/cuda_utils.cuh"
@@ -25,7 +23,6 @@ constexpr int kDecodeKChunk = 64;  // K rows of w a stage holds (a 128-byte swiz
 struct DecodeGemmArgs {
   uint16_t* y;  // [m, n], or [m, n / 2] with glu
   int m, n, k;
-  int splits;  // the cluster's blocks along K (gridDim.y)
   int glu;
 };
 
@@ -39,9 +36,9 @@ struct DecodeGemmConfig {
   static constexpr int kWBytes = kDecodeKChunk * TN * 2;  // TN / 64 slabs of 64 K rows x 128 bytes
   static constexpr int kXBytes = NB * kDecodeKChunk * 2;  // one slab of NB rows
   static constexpr int kStageBytes = kWBytes + kXBytes;
-  static constexpr int kReduceBytes = NB * (TN + 4) * 4;  // the float32 partial tile, [row][column], padded
+  static constexpr int kTileBytes = NB * (TN + 4) * 4;  // the float32 output tile, [row][column], padded
   static constexpr int kPipeBytes = STAGES * kStageBytes;
-  static constexpr size_t kSmemBytes = static_cast<size_t>(kPipeBytes > kReduceBytes ? kPipeBytes : kReduceBytes) + 1024;
+  static constexpr size_t kSmemBytes = static_cast<size_t>(kPipeBytes > kTileBytes ? kPipeBytes : kTileBytes) + 1024;
 };
 
 #if defined(FDO_WGMMA) && defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -61,10 +58,7 @@ __global__ void __launch_bounds__(C::kThreads) DecodeGemmKernel(const __grid_con
   const int tid = threadIdx.x;
   const int warp = tid >> 5, lane = tid & 31;
   const int tile = blockIdx.x;
-  const int split = blockIdx.y;
-  const int chunks_total = a.k / kDecodeKChunk;
-  const int chunk_begin = static_cast<int>(static_cast<int64_t>(chunks_total) * split / a.splits);
-  const int chunks = static_cast<int>(static_cast<int64_t>(chunks_total) * (split + 1) / a.splits) - chunk_begin;
+  const int chunks = a.k / kDecodeKChunk;
   const uint32_t base = tc::SharedAddress(smem);
   const uint32_t full0 = tc::SharedAddress(full), empty0 = tc::SharedAddress(empty);
   if (tid == 0) {
@@ -84,10 +78,10 @@ __global__ void __launch_bounds__(C::kThreads) DecodeGemmKernel(const __grid_con
         if (!a.glu) return tile * TN + 64 * j;
         return j < kSlabs / 2 ? tile * (TN / 2) + 64 * j : a.n / 2 + tile * (TN / 2) + 64 * (j - kSlabs / 2);
       };
-      auto load_chunk = [&](int c) {  // K rows 64 c .. 64 c + 63 of the split: TN / 64 slabs of w, then x
+      auto load_chunk = [&](int c) {  // K rows 64 c .. 64 c + 63: TN / 64 slabs of w, then x
         const int s = c % STAGES;
         const uint32_t bar = full0 + 8 * s;
-        const int k0 = (chunk_begin + c) * kDecodeKChunk;
+        const int k0 = c * kDecodeKChunk;
         wg::BarrierExpectBytes(bar, C::kStageBytes);
         for (int j = 0; j < TN / 64; ++j) {
           wg::CopyTensor2d(base + s * C::kStageBytes + j * kDecodeKChunk * 128, &w_map, slab_column(j), k0, bar);
@@ -127,8 +121,8 @@ __global__ void __launch_bounds__(C::kThreads) DecodeGemmKernel(const __grid_con
       if (c > 0) wg::BarrierArrive(empty0 + 8 * ((c - 1) % STAGES));  // chunk c - 1's MMAs have finished
     }
     wg::Wait<0>();
-    __syncthreads();  // every consumer is done with the stages: the partial tile takes their place
-    // The partial tile as [row][column]; accumulator element (r, c) of MMA tile j is output column
+    __syncthreads();  // every consumer is done with the stages: the output tile takes their place
+    // The tile as [row][column]; accumulator element (r, c) of MMA tile j is output column
     // 64 (group MT + j) + r of row c (wgmma.cuh gives the register layout).
     float* red = reinterpret_cast<float*>(smem);
     const int r0 = 16 * (warp & 3) + (lane >> 2), c0 = 2 * (lane & 3);
@@ -143,31 +137,20 @@ __global__ void __launch_bounds__(C::kThreads) DecodeGemmKernel(const __grid_con
   }
   if (warp == 4 * WGS) __syncthreads();  // the producer's side of the consumers' barrier above
 
-  namespace cg = cooperative_groups;
-  cg::cluster_group cluster = cg::this_cluster();
-  cluster.sync();
-  // This block's share of the rows, summed over the cluster's blocks in rank order, 8 columns a thread.
+  __syncthreads();
+  // The tile's rows, 8 columns (glu: 8 gate and the matching 8 up columns) a thread.
   const float* red = reinterpret_cast<const float*>(smem);
   const int rows = min(NB, a.m);
-  const int rank = static_cast<int>(cluster.block_rank());
-  const int row_begin = rows * rank / a.splits, row_end = rows * (rank + 1) / a.splits;
   const int groups = a.glu ? TN / 16 : TN / 8;
   const int half = a.n / 2;
-  for (int i = tid; i < (row_end - row_begin) * groups; i += kThreads) {
-    const int row = row_begin + i / groups, g = i % groups;
+  for (int i = tid; i < rows * groups; i += kThreads) {
+    const int row = i / groups, g = i % groups;
+    const float* part = red + row * (TN + 4);
     float v[8], u[8];
 #pragma unroll
-    for (int e = 0; e < 8; ++e) v[e] = u[e] = 0.0f;
-    for (int q = 0; q < a.splits; ++q) {
-      const float* part = cluster.map_shared_rank(red, q) + row * (TN + 4);
-      const float4 v0 = *reinterpret_cast<const float4*>(part + 8 * g);
-      const float4 v1 = *reinterpret_cast<const float4*>(part + 8 * g + 4);
-      v[0] += v0.x, v[1] += v0.y, v[2] += v0.z, v[3] += v0.w, v[4] += v1.x, v[5] += v1.y, v[6] += v1.z, v[7] += v1.w;
-      if (a.glu) {
-        const float4 u0 = *reinterpret_cast<const float4*>(part + TN / 2 + 8 * g);
-        const float4 u1 = *reinterpret_cast<const float4*>(part + TN / 2 + 8 * g + 4);
-        u[0] += u0.x, u[1] += u0.y, u[2] += u0.z, u[3] += u0.w, u[4] += u1.x, u[5] += u1.y, u[6] += u1.z, u[7] += u1.w;
-      }
+    for (int e = 0; e < 8; ++e) {
+      v[e] = part[8 * g + e];
+      u[e] = a.glu ? part[TN / 2 + 8 * g + e] : 0.0f;
     }
     uint32_t out[4];
     if (a.glu) {
@@ -182,7 +165,6 @@ __global__ void __launch_bounds__(C::kThreads) DecodeGemmKernel(const __grid_con
                           : a.y + static_cast<int64_t>(row) * a.n + tile * TN + 8 * g;
     *reinterpret_cast<uint4*>(dst) = make_uint4(out[0], out[1], out[2], out[3]);
   }
-  cluster.sync();  // no block leaves while another still reads its partial tile
 #endif
 }
 

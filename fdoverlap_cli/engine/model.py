@@ -4,8 +4,9 @@ Embedding; per layer RMSNorm, QKV GEMM, KV cache write and attention, output GEM
 gate/up GEMM, SiLU·mul, down GEMM (residual adds fused into the norms); final norm; lm_head GEMM.
 Compute therefore scales with batch, context and layer shapes the way a real model's does. The
 tokens it emits are deterministic but meaningless: stop conditions come from the trace.
-The GEMMs are paddle.matmul, or on a GPU as FDOVERLAP_GEMM picks the op library's tuned cuBLASLt op (gemm) or
-its decode GEMM (gemm_decode) (fdoverlap_cli.ops.GEMM_ENV; decoder_layer reads the same variable).
+On a GPU the GEMMs are as FDOVERLAP_GEMM picks (fdoverlap_cli.ops.GEMM_ENV; decoder_layer reads the same
+variable): the op library's decode GEMM (gemm_decode, the default), paddle.matmul, or its tuned cuBLASLt op
+(gemm); on the CPU paddle.matmul.
 """
 
 from __future__ import annotations
