@@ -224,20 +224,24 @@ def test_gemm_is_paddle_matmul_on_the_cpu(ops, seed):
 
 def test_gemm_names_match_the_op_library(monkeypatch):
     """fdoverlap_cli.ops mirrors gemm.h's FDOVERLAP_GEMM and its choices (decoder_layer reads the variable in
-    C++, the op-by-op model path in Python), and an unknown choice is an error."""
+    C++, the op-by-op model path in Python), gemm.cc's GemmMode lists them in their order (ModeFromEnv casts a
+    name's index), unset or empty is the first, and an unknown choice is an error."""
     header = (REPO / "custom_ops" / "model" / "gemm.h").read_text()
     names = re.search(r"kGemmModes\[\] = \{([^}]*)\}", header).group(1)
     assert tuple(re.findall(r'"([^"]+)"', names)) == op_library.GEMM_MODES
+    source = (REPO / "custom_ops" / "model" / "gemm.cc").read_text()
+    enum = re.search(r"enum class GemmMode \{([^}]*)\}", source).group(1)
+    assert [e.strip() for e in enum.split(",")] == [f"k{mode.capitalize()}" for mode in op_library.GEMM_MODES]
     assert f'kGemmEnv = "{op_library.GEMM_ENV}"' in header
     monkeypatch.delenv(op_library.GEMM_ENV, raising=False)
-    assert op_library.gemm_mode() == "paddle"
-    for mode in ("paddle", "tuned", "decode"):
+    assert op_library.gemm_mode() == "decode"
+    for mode in ("decode", "paddle", "tuned"):
         monkeypatch.setenv(op_library.GEMM_ENV, mode)
         assert op_library.gemm_mode() == mode
     monkeypatch.setenv(op_library.GEMM_ENV, "")
-    assert op_library.gemm_mode() == "paddle"
+    assert op_library.gemm_mode() == "decode"
     monkeypatch.setenv(op_library.GEMM_ENV, "nope")
-    with pytest.raises(FdoError, match=r"FDOVERLAP_GEMM=nope is not a GEMM choice \(paddle, tuned, decode\)"):
+    with pytest.raises(FdoError, match=r"FDOVERLAP_GEMM=nope is not a GEMM choice \(decode, paddle, tuned\)"):
         op_library.gemm_mode()
 
 
