@@ -13,22 +13,31 @@ HQ, HKV, D, H, F = 4, 2, 16, 64, 96
 EPS = 1e-5
 # (Hq, Hkv, D) of the GPU tests: the tiny preset's heads, a 1B-class head (64) and an 8B-class head (128).
 GPU_HEADS = [(HQ, HKV, D), (8, 2, 64), (4, 1, 128)]
-# (hidden, ffn) at which the decode GEMM's kernel covers each of the layer's GEMMs in float16, with GPU_HEADS:
-# K a multiple of 64, 128 columns a tile (64 with silu_mul fused).
-DECODE_GEMM_SIZES = (128, 256)
+# (hidden, ffn) at which the decode GEMM's plan takes gate_up (K = hidden a multiple of 64, N = 2 ffn >= 16,896 a
+# multiple of 256) at a batch of 65 .. 128 rows in float16; the layer's other GEMMs are paddle.matmul's.
+DECODE_GEMM_SIZES = (128, 8448)
 
 
-def _layer_inputs(seed: int, dtype, heads=(HQ, HKV, D), decode: bool = False, sizes=(H, F)):
-    """A layer's inputs over a mixed batch (prefill chunks, decode rows, padding) or decode rows only;
-    sizes: (hidden, ffn)."""
+def _batch(rng, dtype, heads, decode: bool, large: bool):
+    """A packed batch over random caches: prefill chunks, decode rows and padding, or decode rows only (11 of 12
+    slots a row at random context lengths, one padding row). large: 100 decode rows (99 slots and a padding
+    row), or two chunks of 60 and 35 rows, 30 decode rows and 3 padding rows (128)."""
+    hq, hkv, d = heads
+    if large:
+        lens = [1] * 99 + [0] if decode else [60, 35] + [1] * 30 + [0]
+        ctx = rng.integers(0, 150, len(lens))
+        return packed_attention_batch(rng, dtype, hq, hkv, d, lens, ctx, 256, 1 if decode else 3)
+    if decode:
+        return packed_attention_batch(rng, dtype, hq, hkv, d, [1] * 11 + [0], rng.integers(0, 700, 12), 800, 1)
+    return random_attention_batch(rng, dtype, hq, hkv, d)
+
+
+def _layer_inputs(seed: int, dtype, heads=(HQ, HKV, D), decode: bool = False, sizes=(H, F), large: bool = False):
+    """A layer's inputs over _batch's batch; sizes: (hidden, ffn)."""
     hq, hkv, d = heads
     hidden, ffn = sizes
     rng = np.random.default_rng(seed)
-    if decode:  # 11 of 12 slots run a row at random context lengths, one padding row
-        ctx = rng.integers(0, 700, 12)
-        _qkv, keys, values, batch, cu, dec = packed_attention_batch(rng, dtype, hq, hkv, d, [1] * 11 + [0], ctx, 800, 1)
-    else:
-        _qkv, keys, values, batch, cu, dec = random_attention_batch(rng, dtype, hq, hkv, d)
+    _qkv, keys, values, batch, cu, dec = _batch(rng, dtype, heads, decode, large)
     rows = len(batch)
 
     def w(*shape, scale=0.2):
@@ -42,8 +51,8 @@ def _layer_inputs(seed: int, dtype, heads=(HQ, HKV, D), decode: bool = False, si
 def _separate_ops(ops, place, x, residual, weights, keys, values, batch, heads, first_layer):
     import paddle
 
-    # The GEMM decoder_layer runs, as the model's op-by-op path picks it: on the GPU the gemm op with
-    # FDOVERLAP_GEMM=tuned, gemm_decode without its fused silu_mul with decode; else paddle.matmul.
+    # The GEMM decoder_layer runs, as the model's op-by-op path picks it: on the GPU gemm_decode without its
+    # fused silu_mul with FDOVERLAP_GEMM unset, empty or decode, the gemm op with tuned; else paddle.matmul.
     mode = op_library.gemm_mode() if place is gpu else "paddle"
     matmul = {"tuned": ops.gemm, "decode": lambda a, b: ops.gemm_decode(a, b, False)}.get(mode, paddle.matmul)
     scale = heads[2] ** -0.5
@@ -99,13 +108,14 @@ def test_decoder_layer_writes_the_caches_in_place(ops):
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 def test_decoder_layer_on_the_gpu_is_the_separate_ops(ops, monkeypatch, dtype, heads, decode, gemm):
     """Bitwise, with the GEMM choice of the environment and with FDOVERLAP_GEMM=decode, where the layer fuses
-    silu_mul into gate_up's GEMM and the separate ops run gemm_decode then silu_mul (at sizes whose every GEMM
-    the kernel covers in float16; float32 takes paddle.matmul)."""
-    sizes = (H, F)
+    silu_mul into gate_up's GEMM and the separate ops run gemm_decode then silu_mul (at a batch and sizes whose
+    gate_up the kernel's plan takes in float16; float32 takes paddle.matmul)."""
     if gemm is not None:
         monkeypatch.setenv(op_library.GEMM_ENV, gemm)
-        sizes = DECODE_GEMM_SIZES
-    args = _layer_inputs(4, dtype, heads, decode, sizes)
+    large = gemm == "decode"
+    args = _layer_inputs(4, dtype, heads, decode, DECODE_GEMM_SIZES if large else (H, F), large)
+    if large:
+        assert 65 <= len(args[0]) <= 128
     for fused, separate in zip(_fused(ops, gpu, *args, False), _separate_ops(ops, gpu, *args, False), strict=True):
         np.testing.assert_array_equal(fused, separate)
 
@@ -114,7 +124,7 @@ def test_decoder_layer_on_the_gpu_is_the_separate_ops(ops, monkeypatch, dtype, h
 def test_decoder_layer_rejects_an_unknown_gemm_choice(ops, monkeypatch):
     monkeypatch.setenv(op_library.GEMM_ENV, "nope")
     with pytest.raises(
-        Exception, match=r"decoder_layer: FDOVERLAP_GEMM=nope is not a GEMM choice \(paddle, tuned, decode\)"
+        Exception, match=r"decoder_layer: FDOVERLAP_GEMM=nope is not a GEMM choice \(decode, paddle, tuned\)"
     ):
         _fused(ops, gpu, *_layer_inputs(4, np.float16), False)
 
