@@ -67,9 +67,9 @@ def _traces():
 
 
 TRACES = _traces()
-# (trace, FDOVERLAP_GEMM): every trace with the environment's GEMM choice, and one with the decode GEMM, whose
-# kernel runs the decode batches' GEMMs (this trace's capture sizes, 1 to 64, span three of its row buckets).
-GRAPH_CASES = [*((name, None) for name in sorted(TRACES)), ("decode-b64", "decode")]
+# (trace, FDOVERLAP_GEMM): every trace with the environment's GEMM choice (unset: decode, whose kernel takes
+# gate_up and lm_head at decode-b128's batches of 65 to 128 rows), and decode-b128 with paddle.matmul alone.
+GRAPH_CASES = [*((name, None) for name in sorted(TRACES)), ("decode-b128", "paddle")]
 
 
 @pytest.mark.parametrize(
