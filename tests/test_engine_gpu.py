@@ -35,7 +35,7 @@ def _identical(trace, output_ipc: str = "msgqueue", **options) -> None:
 
 # (runner, output path): each runner once with each output path across the tests. Both paths of one runner
 # emit the same tokens; across runners they may differ on a GPU with graphs on (develop's upper bound can pick a
-# larger graph size, and cuBLAS may pick another GEMM for another M: docs/architecture.md, "Identity").
+# larger graph size, and another M may get another GEMM: docs/architecture.md, "Identity").
 RUNNERS = [("develop", "zmq"), ("pr6176", "msgqueue")]
 RUNNER_IDS = [f"{d}-{i}" for d, i in RUNNERS]
 

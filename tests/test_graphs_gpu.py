@@ -4,8 +4,9 @@ Identity, as this project defines it (docs/architecture.md, "CUDA graphs"): a gr
 eager work of its padded batch, so a replay is bitwise the eager forward of the same padded batch, and
 the two execute_model paths emit the same tokens under any one setting. Whether the tokens with graphs
 on equal those with graphs off (the eager forward of the exact, unpadded batch, as FastDeploy runs it
-without graphs) depends on whether each kernel's rows depend on the batch's row count (cuBLAS's GEMM
-algorithm for M = the capture size against M = the token count; the attention's split of the keys).
+without graphs) depends on whether each kernel's rows depend on the batch's row count (the GEMM that
+M = the capture size gets against M = the token count: cuBLAS's algorithm, or the decode GEMM's kernel from
+65 rows; the attention's split of the keys).
 Those comparisons are reported, on one line per trace, as warnings and in $OUT/graph-identity.txt.
 """
 
@@ -34,7 +35,7 @@ from tests.graph_probe import bitwise_equal, decoding_trace, one_forward_three_w
 
 pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures("ops")]
 
-MODEL = model_config("8b", layers=2)  # the 8B-class shapes: cuBLAS's choices and the attention's splits as in a run
+MODEL = model_config("8b", layers=2)  # the 8B-class shapes: the GEMMs' choices and the attention's splits as in a run
 BUNDLED = ("default", "preempt", "mixed-chunked", "decode-b64", "decode-b128", "azure-conv-slice")
 
 
