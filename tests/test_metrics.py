@@ -217,7 +217,9 @@ def test_properties_of_simulated_runs(n_and_costs, path, copy_stream):
     hidden = m.per_step.hidden[~_nan(m.per_step.hidden)]
     assert ((hidden >= 0) & (hidden <= 1)).all()
     assert m.hidden is None or 0 <= m.hidden <= 1
-    assert m.gpu_busy is None or 0 < m.gpu_busy <= 1
+    assert m.gpu_busy is None or 0 <= m.gpu_busy <= 1
+    if any(costs.forward):  # GPU work in the window (a run whose kernels all take 0 ns is 0% busy)
+        assert m.gpu_busy > 0
     assert (m.per_step.bubble_ns[~_nan(m.per_step.bubble_ns)] >= 0).all()
     assert (m.per_step.host_busy_ns >= 0).all()
     # One host thread and serial GPU work: neither total busy time exceeds the wall time.

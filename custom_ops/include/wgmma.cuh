@@ -1,6 +1,6 @@
 // Hopper's warpgroup MMA (wgmma, sm_90a) as inline PTX: shared-memory matrix descriptors of the 128-byte
-// swizzled layout, the fences and groups around the asynchronous MMAs, and m64nNk16 float16 MMAs with
-// float32 accumulators. A warpgroup is four consecutive warps; every wgmma instruction is issued by all
+// swizzled layout, the fences and groups around the asynchronous MMAs, mbarriers and TMA copies, and m64nNk16
+// float16 MMAs with float32 accumulators. A warpgroup is four consecutive warps; every wgmma instruction is issued by all
 // 128 threads together. Accumulator layout (PTX ISA, wgmma register fragments): warp w of the group holds
 // rows 16 w + g and 16 w + g + 8 (g = lane / 4); d[4 j + e] is column 8 j + 2 (lane % 4) + e % 2 of row
 // 16 w + g + 8 (e / 2), the layout of mma.sync's m16n8 accumulators repeated along N.
@@ -65,32 +65,6 @@ __device__ __forceinline__ void CopyTensor2d(uint32_t dst, const void* map, int 
 template <int N>
 struct Mma;
 
-template <>
-struct Mma<16> {
-  // d (64 x 16, float32) (+)= A (64 x 16, float16, shared; kTransA: M-major, else K-major) * B (16 x 16, float16,
-  // shared; kTransB: N-major, else K-major).
-  template <int kTransB, int kTransA = 0>
-  __device__ __forceinline__ static void SS(float (&d)[8], uint64_t a, uint64_t b, int accumulate) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %10, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7}, %8, %9, p, 1, 1, %11, %12;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
-        : "l"(a), "l"(b), "r"(accumulate), "n"(kTransA), "n"(kTransB));
-  }
-};
-template <>
-struct Mma<32> {
-  // d (64 x 32, float32) (+)= A (64 x 16, float16, shared; kTransA: M-major, else K-major) * B (16 x 32, float16,
-  // shared; kTransB: N-major, else K-major).
-  template <int kTransB, int kTransA = 0>
-  __device__ __forceinline__ static void SS(float (&d)[16], uint64_t a, uint64_t b, int accumulate) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, p, 1, 1, %19, %20;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
-        : "l"(a), "l"(b), "r"(accumulate), "n"(kTransA), "n"(kTransB));
-  }
-};
 template <>
 struct Mma<64> {
   // d (64 x 64, float32) (+)= A (64 x 16, float16, shared; kTransA: M-major, else K-major) * B (16 x 64, float16,

@@ -22,3 +22,10 @@ def gpu(array: np.ndarray):
 def host(tensor) -> np.ndarray:
     """The tensor's values as a NumPy array (copied back from the GPU if needed)."""
     return np.asarray(tensor.numpy())
+
+
+def refill(pairs, values) -> None:
+    """Copies new (x, w) arrays into GPU tensor pairs in place (a captured graph reads the same memory)."""
+    for (x, w), (new_x, new_w) in zip(pairs, values, strict=True):
+        x.copy_(gpu(new_x), False)
+        w.copy_(gpu(new_w), False)

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from fdoverlap_cli.platform import probe
 from tests.ops.compare import assert_same
 from tests.ops.inputs import gemm_inputs
-from tests.ops.tensors import cpu, gpu, host
+from tests.ops.tensors import cpu, gpu, host, refill
 
 # Row counts the plan takes: its two edges and a decode batch between.
 ROWS = [65, 100, 128]
@@ -223,9 +223,7 @@ def test_gemm_decode_in_a_cuda_graph(ops):
     graph, outs = device.capture_graph(work)
     try:
         for _ in range(2):
-            for (x, w), (new_x, new_w) in zip(tensors, inputs(), strict=True):
-                x.copy_(gpu(new_x), False)
-                w.copy_(gpu(new_w), False)
+            refill(tensors, inputs())
             graph.replay()
             device.synchronize()
             eager = [host(t) for t in work()]

@@ -34,7 +34,7 @@ from tests.ops.inputs import (
     random_step_state,
     random_tasks,
 )
-from tests.ops.tensors import cpu, gpu, host
+from tests.ops.tensors import cpu, gpu, host, refill
 
 pytestmark = pytest.mark.gpu
 
@@ -335,9 +335,7 @@ def test_gemm_in_a_cuda_graph(ops):
     graph, outs = device.capture_graph(lambda: [ops.gemm(x, w) for x, w in tensors])
     try:
         for _ in range(2):
-            for (x, w), (new_x, new_w) in zip(tensors, inputs(), strict=True):
-                x.copy_(gpu(new_x), False)
-                w.copy_(gpu(new_w), False)
+            refill(tensors, inputs())
             graph.replay()
             device.synchronize()
             for (x, w), out in zip(tensors, outs, strict=True):
