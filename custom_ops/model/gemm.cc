@@ -3,7 +3,8 @@
 // slow kernels for some decode shapes); on the CPU paddle's matmul, which the model uses there anyway.
 // gemm_decode: y = x @ w, or with glu silu_mul(x @ w), through the decode GEMM kernel (gemm_decode.cuh) for the
 // shapes its plan takes (float16 on a GPU of an sm_90a build, 65 .. 128 rows, N >= 16,896, K a multiple of 64:
-// gate_up and lm_head at large decode batches), else paddle's matmul (and silu_mul). Matmul() and MatmulSiluMul() are decoder_layer's GEMMs, as FDOVERLAP_GEMM picks.
+// gate_up and lm_head at large decode batches), else paddle's matmul (and silu_mul). Matmul() and MatmulSiluMul()
+// are decoder_layer's GEMMs, as FDOVERLAP_GEMM picks.
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -86,8 +87,8 @@ std::vector<paddle::Tensor> GemmDecode(const paddle::Tensor& x, const paddle::Te
   CheckSameDtype(op, "w", w, "x", x);
   CheckSamePlace(op, "w", w, "x", x);
   DispatchFloat(op, "x", x, [](auto) {});
-  PD_CHECK(!glu || w.shape()[1] % 2 == 0, op, ": with glu, input 'w' must have an even number of columns (gate | up), got ",
-           w.shape()[1]);
+  PD_CHECK(!glu || w.shape()[1] % 2 == 0, op,
+           ": with glu, input 'w' must have an even number of columns (gate | up), got ", w.shape()[1]);
   return {DecodeOrMatmul(op, x, w, glu)};
 }
 

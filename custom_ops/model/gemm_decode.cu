@@ -1,6 +1,6 @@
 // The decode GEMM's launcher: the plan (which shapes the kernel of gemm_decode.cuh takes, in which
-// configuration), the TMA descriptors and the launch. A plan is a fixed function
-// of the shape, never timed, so every process computes the same sums.
+// configuration), the TMA descriptors and the launch. A plan is a fixed function of the shape, never timed, so
+// every process computes the same sums.
 #include <string>
 
 #include "gemm.h"
@@ -21,7 +21,8 @@ EncodeTiled Encoder() {
     void* fn = nullptr;
     cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
 #if CUDART_VERSION >= 12050
-    const cudaError_t err = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found);
+    const cudaError_t err =
+        cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found);
 #else
     const cudaError_t err = cudaGetDriverEntryPoint("cuTensorMapEncodeTiled", &fn, cudaEnableDefault, &found);
 #endif
@@ -65,7 +66,7 @@ cudaError_t LaunchConfig(const uint16_t* x, const uint16_t* w, const DecodeGemmA
 // The configuration and the shapes the plan covers: on an H200 a sweep of tile widths, warpgroups, stages and K
 // splits, then the op against cuBLAS's heuristic in benchmarks/kernels.py (docs/BENCHMARKS.md), found the kernel
 // faster only for wide GEMMs (N >= kWideColumns: gate_up, lm_head) above 64 rows, where cuBLAS's heuristic
-// picks a kernel at about half the bandwidth (gate_up at 128 rows: 68 against 104 us); elsewhere it was as
+// picks a kernel at about half the bandwidth (gate_up at 128 rows: 66 against 104 us); elsewhere it was as
 // fast or slower, so the plan leaves those shapes to paddle's matmul. 256 columns a block (two warpgroups of
 // two 64-column MMA tiles), four stages: N / 256 >= 66 tiles for 132 SMs.
 using WideConfig = DecodeGemmConfig<128, 2, 2, 4>;
