@@ -1,8 +1,8 @@
 // The decode GEMM kernel (sm_90a): y[M,N] = x[M,K] @ w[K,N] for a few rows (M <= 128), float16 with float32
 // accumulation, streaming the weights once at close to HBM bandwidth. The product is computed transposed,
 // y^T = w^T x^T, so that the weights are wgmma's A operand (64 output columns an MMA, read M-major straight
-// from w's [K,N] rows) and the rows are its N (16 to 128, rounded up to NB): no MMA work is spent on padding
-// to 64 rows. A block owns TN output columns over the whole of K: a producer warp streams 64-row chunks of w
+// from w's [K,N] rows) and the rows are its N (rounded up to NB): no MMA work is spent on padding to 64
+// rows. A block owns TN output columns over the whole of K: a producer warp streams 64-row chunks of w
 // and x into STAGES shared-memory stages with the TMA, WGS consumer warpgroups multiply them, each its MT
 // 64-column tiles, and the tile goes out through shared memory in 16-byte row stores. With `glu` the tile holds
 // TN / 2 gate and the matching TN / 2 up columns and the epilogue writes silu(gate) * up, each rounded to
@@ -26,7 +26,7 @@ struct DecodeGemmArgs {
   int glu;
 };
 
-// NB: rows rounded up (the MMA's N: 16, 32, 64, 128); MT: 64-column MMA tiles a consumer warpgroup; WGS:
+// NB: rows rounded up (the MMA's N: 64 or 128, wgmma.cuh's shapes); MT: 64-column MMA tiles a consumer warpgroup; WGS:
 // consumer warpgroups; STAGES: chunks in flight.
 template <int NB_, int MT_, int WGS_, int STAGES_>
 struct DecodeGemmConfig {
