@@ -138,6 +138,16 @@ def _cuda_home() -> Path | None:
     return Path(nvcc).resolve().parent.parent if nvcc else None
 
 
+def kernel_choices() -> dict[str, str]:
+    """The op library's kernel choices this process runs, by variable ("" where unset: the library's default),
+    with FDOVERLAP_GEMM resolved to its choice: what run.json records of them."""
+    return {
+        GEMM_ENV: gemm_mode(),
+        DECODE_TC_ENV: os.environ.get(DECODE_TC_ENV, ""),
+        PREFILL_TC_ENV: os.environ.get(PREFILL_TC_ENV, ""),
+    }
+
+
 def gemm_mode() -> str:
     """The GEMM choice FDOVERLAP_GEMM names (the default when unset or empty); an unknown one is an error."""
     value = os.environ.get(GEMM_ENV) or GEMM_MODES[0]

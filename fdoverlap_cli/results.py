@@ -249,13 +249,15 @@ class TensorParallel:
         return cls(int(d["size"]), d["backend"], [RankRecord.from_dict(r) for r in d["ranks"]])
 
 
-def environment(device_info: dict[str, Any] | None, device_kind: str) -> dict[str, Any]:
-    """What ran the replay: fdoverlap, Python, the machine, paddle and the GPU."""
+def environment(device_info: dict[str, Any] | None, device_kind: str, kernels: dict[str, str]) -> dict[str, Any]:
+    """What ran the replay: fdoverlap, Python, the machine, paddle and the GPU, and the op library's kernel
+    choices (the FDOVERLAP_* variables it reads)."""
     return {
         "fdoverlap": __version__,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "device": device_kind,
+        "kernels": kernels,
         **({"paddle": device_info} if device_info else {}),
     }
 
@@ -265,7 +267,7 @@ class RunResult:
     """A whole run (replay or compare) as it was measured."""
 
     command: list[str]
-    environment: dict[str, Any]  # fdoverlap, python, platform, device, paddle (DeviceInfo)
+    environment: dict[str, Any]  # fdoverlap, python, platform, device, kernels, paddle (DeviceInfo)
     trace: dict[str, Any]  # file, sha256, requests, steps, config, meta
     model: dict[str, Any]  # ModelConfig
     options: dict[str, Any]  # the replay's options (ReplayConfig)

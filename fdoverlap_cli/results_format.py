@@ -120,6 +120,10 @@ def check_results(doc: dict[str, Any]) -> None:
     D.str(environment, "device", "environment")
     if environment.get("paddle") is not None:
         D.object(environment["paddle"], "environment.paddle")
+    if environment.get("kernels") is not None:  # run.json files from before it have none
+        kernels = D.object(environment["kernels"], "environment.kernels")
+        for name in kernels:
+            D.str(kernels, name, "environment.kernels")
     trace = D.object(D.field(doc, "trace", ""), "trace")
     D.str(trace, "file", "trace")
     D.str(trace, "sha256", "trace", nullable=True)

@@ -104,6 +104,7 @@ class ReplaySession:
         self.config = config
         self.rank = rank
         self.trace, self.trace_sha256 = load_trace_and_digest(config.trace_file)  # the bytes replayed, hashed
+        self.kernels = op_library.kernel_choices()  # as the model built below reads them
         self.model_cfg = model_config(resolve_preset(config.preset, config.device), config.layers, config.dims)
         if self.model_cfg.dtype == "float16" and _runs_on_cpu(config.device):  # before gigabytes are allocated
             raise OptionError(
@@ -177,7 +178,7 @@ class ReplaySession:
         cfg, dev = self.config, self.device
         result = RunResult(
             command=list(cfg.command),
-            environment=environment(dev.info.to_dict() if dev else None, dev.kind if dev else "none"),
+            environment=environment(dev.info.to_dict() if dev else None, dev.kind if dev else "none", self.kernels),
             trace={
                 "file": str(cfg.trace_file),
                 "sha256": self.trace_sha256,
