@@ -43,6 +43,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
+from fdoverlap_cli import kernel_choices
 from fdoverlap_cli import ops as op_library
 from fdoverlap_cli.engine.device import Device
 from fdoverlap_cli.errors import FdoError
@@ -54,7 +55,8 @@ L2_DEFEAT_BYTES = 256 << 20  # inputs rotate over at least this many bytes (the 
 GEMM_N = 8192
 SECTIONS = ("decode", "norm", "prefill", "gemm")
 GLU_GEMM = "gate_up+silu"
-CHOICES = op_library.GEMM_MODES
+CHOICES = kernel_choices.GEMM_MODES
+PREFILL_CONFIGS = kernel_choices.PREFILL_TC_CONFIGS
 DECODE_GEMMS = {"qkv": (HIDDEN, 6144), "o": (HIDDEN, HIDDEN), "gate_up": (HIDDEN, 2 * FFN), "down": (FFN, HIDDEN)}
 
 
@@ -192,15 +194,15 @@ def elementwise(timer: GpuTimer, rows: int, hbm: float) -> list[dict[str, Any]]:
 def prefill_attention(timer: GpuTimer, tokens: int, gemm: float, config: str | None = None) -> dict[str, Any]:
     """One chunk of `tokens` rows from position 0: causal, each row over its prefix; `config` names the
     prefill configuration (FDOVERLAP_PREFILL_TC; None: the kernel's default)."""
-    previous = os.environ.pop(op_library.PREFILL_TC_ENV, None)
+    previous = os.environ.pop(kernel_choices.PREFILL_TC_ENV, None)
     if config is not None:
-        os.environ[op_library.PREFILL_TC_ENV] = config
+        os.environ[kernel_choices.PREFILL_TC_ENV] = config
     try:
         row = _prefill_attention(timer, tokens, gemm)
     finally:
-        os.environ.pop(op_library.PREFILL_TC_ENV, None)
+        os.environ.pop(kernel_choices.PREFILL_TC_ENV, None)
         if previous is not None:
-            os.environ[op_library.PREFILL_TC_ENV] = previous
+            os.environ[kernel_choices.PREFILL_TC_ENV] = previous
     return {"config": config or "default", **row}
 
 
@@ -228,7 +230,7 @@ def decode_gemm(timer: GpuTimer, name: str, rows: int, hbm: float) -> dict[str, 
     weights = [filled(device, [k, n], "float16", 500 + s) for s in range(sets)]
     x = filled(device, [rows, k], "float16", 499)
     row: dict[str, Any] = {"gemm": name, "rows": rows, "k": k, "n": n, "weight_bytes": weight_bytes}
-    choices: dict[str, Callable[[Any, Any], Any]] = {  # op_library.GEMM_MODES
+    choices: dict[str, Callable[[Any, Any], Any]] = {  # kernel_choices.GEMM_MODES
         "paddle": timer.matmul,
         "tuned": ops.gemm,
         "decode": lambda a, b: ops.gemm_decode(a, b, glu),
@@ -251,7 +253,7 @@ def main() -> None:
     parser.add_argument(
         "--prefill-configs",
         default="",
-        help=f"prefill: 'all' or a comma list of {','.join(op_library.PREFILL_TC_CONFIGS)} (default: the default one)",
+        help=f"prefill: 'all' or a comma list of {','.join(PREFILL_CONFIGS)} (default: the default one)",
     )
     args = parser.parse_args()
     only = set(args.only.split(","))
@@ -259,10 +261,10 @@ def main() -> None:
         parser.error(f"--only: unknown section(s) {', '.join(sorted(only - set(SECTIONS)))}")
     configs: list[str | None] = [None]
     if args.prefill_configs == "all":
-        configs = list(op_library.PREFILL_TC_CONFIGS)
+        configs = list(PREFILL_CONFIGS)
     elif args.prefill_configs:
         configs = args.prefill_configs.split(",")
-        unknown = sorted(set(configs) - set(op_library.PREFILL_TC_CONFIGS))
+        unknown = sorted(set(configs) - set(PREFILL_CONFIGS))
         if unknown:
             parser.error(f"--prefill-configs: unknown configuration(s) {', '.join(unknown)}")
     try:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from fdoverlap_cli import kernel_choices
 from fdoverlap_cli import ops as op_library
 from fdoverlap_cli.engine.bookkeeping import digest
 from fdoverlap_cli.engine.device import Device
@@ -104,7 +105,7 @@ class ReplaySession:
         self.config = config
         self.rank = rank
         self.trace, self.trace_sha256 = load_trace_and_digest(config.trace_file)  # the bytes replayed, hashed
-        self.kernels = op_library.kernel_choices()  # as the model built below reads them
+        self.kernels = kernel_choices.current()  # as the model built below reads them
         self.model_cfg = model_config(resolve_preset(config.preset, config.device), config.layers, config.dims)
         if self.model_cfg.dtype == "float16" and _runs_on_cpu(config.device):  # before gigabytes are allocated
             raise OptionError(

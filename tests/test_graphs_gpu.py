@@ -26,7 +26,7 @@ from fdoverlap_cli.engine.model import model_config
 from fdoverlap_cli.engine.replay import Engine
 from fdoverlap_cli.engine.runner import RunnerOptions
 from fdoverlap_cli.engine.token_check import check_against_trace, compare_streams
-from fdoverlap_cli.ops import GEMM_ENV
+from fdoverlap_cli.kernel_choices import GEMM_ENV
 from fdoverlap_cli.resources import traces_dir
 from fdoverlap_cli.trace import load_trace
 from tests import engine_traces

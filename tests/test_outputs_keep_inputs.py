@@ -99,22 +99,23 @@ def test_the_run_records_the_trace_it_loaded(tmp_path):
 def test_the_run_records_the_kernel_choices(monkeypatch):
     """run.json says which GEMM and attention configurations ran: FDOVERLAP_GEMM resolved to its choice (its
     default when unset), the others as set ("" for the op library's default), as they were when the run began."""
-    from fdoverlap_cli import ops as op_library
+    from fdoverlap_cli import kernel_choices
     from fdoverlap_cli.errors import InputError
     from fdoverlap_cli.results_format import check_results
     from fdoverlap_cli.session import ReplayConfig, ReplaySession
 
-    for name in (op_library.GEMM_ENV, op_library.DECODE_TC_ENV, op_library.PREFILL_TC_ENV):
+    gemm, decode, prefill = kernel_choices.GEMM_ENV, kernel_choices.DECODE_TC_ENV, kernel_choices.PREFILL_TC_ENV
+    for name in (gemm, decode, prefill):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv(op_library.DECODE_TC_ENV, "rows")
+    monkeypatch.setenv(decode, "rows")
     session = ReplaySession(ReplayConfig(trace_file=DEFAULT_TRACE, device="cpu"))
-    monkeypatch.setenv(op_library.GEMM_ENV, "paddle")  # after the model was built: not what ran
+    monkeypatch.setenv(gemm, "paddle")  # after the model was built: not what ran
     doc = session.result().to_dict()
     kernels = doc["environment"]["kernels"]
-    assert kernels == {op_library.GEMM_ENV: "decode", op_library.DECODE_TC_ENV: "rows", op_library.PREFILL_TC_ENV: ""}
-    assert ReplaySession(ReplayConfig(trace_file=DEFAULT_TRACE, device="cpu")).kernels[op_library.GEMM_ENV] == "paddle"
+    assert kernels == {gemm: "decode", decode: "rows", prefill: ""}
+    assert ReplaySession(ReplayConfig(trace_file=DEFAULT_TRACE, device="cpu")).kernels[gemm] == "paddle"
     check_results(doc)
-    kernels[op_library.GEMM_ENV] = 3
+    kernels[gemm] = 3
     with pytest.raises(InputError, match=r"environment\.kernels"):
         check_results(doc)
 

@@ -12,7 +12,7 @@ constexpr int kMaxHeadDimCuda = 256;  // the SIMT and combine kernels keep a hea
 // The tensor-core kernel's prefill tile configurations (attention_tc_launch.cuh says what each is). The
 // environment variable FDOVERLAP_PREFILL_TC names the one a call uses, read at each call's plan (so a
 // process can switch, and a CUDA graph keeps the one it was captured with); unset or empty: the default.
-// fdoverlap_cli/ops.py mirrors these names (tests/ops check that).
+// fdoverlap_cli/kernel_choices.py mirrors these names (tests/ops check that).
 constexpr const char* kPrefillTcEnv = "FDOVERLAP_PREFILL_TC";
 // The names from kPrefillTcFirstWg on are warpgroup-MMA kernels (attention_wg.cuh), built only for sm_90a.
 constexpr const char* kPrefillTcNames[] = {"w4m2n64", "w4m2n32q", "w8m1n64", "w8m2n64", "w4m2n64s3",

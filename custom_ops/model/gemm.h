@@ -11,8 +11,8 @@ namespace fdo::gemm {
 // gate_up, for the shapes its plan takes, where cuBLAS's heuristic is slow; paddle's matmul for the rest),
 // "paddle" (paddle's matmul everywhere, cuBLAS's heuristic: what FastDeploy runs) or "tuned" (the gemm op:
 // cuBLASLt timed per shape in each process, so two processes may round differently); unset or empty: the
-// first. Every choice but "tuned" computes the same sums in every process. fdoverlap_cli/ops.py mirrors these
-// names (tests/ops check that).
+// first. Every choice but "tuned" computes the same sums in every process. fdoverlap_cli/kernel_choices.py
+// mirrors these names (tests/ops check that).
 constexpr const char* kGemmEnv = "FDOVERLAP_GEMM";
 constexpr const char* kGemmModes[] = {"decode", "paddle", "tuned"};
 constexpr int kGemmModeCount = static_cast<int>(sizeof(kGemmModes) / sizeof(kGemmModes[0]));

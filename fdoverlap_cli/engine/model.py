@@ -4,8 +4,8 @@ Embedding; per layer RMSNorm, QKV GEMM, KV cache write and attention, output GEM
 gate/up GEMM, SiLU·mul, down GEMM (residual adds fused into the norms); final norm; lm_head GEMM.
 Compute therefore scales with batch, context and layer shapes the way a real model's does. The
 tokens it emits are deterministic but meaningless: stop conditions come from the trace.
-On a GPU the GEMMs are as FDOVERLAP_GEMM picks (fdoverlap_cli.ops.GEMM_ENV; decoder_layer reads the same
-variable): the op library's decode GEMM (gemm_decode, the default), paddle.matmul, or its tuned cuBLASLt op
+On a GPU the GEMMs are as FDOVERLAP_GEMM picks (fdoverlap_cli.kernel_choices.GEMM_ENV; decoder_layer reads
+the same variable): the op library's decode GEMM (gemm_decode, the default), paddle.matmul, or its tuned cuBLASLt op
 (gemm); on the CPU paddle.matmul.
 """
 
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fdoverlap_cli import ops as op_library
+from fdoverlap_cli import kernel_choices
 from fdoverlap_cli.engine.parallel import Shard, shard_weight
 from fdoverlap_cli.errors import FdoError, OptionError
 
@@ -148,7 +148,7 @@ class SyntheticDecoder:
         self._heads = shard.heads(cfg)
         self.device = device
         self.ops = ops
-        self.matmul = self._matmul(op_library.gemm_mode())  # checked on the CPU too, where paddle.matmul runs
+        self.matmul = self._matmul(kernel_choices.gemm_mode())  # checked on the CPU too, where paddle.matmul runs
         h, seed = cfg.hidden_size, cfg.seed
         counter = iter(range(1, 1 << 30))
 

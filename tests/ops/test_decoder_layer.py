@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fdoverlap_cli import ops as op_library
+from fdoverlap_cli import kernel_choices
 from tests.ops.inputs import packed_attention_batch, random_attention_batch
 from tests.ops.tensors import cpu, gpu, host
 
@@ -53,7 +53,7 @@ def _separate_ops(ops, place, x, residual, weights, keys, values, batch, heads, 
 
     # The GEMM decoder_layer runs, as the model's op-by-op path picks it: on the GPU gemm_decode without its
     # fused silu_mul with FDOVERLAP_GEMM unset, empty or decode, the gemm op with tuned; else paddle.matmul.
-    mode = op_library.gemm_mode() if place is gpu else "paddle"
+    mode = kernel_choices.gemm_mode() if place is gpu else "paddle"
     matmul = {"tuned": ops.gemm, "decode": lambda a, b: ops.gemm_decode(a, b, False)}.get(mode, paddle.matmul)
     scale = heads[2] ** -0.5
     attn_norm, qkv_w, out_w, ffn_norm, gate_up_w, down_w = (place(a) for a in weights)
@@ -111,7 +111,7 @@ def test_decoder_layer_on_the_gpu_is_the_separate_ops(ops, monkeypatch, dtype, h
     silu_mul into gate_up's GEMM and the separate ops run gemm_decode then silu_mul (at a batch and sizes whose
     gate_up the kernel's plan takes in float16; float32 takes paddle.matmul)."""
     if gemm is not None:
-        monkeypatch.setenv(op_library.GEMM_ENV, gemm)
+        monkeypatch.setenv(kernel_choices.GEMM_ENV, gemm)
     large = gemm == "decode"
     args = _layer_inputs(4, dtype, heads, decode, DECODE_GEMM_SIZES if large else (H, F), large)
     if large:
@@ -122,7 +122,7 @@ def test_decoder_layer_on_the_gpu_is_the_separate_ops(ops, monkeypatch, dtype, h
 
 @pytest.mark.gpu
 def test_decoder_layer_rejects_an_unknown_gemm_choice(ops, monkeypatch):
-    monkeypatch.setenv(op_library.GEMM_ENV, "nope")
+    monkeypatch.setenv(kernel_choices.GEMM_ENV, "nope")
     with pytest.raises(
         Exception, match=r"decoder_layer: FDOVERLAP_GEMM=nope is not a GEMM choice \(decode, paddle, tuned\)"
     ):

@@ -17,7 +17,7 @@ import sys
 import numpy as np
 import pytest
 
-from fdoverlap_cli.ops import (
+from fdoverlap_cli.kernel_choices import (
     DECODE_TC_CONFIGS,
     DECODE_TC_ENV,
     PREFILL_TC_CONFIGS,

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fdoverlap_cli import ops as op_library
+from fdoverlap_cli import kernel_choices
 from fdoverlap_cli.errors import FdoError
 from tests.conftest import REPO
 from tests.ops import reference as ref
@@ -228,21 +228,21 @@ def test_gemm_names_match_the_op_library(monkeypatch):
     name's index), unset or empty is the first, and an unknown choice is an error."""
     header = (REPO / "custom_ops" / "model" / "gemm.h").read_text()
     names = re.search(r"kGemmModes\[\] = \{([^}]*)\}", header).group(1)
-    assert tuple(re.findall(r'"([^"]+)"', names)) == op_library.GEMM_MODES
+    assert tuple(re.findall(r'"([^"]+)"', names)) == kernel_choices.GEMM_MODES
     source = (REPO / "custom_ops" / "model" / "gemm.cc").read_text()
     enum = re.search(r"enum class GemmMode \{([^}]*)\}", source).group(1)
-    assert [e.strip() for e in enum.split(",")] == [f"k{mode.capitalize()}" for mode in op_library.GEMM_MODES]
-    assert f'kGemmEnv = "{op_library.GEMM_ENV}"' in header
-    monkeypatch.delenv(op_library.GEMM_ENV, raising=False)
-    assert op_library.gemm_mode() == "decode"
+    assert [e.strip() for e in enum.split(",")] == [f"k{mode.capitalize()}" for mode in kernel_choices.GEMM_MODES]
+    assert f'kGemmEnv = "{kernel_choices.GEMM_ENV}"' in header
+    monkeypatch.delenv(kernel_choices.GEMM_ENV, raising=False)
+    assert kernel_choices.gemm_mode() == "decode"
     for mode in ("decode", "paddle", "tuned"):
-        monkeypatch.setenv(op_library.GEMM_ENV, mode)
-        assert op_library.gemm_mode() == mode
-    monkeypatch.setenv(op_library.GEMM_ENV, "")
-    assert op_library.gemm_mode() == "decode"
-    monkeypatch.setenv(op_library.GEMM_ENV, "nope")
+        monkeypatch.setenv(kernel_choices.GEMM_ENV, mode)
+        assert kernel_choices.gemm_mode() == mode
+    monkeypatch.setenv(kernel_choices.GEMM_ENV, "")
+    assert kernel_choices.gemm_mode() == "decode"
+    monkeypatch.setenv(kernel_choices.GEMM_ENV, "nope")
     with pytest.raises(FdoError, match=r"FDOVERLAP_GEMM=nope is not a GEMM choice \(decode, paddle, tuned\)"):
-        op_library.gemm_mode()
+        kernel_choices.gemm_mode()
 
 
 def test_prefill_config_names_match_the_kernels():
@@ -250,9 +250,9 @@ def test_prefill_config_names_match_the_kernels():
     (the GPU tests and benchmarks/kernels.py iterate over the Python lists)."""
     header = (REPO / "custom_ops" / "model" / "attention.h").read_text()
     names = re.search(r"kPrefillTcNames\[\] = \{([^}]*)\}", header).group(1)
-    assert tuple(re.findall(r'"([^"]+)"', names)) == op_library.PREFILL_TC_CONFIGS
-    assert f'kPrefillTcEnv = "{op_library.PREFILL_TC_ENV}"' in header
-    assert f"kPrefillTcFirstWg = {op_library.PREFILL_TC_FIRST_WG};" in header
+    assert tuple(re.findall(r'"([^"]+)"', names)) == kernel_choices.PREFILL_TC_CONFIGS
+    assert f'kPrefillTcEnv = "{kernel_choices.PREFILL_TC_ENV}"' in header
+    assert f"kPrefillTcFirstWg = {kernel_choices.PREFILL_TC_FIRST_WG};" in header
     names = re.search(r"kDecodeTcNames\[\] = \{([^}]*)\}", header).group(1)
-    assert tuple(re.findall(r'"([^"]+)"', names)) == op_library.DECODE_TC_CONFIGS
-    assert f'kDecodeTcEnv = "{op_library.DECODE_TC_ENV}"' in header
+    assert tuple(re.findall(r'"([^"]+)"', names)) == kernel_choices.DECODE_TC_CONFIGS
+    assert f'kDecodeTcEnv = "{kernel_choices.DECODE_TC_ENV}"' in header
