@@ -230,14 +230,12 @@ def decode_gemm(timer: GpuTimer, name: str, rows: int, hbm: float) -> dict[str, 
     weights = [filled(device, [k, n], "float16", 500 + s) for s in range(sets)]
     x = filled(device, [rows, k], "float16", 499)
     row: dict[str, Any] = {"gemm": name, "rows": rows, "k": k, "n": n, "weight_bytes": weight_bytes}
+    then = ops.silu_mul if glu else (lambda y: y)  # gemm_decode fuses it
     choices: dict[str, Callable[[Any, Any], Any]] = {  # kernel_choices.GEMM_MODES
-        "paddle": timer.matmul,
-        "tuned": ops.gemm,
+        "paddle": lambda a, b: then(timer.matmul(a, b)),
+        "tuned": lambda a, b: then(ops.gemm(a, b)),
         "decode": lambda a, b: ops.gemm_decode(a, b, glu),
     }
-    if glu:
-        choices["paddle"] = lambda a, b: ops.silu_mul(timer.matmul(a, b))
-        choices["tuned"] = lambda a, b: ops.silu_mul(ops.gemm(a, b))
     for label, matmul in choices.items():
         ns = timer.time_ns(lambda i, mm=matmul: mm(x, weights[i % sets]), max(24, 2 * sets))
         row[f"{label}_us"] = ns / 1e3
