@@ -66,11 +66,9 @@ std::vector<paddle::Tensor> Gemm(const paddle::Tensor& x, const paddle::Tensor& 
 paddle::Tensor DecodeOrMatmul(const char* op, const paddle::Tensor& x, const paddle::Tensor& w, bool glu) {
   const int64_t m = x.shape()[0], k = x.shape()[1], n = w.shape()[1];
 #ifdef PADDLE_WITH_CUDA
-  const DecodeGemmPlan plan = x.is_gpu() && x.dtype() == paddle::DataType::FLOAT16 ? PlanDecodeGemm(m, n, k, glu)
-                                                                                    : DecodeGemmPlan{};
-  if (plan.config >= 0) {
+  if (x.is_gpu() && x.dtype() == paddle::DataType::FLOAT16 && DecodeGemmCovers(m, n, k, glu)) {
     paddle::Tensor y = EmptyOutput({m, glu ? n / 2 : n}, x.dtype(), x.place());
-    const std::string error = LaunchDecodeGemm(plan, FloatData<half_bits>(x), FloatData<half_bits>(w),
+    const std::string error = LaunchDecodeGemm(FloatData<half_bits>(x), FloatData<half_bits>(w),
                                                FloatData<half_bits>(y), m, n, k, glu, x.stream());
     PD_CHECK(error.empty(), op, ": ", error);
     return y;

@@ -36,15 +36,13 @@ std::string LaunchGemm(GemmDtype dtype, const void* x, const void* w, void* y, i
                        cudaStream_t stream);
 
 // The decode GEMM (gemm_decode.cuh, sm_90a builds): float16 y = x @ w for up to kDecodeGemmMaxRows rows, or with
-// glu y = silu(x @ w[:, :N/2]) * (x @ w[:, N/2:]). A plan names the configuration; config -1: the plan does not
-// take the shape (where cuBLAS is as fast, or the build has no sm_90a code) and the caller takes another GEMM.
+// glu y = silu(x @ w[:, :N/2]) * (x @ w[:, N/2:]). DecodeGemmCovers: whether it takes the shape (false where
+// cuBLAS is as fast, or the build has no sm_90a code: the caller takes another GEMM); LaunchDecodeGemm returns ""
+// or what failed.
 constexpr int kDecodeGemmMaxRows = 128;
-struct DecodeGemmPlan {
-  int config = -1;
-};
-DecodeGemmPlan PlanDecodeGemm(int64_t m, int64_t n, int64_t k, bool glu);
-std::string LaunchDecodeGemm(const DecodeGemmPlan& plan, const uint16_t* x, const uint16_t* w, uint16_t* y,
-                             int64_t m, int64_t n, int64_t k, bool glu, cudaStream_t stream);
+bool DecodeGemmCovers(int64_t m, int64_t n, int64_t k, bool glu);
+std::string LaunchDecodeGemm(const uint16_t* x, const uint16_t* w, uint16_t* y, int64_t m, int64_t n, int64_t k,
+                             bool glu, cudaStream_t stream);
 
 }  // namespace fdo::gemm
 #endif

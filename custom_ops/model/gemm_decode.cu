@@ -75,17 +75,16 @@ constexpr int kWideColumns = 128 * 132;
 
 }  // namespace
 
-DecodeGemmPlan PlanDecodeGemm(int64_t m, int64_t n, int64_t k, bool glu) {
+bool DecodeGemmCovers(int64_t m, int64_t n, int64_t k, bool glu) {
   constexpr int tn = WideConfig::TN;
   const bool fits = m >= kMinRows && m <= kDecodeGemmMaxRows && k > 0 && k % kDecodeKChunk == 0 &&
                     k <= (1 << 30) && n >= kWideColumns && n <= (1 << 30) && (glu ? (n / 2) % (tn / 2) : n % tn) == 0;
-  if (!fits || Encoder() == nullptr) return {};
-  return {0};
+  return fits && Encoder() != nullptr;
 }
 
-std::string LaunchDecodeGemm(const DecodeGemmPlan& plan, const uint16_t* x, const uint16_t* w, uint16_t* y,
-                             int64_t m, int64_t n, int64_t k, bool glu, cudaStream_t stream) {
-  if (plan.config != 0) return "the decode GEMM does not cover this shape";
+std::string LaunchDecodeGemm(const uint16_t* x, const uint16_t* w, uint16_t* y, int64_t m, int64_t n, int64_t k,
+                             bool glu, cudaStream_t stream) {
+  if (!DecodeGemmCovers(m, n, k, glu)) return "the decode GEMM does not cover this shape";
   if (((reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(w) | reinterpret_cast<uintptr_t>(y)) & 15) != 0) {
     return "the decode GEMM needs x, w and y 16-byte aligned";
   }
@@ -100,10 +99,10 @@ std::string LaunchDecodeGemm(const DecodeGemmPlan& plan, const uint16_t* x, cons
 
 namespace fdo::gemm {
 
-DecodeGemmPlan PlanDecodeGemm(int64_t, int64_t, int64_t, bool) { return {}; }
+bool DecodeGemmCovers(int64_t, int64_t, int64_t, bool) { return false; }
 
-std::string LaunchDecodeGemm(const DecodeGemmPlan&, const uint16_t*, const uint16_t*, uint16_t*, int64_t, int64_t,
-                             int64_t, bool, cudaStream_t) {
+std::string LaunchDecodeGemm(const uint16_t*, const uint16_t*, uint16_t*, int64_t, int64_t, int64_t, bool,
+                             cudaStream_t) {
   return "the decode GEMM needs an sm_90a (Hopper) build";
 }
 
