@@ -130,18 +130,13 @@ void AttentionOnCpu(const S* qkv, const S* keys, const S* values, const int32_t*
   }
 }
 
-// attention over the caches; with write_kv, write_kv_cache's work first: in the attention kernel itself where
-// the plan fuses them (AttentionPlan::writes_kv), else the write_kv_cache kernel. The caches change only then.
-paddle::Tensor RunAttention(const char* op, const paddle::Tensor& qkv, paddle::Tensor& key_cache,
-                            paddle::Tensor& value_cache, const paddle::Tensor& batch_id_per_token,
-                            const paddle::Tensor& cu_seqlens_q, const paddle::Tensor& seq_lens_decoder,
-                            int num_q_heads, int num_kv_heads, int head_dim, float scale, bool write_kv) {
+std::vector<paddle::Tensor> Attention(const paddle::Tensor& qkv, const paddle::Tensor& key_cache,
+                                      const paddle::Tensor& value_cache, const paddle::Tensor& batch_id_per_token,
+                                      const paddle::Tensor& cu_seqlens_q, const paddle::Tensor& seq_lens_decoder,
+                                      int num_q_heads, int num_kv_heads, int head_dim, float scale) {
+  const char* op = kAttention;
   const AttentionShape shape = CheckAttentionInputs(op, qkv, key_cache, value_cache, batch_id_per_token, cu_seqlens_q,
                                         seq_lens_decoder, num_q_heads, num_kv_heads, head_dim);
-  const auto write_kv_cache = [&] {
-    WriteKvCache(qkv, key_cache, value_cache, batch_id_per_token, cu_seqlens_q, seq_lens_decoder, num_q_heads,
-                 num_kv_heads, head_dim);
-  };
   paddle::Tensor out = EmptyOutput({shape.rows, shape.QWidth()}, qkv.dtype(), qkv.place());
   const bool on_gpu = RunsOnGpu(op, "qkv", qkv);
   DispatchFloat(op, "qkv", qkv, [&](auto type) {
@@ -151,7 +146,7 @@ paddle::Tensor RunAttention(const char* op, const paddle::Tensor& qkv, paddle::T
       PD_CHECK(head_dim <= kMaxHeadDimCuda, op, ": head_dim ", head_dim, " is above the CUDA kernel's limit of ",
                kMaxHeadDimCuda);
       const AttentionPlan plan = PlanAttention(shape, std::is_same<S, half_bits>::value, scale, qkv.data(),
-                                               key_cache.data(), value_cache.data(), write_kv);
+                                               key_cache.data(), value_cache.data());
       PD_CHECK(!plan.prefill_tiles || plan.prefill_config != kPrefillTcNotBuilt, op, ": ", kPrefillTcEnv, "=",
                std::getenv(kPrefillTcEnv), " needs the warpgroup-MMA kernels of an sm_90a (Hopper) build");
       PD_CHECK(!plan.prefill_tiles || plan.prefill_config >= 0, op, ": ", kPrefillTcEnv, "=",
@@ -159,7 +154,6 @@ paddle::Tensor RunAttention(const char* op, const paddle::Tensor& qkv, paddle::T
                NameList(kPrefillTcNames, kPrefillTcCount), ")");
       PD_CHECK(plan.decode_config >= 0, op, ": ", kDecodeTcEnv, "=", std::getenv(kDecodeTcEnv),
                " is not a decode configuration (", NameList(kDecodeTcNames, kDecodeTcCount), ")");
-      if (write_kv && !plan.writes_kv) write_kv_cache();
       paddle::Tensor workspace;
       if (plan.workspace_floats > 0) {
         workspace = paddle::empty({plan.workspace_floats}, paddle::DataType::FLOAT32, qkv.place());
@@ -172,30 +166,11 @@ paddle::Tensor RunAttention(const char* op, const paddle::Tensor& qkv, paddle::T
 #endif
       return;
     }
-    if (write_kv) write_kv_cache();
     AttentionOnCpu<S>(FloatData<S>(qkv), FloatData<S>(key_cache), FloatData<S>(value_cache),
                       batch_id_per_token.data<int32_t>(), cu_seqlens_q.data<int32_t>(),
                       seq_lens_decoder.data<int32_t>(), shape, scale, FloatData<S>(out));
   });
-  return out;
-}
-
-std::vector<paddle::Tensor> Attention(const paddle::Tensor& qkv, const paddle::Tensor& key_cache,
-                                      const paddle::Tensor& value_cache, const paddle::Tensor& batch_id_per_token,
-                                      const paddle::Tensor& cu_seqlens_q, const paddle::Tensor& seq_lens_decoder,
-                                      int num_q_heads, int num_kv_heads, int head_dim, float scale) {
-  paddle::Tensor keys = key_cache, values = value_cache;  // handles to the same memory, never written (no write_kv)
-  return {RunAttention(kAttention, qkv, keys, values, batch_id_per_token, cu_seqlens_q, seq_lens_decoder, num_q_heads,
-                       num_kv_heads, head_dim, scale, false)};
-}
-
-// write_kv_cache then attention (decoder_layer's), as one kernel where the plan allows.
-paddle::Tensor WriteKvCacheAndAttend(const char* op, const paddle::Tensor& qkv, paddle::Tensor& key_cache,
-                                     paddle::Tensor& value_cache, const paddle::Tensor& batch_id_per_token,
-                                     const paddle::Tensor& cu_seqlens_q, const paddle::Tensor& seq_lens_decoder,
-                                     int num_q_heads, int num_kv_heads, int head_dim, float scale) {
-  return RunAttention(op, qkv, key_cache, value_cache, batch_id_per_token, cu_seqlens_q, seq_lens_decoder,
-                      num_q_heads, num_kv_heads, head_dim, scale, true);
+  return {out};
 }
 
 }  // namespace fdo::attention

@@ -129,14 +129,13 @@ int PrefillTcFromEnv() {
 int DecodeTcFromEnv() { return ConfigFromEnv(kDecodeTcEnv, kDecodeTcNames, kDecodeTcCount, kDecodeTcDefault); }
 
 AttentionPlan PlanAttention(const AttentionShape& shape, bool float16, float scale, const void* qkv,
-                            const void* key_cache, const void* value_cache, bool write_kv) {
+                            const void* key_cache, const void* value_cache) {
   AttentionPlan plan{};
   const int group = shape.num_q_heads / shape.num_kv_heads;
   plan.tensor_cores = float16 && scale > 0.0f && shape.head_dim % 8 == 0 && shape.head_dim <= kTcMaxHeadDim &&
                       shape.max_model_len * shape.KvWidth() <= INT_MAX && Aligned16({qkv, key_cache, value_cache});
   plan.prefill_tiles = plan.tensor_cores && shape.rows > shape.bsz;
   plan.prefill_config = plan.prefill_tiles ? PrefillTcFromEnv() : -1;
-  plan.writes_kv = write_kv && plan.tensor_cores && !plan.prefill_tiles;
   plan.decode_config = 0;
   plan.splits = 1;
   if (!plan.prefill_tiles && shape.rows > 0) {
@@ -171,7 +170,7 @@ AttentionPlan PlanAttention(const AttentionShape& shape, bool float16, float sca
 }
 
 template <typename S>
-cudaError_t LaunchAttention(const S* qkv, S* key_cache, S* value_cache, const int32_t* batch_id_per_token,
+cudaError_t LaunchAttention(const S* qkv, const S* key_cache, const S* value_cache, const int32_t* batch_id_per_token,
                             const int32_t* cu_seqlens_q, const int32_t* seq_lens_decoder, AttentionShape shape,
                             float scale, const AttentionPlan& plan, float* workspace, S* out, cudaStream_t stream) {
   if (shape.rows == 0) return cudaSuccess;
@@ -190,8 +189,6 @@ cudaError_t LaunchAttention(const S* qkv, S* key_cache, S* value_cache, const in
   a.scale_log2 = scale * 1.4426950408889634f;
   a.splits = plan.splits;
   a.out = out;
-  a.write_keys = plan.writes_kv ? key_cache : nullptr;
-  a.write_values = plan.writes_kv ? value_cache : nullptr;
   a.partial_out = workspace;
   a.partial_ml = workspace == nullptr ? nullptr : workspace + shape.rows * shape.num_q_heads * plan.splits * shape.head_dim;
   cudaError_t err;
@@ -211,10 +208,10 @@ template cudaError_t LaunchWriteKvCache<float>(const float*, float*, float*, con
                                                const int32_t*, AttentionShape, cudaStream_t);
 template cudaError_t LaunchWriteKvCache<uint16_t>(const uint16_t*, uint16_t*, uint16_t*, const int32_t*,
                                                   const int32_t*, const int32_t*, AttentionShape, cudaStream_t);
-template cudaError_t LaunchAttention<float>(const float*, float*, float*, const int32_t*, const int32_t*,
+template cudaError_t LaunchAttention<float>(const float*, const float*, const float*, const int32_t*, const int32_t*,
                                             const int32_t*, AttentionShape, float, const AttentionPlan&, float*,
                                             float*, cudaStream_t);
-template cudaError_t LaunchAttention<uint16_t>(const uint16_t*, uint16_t*, uint16_t*, const int32_t*,
+template cudaError_t LaunchAttention<uint16_t>(const uint16_t*, const uint16_t*, const uint16_t*, const int32_t*,
                                                const int32_t*, const int32_t*, AttentionShape, float,
                                                const AttentionPlan&, float*, uint16_t*, cudaStream_t);
 

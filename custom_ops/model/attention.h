@@ -78,8 +78,6 @@ namespace fdo::attention {
 //    tile (decode).
 //  - decode_config (tensor cores, row tiles): a block of one warp (0, "rows") while the slots fill the GPU
 //    alone, else blocks whose warps split each row's keys (FDOVERLAP_DECODE_TC's choice).
-//  - writes_kv (asked for, tensor cores, row tiles): the kernel also does write_kv_cache's work, reading this
-//    step's keys and values from qkv and writing them to the caches, one kernel a layer fewer (decoder_layer).
 //  - splits: row tiles split the KV length into this many parts (flash-decoding) when there are too
 //    few rows to fill the GPU; a combine kernel merges the parts through `workspace_floats` floats.
 struct AttentionPlan {
@@ -87,13 +85,12 @@ struct AttentionPlan {
   bool prefill_tiles;
   int prefill_config;  // prefill_tiles: the index in kPrefillTcNames that FDOVERLAP_PREFILL_TC names, -1 if unknown
   int decode_config;   // row tiles: the index in kDecodeTcNames (FDOVERLAP_DECODE_TC's when it is used), -1 if unknown
-  bool writes_kv;
   int splits;
   int64_t workspace_floats;
 };
 
 AttentionPlan PlanAttention(const AttentionShape& shape, bool float16, float scale, const void* qkv,
-                            const void* key_cache, const void* value_cache, bool write_kv);
+                            const void* key_cache, const void* value_cache);
 
 // The index in kPrefillTcNames of the configuration FDOVERLAP_PREFILL_TC names (the default when unset or
 // empty), -1 for an unknown name, kPrefillTcNotBuilt for a warpgroup kernel this build does not have;
@@ -107,10 +104,9 @@ cudaError_t LaunchWriteKvCache(const S* qkv, S* key_cache, S* value_cache, const
                                const int32_t* cu_seqlens_q, const int32_t* seq_lens_decoder, AttentionShape shape,
                                cudaStream_t stream);
 
-// `workspace`: plan.workspace_floats floats of device memory (null when that is 0). The caches are written
-// only when plan.writes_kv.
+// `workspace`: plan.workspace_floats floats of device memory (null when that is 0).
 template <typename S>
-cudaError_t LaunchAttention(const S* qkv, S* key_cache, S* value_cache, const int32_t* batch_id_per_token,
+cudaError_t LaunchAttention(const S* qkv, const S* key_cache, const S* value_cache, const int32_t* batch_id_per_token,
                             const int32_t* cu_seqlens_q, const int32_t* seq_lens_decoder, AttentionShape shape,
                             float scale, const AttentionPlan& plan, float* workspace, S* out, cudaStream_t stream);
 

@@ -28,21 +28,10 @@ struct AttentionArgs {
   S* out;
   float* partial_out;  // [rows, Hq, splits, D]: unnormalised sums of each split
   float* partial_ml;   // [rows, Hq, splits, 2]: (running max in log2 units, sum of weights) of each split
-  // write_kv_cache fused (row tiles; null: the caches already hold this step's keys): the caches to write each
-  // row's key and value into, which the kernel reads from qkv instead (FreshRow).
-  S* write_keys;
-  S* write_values;
 
   __host__ __device__ __forceinline__ int Group() const { return shape.num_q_heads / shape.num_kv_heads; }
   __device__ __forceinline__ int64_t PartialIndex(int64_t t, int head, int split) const {
     return (t * shape.num_q_heads + head) * splits + split;
-  }
-  // The qkv row whose key and value are slot b's position j this step, -1 when the cache holds them: with
-  // write_kv_cache fused, row t = cu[b] + j - dec[b] of slot b writes position j (the one row that can).
-  __device__ __forceinline__ int64_t FreshRow(int b, int64_t j, int64_t self) const {
-    if (write_keys == nullptr || j < dec[b]) return -1;
-    const int64_t t = cu[b] + j - dec[b];
-    return t == self || (t >= 0 && t < shape.rows && batch[t] == b) ? t : -1;
   }
   // An empty split: weight 0, so the combine kernel ignores it.
   __device__ __forceinline__ void WriteEmptyPartial(int64_t t, int head, int split) const {

@@ -114,17 +114,6 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) TcAttentionKernel(
     }
     return;
   }
-  // write_kv_cache fused (row tiles): the block of the row's KV head whose keys hold its position writes the
-  // row's key and value to the caches, which no block of this kernel reads there (they read qkv: FreshRow).
-  int fresh_begin = INT_MAX;  // slot b's first position that this step's rows write (when fused)
-  if constexpr (!kTiles) {
-    if (a.write_keys != nullptr) {
-      fresh_begin = a.dec[b];
-      if (range.begin <= pmax && pmax < range.end && head_block % a.head_chunks == 0) {
-        WriteRowKv(a, row_begin, b, pmax, kv_head);
-      }
-    }
-  }
   if constexpr (C::kWarpKeys) range = SplitRange(pmax + 1, blockIdx.z * kParts + warp, a.splits * kParts);
   const int tiles = range.end > range.begin ? static_cast<int>((range.end - range.begin + BN - 1) / BN) : 0;
   const uint16_t* keys = a.key_cache + s.CacheOffset(b, 0, kv_head);
@@ -147,17 +136,8 @@ __global__ void __launch_bounds__(C::kThreads, C::MIN_BLOCKS) TcAttentionKernel(
       const bool ok = j < key_end && chunk_ok;
       const int offset = ok ? j * stride + copy_chunk * 8 : 0;
       const int at = stage * BN * DP + C::Swizzled(key, copy_chunk);
-      const uint16_t* k_src = keys + offset;
-      const uint16_t* v_src = values + offset;
-      if (!kTiles && ok && j >= fresh_begin) {
-        const int64_t t = a.FreshRow(b, j, row_begin);
-        if (t >= 0) {
-          k_src = a.qkv + t * s.QkvWidth() + s.QWidth() + kv_head * D + copy_chunk * 8;
-          v_src = k_src + stride;
-        }
-      }
-      tc::CopyAsync16(sK + at, k_src, ok ? 16 : 0);
-      tc::CopyAsync16(sV + at, v_src, ok ? 16 : 0);
+      tc::CopyAsync16(sK + at, keys + offset, ok ? 16 : 0);
+      tc::CopyAsync16(sV + at, values + offset, ok ? 16 : 0);
     }
   };
 #pragma unroll

@@ -127,17 +127,4 @@ __device__ __forceinline__ void TilePositions(const AttentionArgs<half_bits>& a,
   }
 }
 
-// write_kv_cache's copy of row t's key and value of KV head kv_head to slot b's position p, by the whole block.
-__device__ __forceinline__ void WriteRowKv(const AttentionArgs<half_bits>& a, int64_t t, int b, int p, int kv_head) {
-  const AttentionShape& s = a.shape;
-  const int chunks = s.head_dim / 8;  // 16-byte chunks (head_dim % 8 == 0 on tensor cores)
-  const uint16_t* k = a.qkv + t * s.QkvWidth() + s.QWidth() + static_cast<int64_t>(kv_head) * s.head_dim;
-  const int64_t at = s.CacheOffset(b, p, kv_head);
-  for (int i = threadIdx.x; i < 2 * chunks; i += blockDim.x) {
-    const int c = i < chunks ? i : i - chunks;
-    uint16_t* dst = (i < chunks ? a.write_keys : a.write_values) + at + 8 * c;
-    *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(k + (i < chunks ? 0 : s.KvWidth()) + 8 * c);
-  }
-}
-
 }  // namespace fdo::attention

@@ -4,11 +4,10 @@
 // ops, GEMMs through gemm::Matmul and gemm::MatmulSiluMul (as FDOVERLAP_GEMM picks; with the decode GEMM
 // silu_mul is gate_up's epilogue):
 //   h, residual  = first_layer ? (fdo_rms_norm(x), x) : add_rms_norm(x, residual)       (attn_norm)
-//   qkv = h @ qkv_weight; write_kv_cache(qkv); a = attention(qkv)    (one kernel for decode rows on CUDA)
+//   qkv = h @ qkv_weight; write_kv_cache(qkv); a = attention(qkv)
 //   h, residual  = add_rms_norm(a @ out_weight, residual)                                (ffn_norm)
 //   out          = silu_mul(h @ gate_up_weight) @ down_weight
-// Outputs (out, residual_out); the KV caches are written in place (by the attention kernel itself where its
-// plan fuses write_kv_cache: AttentionPlan::writes_kv). It calls the norm, attention and
+// Outputs (out, residual_out); the KV caches are written in place. It calls the norm, attention and
 // activation and gemm families directly, so fdoverlap_ops.cc includes it after them.
 #include "../include/dispatch.h"
 
@@ -58,9 +57,10 @@ std::vector<paddle::Tensor> DecoderLayer(const paddle::Tensor& x, const paddle::
       first_layer ? std::vector<paddle::Tensor>{norm::RmsNorm(x, attn_norm, eps)[0], x}
                   : norm::AddRmsNorm(x, residual, attn_norm, eps);
   const paddle::Tensor qkv = matmul(attn_in[0], qkv_weight);
-  const paddle::Tensor attn =
-      attention::WriteKvCacheAndAttend(op, qkv, key_cache, value_cache, batch_id_per_token, cu_seqlens_q,
-                                       seq_lens_decoder, num_q_heads, num_kv_heads, head_dim, scale);
+  attention::WriteKvCache(qkv, key_cache, value_cache, batch_id_per_token, cu_seqlens_q, seq_lens_decoder,
+                          num_q_heads, num_kv_heads, head_dim);
+  const paddle::Tensor attn = attention::Attention(qkv, key_cache, value_cache, batch_id_per_token, cu_seqlens_q,
+                                                   seq_lens_decoder, num_q_heads, num_kv_heads, head_dim, scale)[0];
   const std::vector<paddle::Tensor> ffn_in = norm::AddRmsNorm(matmul(attn, out_weight), attn_in[1], ffn_norm, eps);
   const paddle::Tensor out = matmul(gemm::MatmulSiluMul(op, ffn_in[0], gate_up_weight), down_weight);
   return {out, ffn_in[1]};

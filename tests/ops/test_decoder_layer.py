@@ -18,36 +18,26 @@ GPU_HEADS = [(HQ, HKV, D), (8, 2, 64), (4, 1, 128)]
 DECODE_GEMM_SIZES = (128, 8448)
 
 
-# The batches of _batch: prefill chunks, decode rows and padding ("mixed"); decode rows only ("decode"); and
-# chunks of a few rows in a batch of no more rows than slots ("short-chunks"), which CUDA attention runs as row
-# tiles that read the other rows' new keys from qkv where decoder_layer fuses write_kv_cache into it.
-BATCHES = ["mixed", "decode", "short-chunks"]
-
-
-def _batch(rng, dtype, heads, kind: str, large: bool):
-    """A packed batch over random caches, of BATCHES' kind: decode is 11 of 12 slots a row at random context
-    lengths and one padding row; short-chunks 3, 1 and 2 rows of 8 slots and one padding row. large: 100 decode
-    rows (99 slots and a padding row), or two chunks of 60 and 35 rows, 30 decode rows and 3 padding rows (128)."""
+def _batch(rng, dtype, heads, decode: bool, large: bool):
+    """A packed batch over random caches: prefill chunks, decode rows and padding, or decode rows only (11 of 12
+    slots a row at random context lengths, one padding row). large: 100 decode rows (99 slots and a padding
+    row), or two chunks of 60 and 35 rows, 30 decode rows and 3 padding rows (128)."""
     hq, hkv, d = heads
-    decode = kind == "decode"
     if large:
         lens = [1] * 99 + [0] if decode else [60, 35] + [1] * 30 + [0]
         ctx = rng.integers(0, 150, len(lens))
         return packed_attention_batch(rng, dtype, hq, hkv, d, lens, ctx, 256, 1 if decode else 3)
     if decode:
         return packed_attention_batch(rng, dtype, hq, hkv, d, [1] * 11 + [0], rng.integers(0, 700, 12), 800, 1)
-    if kind == "short-chunks":
-        lens = [3, 0, 1, 0, 2, 0, 0, 0]
-        return packed_attention_batch(rng, dtype, hq, hkv, d, lens, rng.integers(0, 300, 8), 400, 1)
     return random_attention_batch(rng, dtype, hq, hkv, d)
 
 
-def _layer_inputs(seed: int, dtype, heads=(HQ, HKV, D), kind: str = "mixed", sizes=(H, F), large: bool = False):
+def _layer_inputs(seed: int, dtype, heads=(HQ, HKV, D), decode: bool = False, sizes=(H, F), large: bool = False):
     """A layer's inputs over _batch's batch; sizes: (hidden, ffn)."""
     hq, hkv, d = heads
     hidden, ffn = sizes
     rng = np.random.default_rng(seed)
-    _qkv, keys, values, batch, cu, dec = _batch(rng, dtype, heads, kind, large)
+    _qkv, keys, values, batch, cu, dec = _batch(rng, dtype, heads, decode, large)
     rows = len(batch)
 
     def w(*shape, scale=0.2):
@@ -111,23 +101,19 @@ def test_decoder_layer_writes_the_caches_in_place(ops):
     assert not np.array_equal(host(v), values)
 
 
-# (batch, FDOVERLAP_GEMM): every batch with the environment's GEMM; the decode GEMM's large batches of 65 .. 128 rows.
-LAYER_CASES = [(kind, None) for kind in BATCHES] + [("mixed", "decode"), ("decode", "decode")]
-
-
 @pytest.mark.gpu
-@pytest.mark.parametrize(("kind", "gemm"), LAYER_CASES, ids=[f"{k}-{g or 'env'}-gemm" for k, g in LAYER_CASES])
+@pytest.mark.parametrize("gemm", [None, "decode"], ids=["env-gemm", "decode-gemm"])
+@pytest.mark.parametrize("decode", [False, True])
 @pytest.mark.parametrize("heads", GPU_HEADS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
-def test_decoder_layer_on_the_gpu_is_the_separate_ops(ops, monkeypatch, dtype, heads, kind, gemm):
+def test_decoder_layer_on_the_gpu_is_the_separate_ops(ops, monkeypatch, dtype, heads, decode, gemm):
     """Bitwise, with the GEMM choice of the environment and with FDOVERLAP_GEMM=decode, where the layer fuses
     silu_mul into gate_up's GEMM and the separate ops run gemm_decode then silu_mul (at a batch and sizes whose
-    gate_up the kernel's plan takes in float16; float32 takes paddle.matmul). The caches too: float16 row tiles
-    write them from the attention kernel, every other case from write_kv_cache's."""
+    gate_up the kernel's plan takes in float16; float32 takes paddle.matmul)."""
     if gemm is not None:
         monkeypatch.setenv(kernel_choices.GEMM_ENV, gemm)
     large = gemm == "decode"
-    args = _layer_inputs(4, dtype, heads, kind, DECODE_GEMM_SIZES if large else (H, F), large)
+    args = _layer_inputs(4, dtype, heads, decode, DECODE_GEMM_SIZES if large else (H, F), large)
     if large:
         assert 65 <= len(args[0]) <= 128
     for fused, separate in zip(_fused(ops, gpu, *args, False), _separate_ops(ops, gpu, *args, False), strict=True):
@@ -144,9 +130,9 @@ def test_decoder_layer_rejects_an_unknown_gemm_choice(ops, monkeypatch):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("kind", BATCHES)
+@pytest.mark.parametrize("decode", [False, True])
 @pytest.mark.parametrize("heads", GPU_HEADS)
-def test_decoder_layer_cuda_matches_cpu(ops, heads, kind):
+def test_decoder_layer_cuda_matches_cpu(ops, heads, decode):
     """float32, within the tolerance of cuBLASLt (TF32 off) against paddle's CPU GEMM through four GEMMs and two
     norms."""
     import paddle
@@ -155,6 +141,6 @@ def test_decoder_layer_cuda_matches_cpu(ops, heads, kind):
         paddle.matmul(cpu(np.eye(2, dtype=np.float32)), cpu(np.eye(2, dtype=np.float32)))
     except RuntimeError as e:  # a paddle-gpu install without its CPU BLAS (libmklml_intel.so)
         pytest.skip(f"paddle's CPU matmul does not run here: {str(e).splitlines()[0][:120]}")
-    args = _layer_inputs(5, np.float32, heads, kind)
+    args = _layer_inputs(5, np.float32, heads, decode)
     for on_gpu, on_cpu in zip(_fused(ops, gpu, *args, False), _fused(ops, cpu, *args, False), strict=True):
         np.testing.assert_allclose(on_gpu, on_cpu, rtol=1e-3, atol=1e-3)
