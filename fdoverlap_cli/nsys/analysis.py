@@ -22,19 +22,21 @@ from fdoverlap_cli.measure.metrics import PathMetrics, Summary
 from fdoverlap_cli.measure.records import Kind, Span, SpanTable
 from fdoverlap_cli.measure.schema import DOMAIN
 from fdoverlap_cli.nsys import export as nsys
-from fdoverlap_cli.nsys import markers, statistics, summary
+from fdoverlap_cli.nsys import kernel_idle, markers, statistics, summary
 from fdoverlap_cli.nsys.markers import versus
 from fdoverlap_cli.nsys.steps import Attribution, PathAttribution, attribute
 
 
 @dataclass(frozen=True)
 class NsysPath:
-    """One path of an fdoverlap export: its metrics, where its GPU work went, and its kernels-only bubble."""
+    """One path of an fdoverlap export: its metrics, where its GPU work went, its kernels-only bubble, and where
+    the kernels' union waited."""
 
     name: str
     metrics: PathMetrics
     work: dict[str, Any]  # PathAttribution.counts()
     kernel_bubble_ns: Summary = field(default_factory=Summary)
+    kernel_idle: dict[str, Any] = field(default_factory=dict)  # kernel_idle.summarize over the measured steps
 
     @property
     def kernel_busy(self) -> float | None:
@@ -48,6 +50,7 @@ class NsysPath:
             "metrics": m,
             "kernel_busy": self.kernel_busy,
             "kernel_bubble_ns": self.kernel_bubble_ns.to_dict(),
+            "kernel_idle": self.kernel_idle,
             "work": self.work,
         }
 
@@ -170,8 +173,15 @@ def analyze(
         analysis.notes.extend(analysis.derived.notes)
         derived = analysis.derived.paths
         analysis.paths = {
-            name: NsysPath(name, derived[name], p.counts(), _kernel_bubble(p, derived[name]))
+            name: NsysPath(
+                name,
+                m,
+                p.counts(),
+                _kernel_bubble(p, m),
+                kernel_idle.summarize(p.kernel_idle, m.per_step.step, m.gpu_window_ns),
+            )
             for name, p in paths.items()
+            for m in (derived[name],)
         }
         if any(p.graph_records.count for p in paths.values()):
             analysis.notes.append(WHOLE_GRAPH_NOTE)

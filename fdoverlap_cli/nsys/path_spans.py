@@ -15,6 +15,7 @@ import numpy as np
 
 from fdoverlap_cli.measure.records import KIND_CODE, Kind, SpanTable, Track
 from fdoverlap_cli.nsys import export as nsys
+from fdoverlap_cli.nsys.kernel_idle import IdleLedger
 
 COMPUTE, COPY, ITERATION = (KIND_CODE[k] for k in (Kind.COMPUTE, Kind.COPY, Kind.ITERATION))
 
@@ -72,6 +73,7 @@ class PathBuilder:
     opened: set[tuple[int, str]] = field(default_factory=set)  # (step, stage) whose C_k interval has begun
     first_kernel: dict[int, int] = field(default_factory=dict)  # step -> start of its first kernel of C_k
     kernel_busy_ns: int = 0  # |union of the C_k kernels themselves|, summed as they arrive
+    kernel_idle: IdleLedger = field(default_factory=IdleLedger)  # the union's gaps and gains, by step (kernel_idle)
     _busy: list[int] | None = None  # the union's interval still growing
     newest_step: int = -(2**62)
     iteration: tuple[int, int, int, int] | None = None  # (step, start, end, track) until we know the step ran
@@ -83,12 +85,13 @@ class PathBuilder:
     def count(self, what: str, start: int, end: int) -> None:
         self.work.setdefault(what, GpuWork()).add(start, end)
 
-    def gpu(self, kind: int, step: int, start: int, end: int, track: int, stage: str) -> None:
-        """Extend the (kind, step, track, stage) interval to cover a GPU record: first start to last end."""
+    def gpu(self, kind: int, step: int, start: int, end: int, track: int, stage: str, call: str = "") -> None:
+        """Extend the (kind, step, track, stage) interval to cover a GPU record: first start to last end;
+        `call`: the API call that launched it (where a C_k record that ends a gap of the union waited)."""
         self._extend(kind, step, start, end, track, stage)
         if kind == COMPUTE:
             self.opened.add((step, stage))
-            self._add_busy(start, end)
+            self._add_busy(start, end, step, stage, call)
             self.first_kernel[step] = min(start, self.first_kernel.get(step, start))
 
     def open_stage(self, step: int, start: int, end: int, track: int, stage: str) -> None:
@@ -110,13 +113,17 @@ class PathBuilder:
             self.newest_step = step
             self._settle(older_than=step - 1)
 
-    def _add_busy(self, start: int, end: int) -> None:
-        # Kernels of one stream run in launch order, so the union grows at its end or starts anew.
+    def _add_busy(self, start: int, end: int, step: int, stage: str, call: str) -> None:
+        # Kernels of one stream run in launch order, so the union grows at its end or starts anew; what it
+        # gains goes to the record's step, a gap it starts anew after to the record (nsys/kernel_idle.py).
         if self._busy is not None and start <= self._busy[1]:
+            self.kernel_idle.busy(step, end - self._busy[1])
             self._busy[1] = max(self._busy[1], end)
             return
         if self._busy is not None:
             self.kernel_busy_ns += self._busy[1] - self._busy[0]
+            self.kernel_idle.gap(step, stage, call, start - self._busy[1])
+        self.kernel_idle.busy(step, end - start)
         self._busy = [start, end]
 
     def _settle(self, older_than: int) -> None:

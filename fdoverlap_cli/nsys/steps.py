@@ -61,7 +61,8 @@ from fdoverlap_cli.measure.schema import (
     STEP,
 )
 from fdoverlap_cli.nsys import export as nsys
-from fdoverlap_cli.nsys.calls import is_graph_launch_call, is_host_wait_call, is_timing_kernel
+from fdoverlap_cli.nsys.calls import api_name, is_graph_launch_call, is_host_wait_call, is_timing_kernel
+from fdoverlap_cli.nsys.kernel_idle import IdleLedger
 from fdoverlap_cli.nsys.path_spans import COMPUTE, COPY, GpuWork, PathBuilder, Tracks
 
 # The kind code of a host-blocking call inside each stage range (a Kind.WAIT elsewhere).
@@ -87,6 +88,7 @@ class PathAttribution:
     idle_iterations: int  # step ranges without a preprocess range (the worker idled)
     kernel_busy_ns: int = 0  # |union of the C_k kernels|: C_k without the idle gaps inside its stages
     first_kernel_ns: dict[int, int] = field(default_factory=dict)  # step -> start of its first kernel of C_k
+    kernel_idle: IdleLedger = field(default_factory=IdleLedger)  # where the union of the C_k kernels waited
     pid: int | None = None  # the process the path's ranges ran in
 
     def counts(self) -> dict[str, dict[str, int] | int]:
@@ -157,6 +159,7 @@ class StepAttributor:
         calls = export.distinct_names(nsys.RUNTIME, "nameId")
         self.wait_ids = frozenset(i for i, name in calls.items() if is_host_wait_call(name))
         self.graph_launch_ids = frozenset(i for i, name in calls.items() if is_graph_launch_call(name))
+        self.call_names = {i: api_name(name) for i, name in calls.items()}
         kernels = export.distinct_names(nsys.KERNEL, "shortName")
         self.instrumentation_ids = frozenset(i for i, name in kernels.items() if is_timing_kernel(name))
         copy_kinds, memory_kinds = export.enum(nsys.MEMCPY_KINDS), export.enum(nsys.MEMORY_KINDS)
@@ -259,6 +262,8 @@ class StepAttributor:
         if graph_call and self._last_graph_launch != (c.tid, c.correlation_id):  # once per call, not per kernel
             self._last_graph_launch = (c.tid, c.correlation_id)
             path.count("graph_launches", c.start, c.end)
+            if k is not None:
+                path.kernel_idle.graph_steps.add(k)
         if c.gpu == nsys.KERNEL and c.kernel_name_id in self.instrumentation_ids:
             path.count("instrumentation", s, e)
             if stage in COMPUTE_STAGES and k is not None:
@@ -276,7 +281,7 @@ class StepAttributor:
 
     def _gpu(self, path: PathBuilder, c: nsys.Launch, kind: int, step: int, ctx_stage: str) -> None:
         stream = self.tracks("stream", c.stream)
-        path.gpu(kind, step, c.gpu_start, c.gpu_end, stream, ctx_stage)
+        path.gpu(kind, step, c.gpu_start, c.gpu_end, stream, ctx_stage, self.call_names.get(c.name_id, "?"))
         if self.keep_flows:
             path.flows.append(
                 (step, c.start, c.end, self.tracks("thread", c.tid), kind, c.gpu_start, c.gpu_end, stream)
@@ -324,6 +329,7 @@ class StepAttributor:
                 idle_iterations=p.idle_iterations,
                 kernel_busy_ns=p.kernel_busy_ns,
                 first_kernel_ns=p.first_kernel,
+                kernel_idle=p.kernel_idle,
                 pid=self.origin[key][1],
             )
         return Attribution(
