@@ -210,16 +210,22 @@ def test_analyze_markdown_and_html(capsys, tmp_path):
     shown = run_cli("analyze", str(NSYS_FIXTURE), env=wide)
     md = run_cli("analyze", str(NSYS_FIXTURE), "--markdown", "-", "--html", str(page), env=wide)
     assert shown.returncode == 0 and md.returncode == 0, md.stderr
-    (table,) = markdown_tables(md.stdout)  # the per-step table alone: the nsys stats tables stay in the page
+    # the per-step table, then per path where the GPU waited: the nsys stats tables stay in the page
+    table, *waited = markdown_tables(md.stdout)
     printed = shown.stdout[shown.stdout.index("per step (fdoverlap)") :]
     assert len(table) > 20 and table[1] == ["measured steps", "26", "26", "same"]
     assert table == terminal_rows(printed.split("\n", 1)[1])
+    assert len(waited) == 2
+    for name, rows in zip(("sync", "overlap"), waited, strict=True):
+        title = f"where the GPU waited, kernels only ({name})"
+        assert rows == terminal_rows(shown.stdout[shown.stdout.index(title) :].split("\n", 1)[1])
+        assert rows[0][:3] == ["step kind", "stage", "call"] and 1 < len(rows) <= 7
     assert "speedup 1.986×" in md.stdout
     html = page.read_text()
     _self_contained(html)
     rendered = parse(html)
     assert html.count("<svg") == 1
-    assert [c for c, _ in rendered.tables] == ["summary", "stats", "stats", "stats", "stats"]
+    assert [c for c, _ in rendered.tables] == ["summary", "waited", "waited", "stats", "stats", "stats", "stats"]
     fails(capsys, ["analyze", NSYS_FIXTURE, "--html", NSYS_FIXTURE], "is the same file as the report")
 
 

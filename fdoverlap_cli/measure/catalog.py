@@ -290,6 +290,22 @@ NSYS_METRICS = (
         where=(NSYS,),
         gpu=True,
     ),
+    *(
+        _m(
+            f"kernel_idle.{kind}_steps.kernel_busy",
+            f"GPU busy (kernels only), {kind} steps",
+            "pct",
+            f"Σ busy / Σ (busy + idle) over the {which}: busy the ∪ C_k kernels each record adds, idle the gaps "
+            "of the union ending at the step's records",
+            source="nsys",
+            where=(NSYS,),
+            gpu=True,
+        )
+        for kind, which in (
+            ("graph", "steps that launched a CUDA graph in a compute stage"),
+            ("eager", "steps that launched no CUDA graph (the forward launched kernel by kernel)"),
+        )
+    ),
     _m(
         "kernel_bubble_ns.mean",
         "bubble, kernels only (mean)",

@@ -177,7 +177,51 @@ def _path_work(name: str, p: NsysPath) -> list[Block]:
     ]
     if w["idle_iterations"]:
         extra.append(f"{w['idle_iterations']:,} idle iterations")
-    return [text(f"{name}: not in C_k or D_k: {', '.join(extra)}", style=DIM)] if extra else []
+    out: list[Block] = [text(f"{name}: not in C_k or D_k: {', '.join(extra)}", style=DIM)] if extra else []
+    return out + _waited_for(name, p)
+
+
+TOP_WAITS = 6  # rows of the "where the GPU waited" table (the JSON has kernel_idle.TOP_WAITED_FOR)
+WHOLE_GRAPH_IDLE = (
+    "traced as a whole (--cuda-graph-trace=graph), a graph replay is one record: a graph step's idle is only what "
+    "lies outside its graph records (--cuda-graph-trace=node shows the gaps between a graph's kernels)"
+)
+
+
+def _waited_for(name: str, p: NsysPath) -> list[Block]:
+    """The gaps of the kernels-only union by the call that ended them (nsys/kernel_idle.py), the longest first."""
+    waits = p.kernel_idle.get("waited_for", [])[:TOP_WAITS]
+    if not waits:
+        return []
+    rows = [
+        [
+            w["step_kind"],
+            w["stage"],
+            w["call"],
+            f"{w['count']:,}",
+            value(w["idle_ns"], "ms"),
+            value(w["mean_ns"], "us"),
+            value(w["share"], "pct"),
+        ]
+        for w in waits
+    ]
+    columns = [
+        Column("step kind"),
+        Column("stage"),
+        Column("call"),
+        *(Column(c, right=True) for c in ("gaps", "idle", "mean", "share of window")),
+    ]
+    whole_graphs = p.work["graph_records"]["count"] > 0
+    return [
+        table(
+            columns,
+            rows,
+            title=f"where the GPU waited, kernels only ({name})",
+            rows_note=WHOLE_GRAPH_IDLE if whole_graphs else "",
+            whole=True,
+            name="waited",
+        )
+    ]
 
 
 def _verdict(row: Agreement) -> Text:
