@@ -12,7 +12,8 @@ definitions, the same as the engine's own timing (schema.STEP_SPANS):
              on the stream's track. That is what the engine's timestamps at the stage boundaries
              measure, so both sources agree; the idle time between kernels inside a stage (a host
              that launches slower than the GPU runs) only nsys sees: `kernel_busy_ns` sums the
-             union of the kernels themselves. A CUDA graph's GPU work belongs to the stage whose
+             union of the kernels themselves, `kernel_idle` the step, stage and call each gap of
+             it ended at (nsys/kernel_idle.py). A CUDA graph's GPU work belongs to the stage whose
              cudaGraphLaunch launched it: its kernels when nsys traced it per node, its one
              whole-graph record (GRAPH_TRACE) when nsys traced it as a whole (then the gaps inside a
              graph count as busy, in C_k and in kernel_busy_ns alike). The kernels of
