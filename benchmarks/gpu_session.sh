@@ -170,6 +170,13 @@ print(f"overlap: GPU busy, kernels only {100 * p['kernel_busy']:.2f}% (target >=
       f"{100 * p['metrics']['gpu_busy']:.2f}%, {p['work']['graph_launches']['count']} graph launches, "
       f"{p['work']['compute_kernels']['count']} kernels and {p['work']['graph_records']['count']} whole-graph "
       f"records in C_k; graphs traced: {d['cuda_graphs']['traced']}")
+for kind in ("graph", "eager"):
+    k = p["kernel_idle"][f"{kind}_steps"]
+    busy = f"{100 * k['kernel_busy']:.2f}%" if k["kernel_busy"] is not None else "-"
+    print(f"  {kind} steps: {k['steps']}, GPU busy, kernels only {busy}")
+for w in p["kernel_idle"]["waited_for"][:4]:
+    print(f"  waited for {w['call']} ({w['step_kind']} steps, {w['stage']}): {w['count']} gaps, "
+          f"{w['idle_ns'] / 1e6:.1f} ms, {100 * w['share']:.1f}% of the window")
 PY
     done
 }
