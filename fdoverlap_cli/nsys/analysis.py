@@ -171,18 +171,10 @@ def analyze(
         paths = attribution.paths
         analysis.derived = derive({name: PathTiming(p.spans) for name, p in paths.items()}, window)
         analysis.notes.extend(analysis.derived.notes)
-        derived = analysis.derived.paths
-        analysis.paths = {
-            name: NsysPath(
-                name,
-                m,
-                p.counts(),
-                _kernel_bubble(p, m),
-                kernel_idle.summarize(p.kernel_idle, m.per_step.step, m.gpu_window_ns),
-            )
-            for name, p in paths.items()
-            for m in (derived[name],)
-        }
+        for name, p in paths.items():
+            m = analysis.derived.paths[name]
+            idle = kernel_idle.summarize(p.kernel_idle, m.per_step.step, m.gpu_window_ns)
+            analysis.paths[name] = NsysPath(name, m, p.counts(), _kernel_bubble(p, m), idle)
         if any(p.graph_records.count for p in paths.values()):
             analysis.notes.append(WHOLE_GRAPH_NOTE)
     return analysis
