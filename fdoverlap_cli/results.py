@@ -23,7 +23,7 @@ import numpy as np
 
 from fdoverlap_cli import __version__
 from fdoverlap_cli.engine.designs import PR6176
-from fdoverlap_cli.engine.graphs import GraphCapture
+from fdoverlap_cli.engine.graphs import EagerWarmup, GraphCapture
 from fdoverlap_cli.engine.output_ipc import MSGQUEUE
 from fdoverlap_cli.engine.token_check import IdentityCheck, StreamCheck
 from fdoverlap_cli.errors import InputError
@@ -275,6 +275,7 @@ class RunResult:
     identity: IdentityCheck | None = None  # the two paths' tokens, compared
     window: Window | None = None  # the steps the run's own output covered
     graphs: GraphCapture | None = None  # the decode CUDA graphs both paths replayed (None: none captured)
+    eager_warmup: EagerWarmup | None = None  # the token counts run once before the paths (None: none, or the CPU)
     notes: list[str] = field(default_factory=list)
     tensor_parallel: TensorParallel | None = None  # the ranks of a --tp N run (None: one process)
     created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
@@ -332,6 +333,7 @@ class RunResult:
             "options": self.options,
             "window": list(self.window) if self.window else None,
             "cuda_graphs": self.graphs.to_dict() if self.graphs else None,
+            "eager_warmup": self.eager_warmup.to_dict() if self.eager_warmup else None,
             "identity": self.identity.to_dict() if self.identity else None,
             "notes": self.notes,
             "paths": {name: p.to_dict() for name, p in self.paths.items()},
@@ -364,6 +366,7 @@ class RunResult:
                 identity=IdentityCheck(**d["identity"]) if d["identity"] else None,
                 window=tuple(d["window"]) if d["window"] else None,
                 graphs=GraphCapture.from_dict(d["cuda_graphs"]) if d.get("cuda_graphs") else None,
+                eager_warmup=EagerWarmup.from_dict(d["eager_warmup"]) if d.get("eager_warmup") else None,
                 notes=d["notes"],
                 tensor_parallel=TensorParallel.from_dict(d["tensor_parallel"]) if d.get("tensor_parallel") else None,
                 created=d["created"],

@@ -138,6 +138,9 @@ def check_results(doc: dict[str, Any]) -> None:
     graphs = D.optional(doc, "cuda_graphs", "")
     if graphs is not None:
         _graphs(graphs)
+    warmup = D.optional(doc, "eager_warmup", "")
+    if warmup is not None:
+        _eager_warmup(warmup)
     identity = D.optional(doc, "identity", "")
     if identity is not None:
         _identity(identity)
@@ -215,6 +218,16 @@ def _graphs(graphs: dict[str, Any]) -> None:
     known = {"sizes", "capture_ns", "allocated_before", "allocated_after", "reserved_before", "reserved_after"}
     for key in graphs:
         if key not in known | {"memory_bytes"}:
+            raise InputError(_key(where, key), "unknown field")
+
+
+def _eager_warmup(warmup: dict[str, Any]) -> None:
+    where = "eager_warmup"
+    for i, count in enumerate(D.list(warmup, "token_counts", where)):
+        D.int_value(count, f"{where}.token_counts[{i}]", minimum=1)
+    D.int(warmup, "warmup_ns", where)
+    for key in warmup:
+        if key not in {"token_counts", "warmup_ns"}:
             raise InputError(_key(where, key), "unknown field")
 
 

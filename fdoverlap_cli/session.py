@@ -192,6 +192,7 @@ class ReplaySession:
             options=cfg.to_dict(),
             window=cfg.window,
             graphs=self.engine.graph_capture if self.engine else None,
+            eager_warmup=self.engine.eager_warmup if self.engine else None,
         )
         if dev is not None and not dev.is_gpu:
             result.notes.append(CPU_NOTE)

@@ -12,14 +12,15 @@ import json
 import numpy as np
 import pytest
 
+from fdoverlap_cli.engine.bookkeeping import planned_launches
 from fdoverlap_cli.engine.device import Device
-from fdoverlap_cli.engine.graphs import GraphCapture, capture_sizes, graphs_enabled, padded_size
+from fdoverlap_cli.engine.graphs import EagerWarmup, GraphCapture, capture_sizes, graphs_enabled, padded_size
 from fdoverlap_cli.engine.model import model_config
 from fdoverlap_cli.engine.replay import Engine
 from fdoverlap_cli.engine.runner import RunnerOptions
 from fdoverlap_cli.engine.token_check import compare_streams
-from fdoverlap_cli.errors import FdoError, OptionError
-from fdoverlap_cli.render.run_tables import graph_line, summary_dict
+from fdoverlap_cli.errors import FdoError, InputError, OptionError
+from fdoverlap_cli.render.run_tables import graph_line, summary_dict, warmup_line
 from fdoverlap_cli.resources import traces_dir
 from fdoverlap_cli.results import PathRecord, RunResult
 from fdoverlap_cli.session import ReplayConfig, ReplaySession
@@ -199,3 +200,86 @@ def test_one_forward_replayed_is_bitwise_the_eager_forward_of_its_padded_batch()
     assert (out["rows"], out["size"]) == (5, 8)
     assert bitwise_equal(out["graph"], out["padded"])
     assert out["exact"].shape == out["graph"].shape and np.isfinite(out["exact"]).all()
+
+
+# ----------------------------------------------------------------------------- the eager warm-up
+
+
+@pytest.mark.parametrize("name", ["default", "preempt", "mixed-chunked"])
+def test_the_planned_launches_are_the_batches_a_replay_runs(name):
+    """The dry run of the bookkeeping (which token counts the warm-up runs) against a real replay's steps: the
+    same steps, slots and prefill tokens, a prefill step's token count exactly (it is read back); a decode step
+    may launch with more (#6176 caches the count of the step before, an upper bound)."""
+    trace = load_trace(traces_dir() / f"{name}.json")
+    plans = planned_launches(trace, MODEL.vocab_size)
+    engine = Engine(trace, Device.open("cpu"), MODEL, RunnerOptions(), cuda_graph="off")
+    for path in ("sync", "overlap"):
+        h = _tokens(engine, path).host
+        ran = h["tokens"] > 0
+        assert {int(s) for s in h["step"][ran]} == {p.step for p in plans if p.token_num}
+        prefills = 0
+        for row in np.flatnonzero(ran):
+            plan = plans[int(h["step"][row])]
+            assert (plan.running, plan.prefill_tokens) == (h["running"][row], h["prefill_tokens"][row])
+            assert plan.decode_only == (h["prefill_tokens"][row] == 0)
+            if plan.decode_only:
+                assert plan.token_num <= h["tokens"][row]
+            else:
+                assert plan.token_num == h["tokens"][row]
+                prefills += 1
+        assert prefills > 5
+
+
+def test_the_eager_warmup_runs_each_eager_count_once_and_writes_no_cache():
+    trace = load_trace(traces_dir() / "default.json")
+    eager = _tokens(Engine(trace, Device.open("cpu"), MODEL, RunnerOptions(), cuda_graph="off"))
+    engine = Engine(trace, CpuGraphDevice(), MODEL, RunnerOptions(), cuda_graph="on")
+    forward = engine.forward
+    counts = forward.eager_counts((p.token_num, p.decode_only) for p in planned_launches(trace, MODEL.vocab_size))
+    h = eager.host
+    prefill_steps = (h["tokens"] > 0) & (h["prefill_tokens"] > 0)
+    assert counts == tuple(sorted({int(n) for n in h["tokens"][prefill_steps]})) and len(counts) > 3
+    forward.sizes = ()  # graphs off: every count runs eagerly, the decode ones too
+    assert forward.eager_counts([(3, True), (3, False), (0, False), (7, True)]) == (3, 7)
+    forward.sizes = capture_sizes(trace.config.max_num_seqs)
+    assert forward.eager_counts([(3, True), (16, True), (17, True), (5, False)]) == (5, 17)
+
+    before = [(k.numpy().tobytes(), v.numpy().tobytes()) for k, v in engine.share.kv_cache]
+    calls = []
+    forward_once = engine.model.forward
+    engine.model.forward = lambda ids, *rest: calls.append(int(ids.shape[0])) or forward_once(ids, *rest)
+    warmup = forward.warm_eager(counts)
+    engine.model.forward = forward_once
+    assert calls == list(counts) and warmup.token_counts == counts and warmup.warmup_ns > 0
+    assert before == [(k.numpy().tobytes(), v.numpy().tobytes()) for k, v in engine.share.kv_cache]
+    graph = _tokens(engine, "overlap")
+    assert compare_streams(trace, eager.reader.tokens, graph.reader.tokens, ("eager", "graph")).identical
+
+
+def test_a_cpu_run_has_no_eager_warmup():
+    engine = Engine(engine_traces.preemption(), CpuGraphDevice(), MODEL, RunnerOptions(), cuda_graph="on")
+    engine.warm_up(2)
+    assert engine.eager_warmup is None
+
+
+def test_run_json_keeps_the_eager_warmup_and_the_table_names_it(tmp_path):
+    w = EagerWarmup((121, 328, 2048), 731_500_000)
+    result = RunResult(["fdoverlap"], {"device": "gpu"}, {}, {}, {}, eager_warmup=w)
+    assert warmup_line(result) == (
+        "eager warm-up: 3 token counts (121 to 2048 tokens) run once before the paths, in 731.5 ms, so no "
+        "measured step pays cuBLAS's first call of its GEMM shapes"
+    )
+    assert warmup_line(RunResult(["fdoverlap"], {"device": "gpu"}, {}, {}, {})) is None
+    assert EagerWarmup.from_dict(json.loads(json.dumps(w.to_dict()))) == w
+    out = tmp_path / "run.json"
+    proc = run_cli("replay", "--path", "sync", "--device", "cpu", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text())
+    assert doc["eager_warmup"] is None and "eager warm-up" not in proc.stdout
+    doc["eager_warmup"] = w.to_dict()
+    out.write_text(json.dumps(doc))
+    assert RunResult.load(out).eager_warmup == w
+    doc["eager_warmup"]["token_counts"] = [121, 0]
+    out.write_text(json.dumps(doc))
+    with pytest.raises(InputError, match=r"eager_warmup\.token_counts\[1\]"):
+        RunResult.load(out)

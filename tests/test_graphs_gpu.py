@@ -28,6 +28,7 @@ from fdoverlap_cli.engine.runner import RunnerOptions
 from fdoverlap_cli.engine.token_check import check_against_trace, compare_streams
 from fdoverlap_cli.kernel_choices import GEMM_ENV
 from fdoverlap_cli.resources import traces_dir
+from fdoverlap_cli.results import RunResult
 from fdoverlap_cli.trace import load_trace
 from tests import engine_traces
 from tests.conftest import run_cli
@@ -148,6 +149,11 @@ def test_run_json_and_the_table_on_the_gpu(tmp_path, mode):
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(out.read_text())
     metrics = doc["derived"]["paths"]["overlap"]
+    columns = RunResult.load(out).paths["overlap"].columns
+    eager = (columns["tokens"] > 0) & (columns["graph_rows"] == 0) & (columns["prefill_tokens"] > 0)
+    warmed = doc["eager_warmup"]["token_counts"]
+    assert warmed == sorted(set(warmed)) and {int(n) for n in columns["tokens"][eager]} <= set(warmed)
+    assert doc["eager_warmup"]["warmup_ns"] > 0 and f"eager warm-up: {len(warmed)} token counts" in proc.stdout
     if mode == "on":
         assert doc["cuda_graphs"]["sizes"] == list(capture_sizes(64))
         assert "CUDA graphs: decode batch sizes 1, 2, 4" in proc.stdout

@@ -157,3 +157,16 @@ class Bookkeeping:
                 self.generated[r] = []
                 self._prompts.pop(r, None)
                 self._prefill.pop(r, None)
+
+
+def planned_launches(trace: Trace, vocab_size: int) -> list[StepPlan]:
+    """Every step's plan as a replay launches it, from the trace alone: a dry run of the bookkeeping (token
+    values do not change a count, so every saved token is taken as 0)."""
+    book = Bookkeeping(trace, vocab_size)
+    tokens = np.zeros(trace.config.max_num_seqs, dtype=np.int64)
+    plans = []
+    for k, step in enumerate(trace.steps):
+        book.apply_step(step)
+        plans.append(book.launch(k))
+        book.record_tokens(plans[-1].producers, tokens)
+    return plans

@@ -19,10 +19,10 @@ import numpy as np
 
 from fdoverlap_cli.engine import memory
 from fdoverlap_cli.engine.annotate import Annotator
-from fdoverlap_cli.engine.bookkeeping import Bookkeeping
+from fdoverlap_cli.engine.bookkeeping import Bookkeeping, planned_launches
 from fdoverlap_cli.engine.buffers import ShareInputs
 from fdoverlap_cli.engine.device import Device
-from fdoverlap_cli.engine.graphs import GraphCapture, ModelForward, capture_sizes, graphs_enabled
+from fdoverlap_cli.engine.graphs import EagerWarmup, GraphCapture, ModelForward, capture_sizes, graphs_enabled
 from fdoverlap_cli.engine.model import ModelConfig, SyntheticDecoder
 from fdoverlap_cli.engine.msg_queue import check_message_size
 from fdoverlap_cli.engine.output_ipc import OUTPUT_IPCS, open_output
@@ -149,7 +149,8 @@ class Engine:
         return self.forward.capture
 
     def warm_up(self, steps: int = 8) -> None:
-        """Run the first steps of the trace once (kernels loaded, handles and allocator warm), reset, then
+        """Run the first steps of the trace once (kernels loaded, handles and allocator warm), reset, on a GPU
+        run every token count the trace launches eagerly once (graphs.py: cuBLAS's first call of a shape), then
         capture the decode CUDA graphs (when they are on)."""
         n = min(steps, len(self.trace.steps))
         if n:
@@ -160,7 +161,15 @@ class Engine:
             for k in range(n):
                 runner.iteration(k, self.trace.steps[k], overlap=False)
             self.device.synchronize()
+        if self.device.is_gpu and self.forward.warmup is None:  # the CPU has no cuBLAS to warm
+            plans = planned_launches(self.trace, self.model_cfg.vocab_size)
+            self.forward.warm_eager(self.forward.eager_counts((p.token_num, p.decode_only) for p in plans))
         self.forward.capture_all()
+
+    @property
+    def eager_warmup(self) -> EagerWarmup | None:
+        """The token counts warmed eagerly and the time it took (None: none, or on the CPU)."""
+        return self.forward.warmup
 
     def replay(self, path: str, on_step: Callable[[int], None] | None = None) -> PathRun:
         """Replay the whole trace through `path` ('sync' or 'overlap'); the result is also kept in `self.runs`."""

@@ -118,9 +118,7 @@ def measured_lines(result: RunResult, view: Derived) -> list[Text]:
 def run_blocks(result: RunResult, view: Derived) -> list[Block]:
     """What `compare`, `replay` and `report` print, as blocks: the header, the table, the checks, the notes."""
     out: list[Block] = [header_line(result)]
-    graphs = graph_line(result)
-    if graphs:
-        out.append(text(graphs))
+    out += [text(line) for line in (graph_line(result), warmup_line(result)) if line]
     out.append(text(steps_line(view), style=BOLD))
     summary, notes = summary_table(result, view)
     out += [summary, *measured_lines(result, view)]
@@ -144,6 +142,19 @@ def graph_line(result: RunResult) -> str | None:
         f"{value(g.memory_bytes, 'bytes')} (allocator reserved {value(g.reserved_before, 'bytes')} → "
         f"{value(g.reserved_after, 'bytes')}, allocated {value(g.allocated_before, 'bytes')} → "
         f"{value(g.allocated_after, 'bytes')})"
+    )
+
+
+def warmup_line(result: RunResult) -> str | None:
+    """The token counts run eagerly once before the paths (cuBLAS's first call of each shape); None if none."""
+    w = result.eager_warmup
+    if w is None or not w.token_counts:
+        return None
+    counts = w.token_counts
+    spread = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
+    return (
+        f"eager warm-up: {len(counts)} token counts ({spread} tokens) run once before the paths, in "
+        f"{value(w.warmup_ns, 'ms')}, so no measured step pays cuBLAS's first call of its GEMM shapes"
     )
 
 
