@@ -256,6 +256,16 @@ def test_the_eager_warmup_runs_each_eager_count_once_and_writes_no_cache():
     assert compare_streams(trace, eager.reader.tokens, graph.reader.tokens, ("eager", "graph")).identical
 
 
+def test_the_warmup_counts_are_the_eager_batches_and_every_decode_count_without_graphs():
+    trace = load_trace(traces_dir() / "default.json")
+    prefills = {p.token_num for p in planned_launches(trace, MODEL.vocab_size) if not p.decode_only}
+    slots = trace.config.max_num_seqs
+    with_graphs = Engine(trace, CpuGraphDevice(), MODEL, RunnerOptions(), cuda_graph="on").eager_warmup_counts()
+    assert with_graphs == tuple(sorted(prefills))  # every decode count has a captured size
+    without = Engine(trace, Device.open("cpu"), MODEL, RunnerOptions(), cuda_graph="off").eager_warmup_counts()
+    assert without == tuple(sorted(prefills | set(range(1, slots + 1))))
+
+
 def test_a_cpu_run_has_no_eager_warmup():
     engine = Engine(engine_traces.preemption(), CpuGraphDevice(), MODEL, RunnerOptions(), cuda_graph="on")
     engine.warm_up(2)

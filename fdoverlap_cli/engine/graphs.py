@@ -23,7 +23,8 @@ does `ModelForward.run`, the one call stage 1 of every runner makes once it know
   0.4-1.1 ms of host time for an 8B-class prefill GEMM in isolation and about 4 ms inside a replay, during which
   the GPU waits. A serving engine that has run for a while has seen its token counts; a replay of a few hundred
   steps sees most of them once, so without it every prefill step would pay that cost. The counts come from a dry
-  run of the bookkeeping; a decode batch that #6176 launches with a cached, larger count is not among them.
+  run of the bookkeeping, plus every decode count up to the slots (a runner that launches a decode batch with
+  a cached upper bound runs counts the plan does not).
 """
 
 from __future__ import annotations

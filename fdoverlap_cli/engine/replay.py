@@ -21,6 +21,7 @@ from fdoverlap_cli.engine import memory
 from fdoverlap_cli.engine.annotate import Annotator
 from fdoverlap_cli.engine.bookkeeping import Bookkeeping, planned_launches
 from fdoverlap_cli.engine.buffers import ShareInputs
+from fdoverlap_cli.engine.designs import SPECULATIVE_TOKENS
 from fdoverlap_cli.engine.device import Device
 from fdoverlap_cli.engine.graphs import EagerWarmup, GraphCapture, ModelForward, capture_sizes, graphs_enabled
 from fdoverlap_cli.engine.model import ModelConfig, SyntheticDecoder
@@ -162,9 +163,16 @@ class Engine:
                 runner.iteration(k, self.trace.steps[k], overlap=False)
             self.device.synchronize()
         if self.device.is_gpu and self.forward.warmup is None:  # the CPU has no cuBLAS to warm
-            plans = planned_launches(self.trace, self.model_cfg.vocab_size)
-            self.forward.warm_eager(self.forward.eager_counts((p.token_num, p.decode_only) for p in plans))
+            self.forward.warm_eager(self.eager_warmup_counts())
         self.forward.capture_all()
+
+    def eager_warmup_counts(self) -> tuple[int, ...]:
+        """The token counts the eager warm-up runs: every eager batch of the trace's planned launches, and every
+        decode count up to the slots' bound (a runner may launch a decode batch with a cached upper bound)."""
+        plans = planned_launches(self.trace, self.model_cfg.vocab_size)
+        decode_bound = self.trace.config.max_num_seqs * (SPECULATIVE_TOKENS + 1)
+        launches = [(p.token_num, p.decode_only) for p in plans] + [(n, True) for n in range(1, decode_bound + 1)]
+        return self.forward.eager_counts(launches)
 
     @property
     def eager_warmup(self) -> EagerWarmup | None:
