@@ -286,6 +286,9 @@ def test_run_json_keeps_the_eager_warmup_and_the_table_names_it(tmp_path):
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(out.read_text())
     assert doc["eager_warmup"] is None and "eager warm-up" not in proc.stdout
+    del doc["eager_warmup"]  # a run.json written before the eager warm-up
+    out.write_text(json.dumps(doc))
+    assert RunResult.load(out).eager_warmup is None
     doc["eager_warmup"] = w.to_dict()
     out.write_text(json.dumps(doc))
     assert RunResult.load(out).eager_warmup == w
