@@ -15,8 +15,6 @@ binds the PULL there and needs neither).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import errno
 import json
 import os
@@ -32,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fdoverlap_cli.engine import parent_death
 from fdoverlap_cli.engine.msg_queue import END_OF_RUN, remove_queue
 from fdoverlap_cli.errors import FdoError
 from fdoverlap_cli.fileio import atomic_open, write_json
@@ -291,31 +290,6 @@ class OutputSender:
 # --------------------------------------------------------------------------- the reader process
 
 
-def _die_with_parent(parent: int) -> None:
-    # PR_SET_PDEATHSIG: SIGTERM when the parent dies, so a killed tool leaves no reader behind.
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() != parent:
-        raise SystemExit(4)
-
-
-def _parent_gone(parent: int) -> bool:
-    """Whether the tool has died. Reparented, or its main thread already gone: the death signal comes when the
-    thread that started the reader exits, and while the tool's other threads still exit the reader's parent
-    is still the tool (its main thread a zombie)."""
-    if os.getppid() != parent:
-        return True
-    try:
-        state = Path(f"/proc/{parent}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state in ("Z", "X")
-
-
-def _terminate(signum: int, _frame: Any) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fdoverlap-reader")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -325,18 +299,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--parent", type=int, required=True)
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGHUP, _terminate)
+    for signum in (signal.SIGTERM, signal.SIGHUP, parent_death.PARENT_DEATH_SIGNAL):
+        signal.signal(signum, parent_death.terminate)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        _die_with_parent(args.parent)  # in the try: a tool that died before this must still be cleaned up
+        parent_death.die_with_parent(args.parent)  # in the try: a tool that died before this must still be cleaned up
         return _read(args)
-    except BaseException:  # SystemExit from _terminate or _die_with_parent, or what paddle's import makes of it
-        if _parent_gone(args.parent):  # the tool died: nobody else will remove the queue and the folder
+    except BaseException:  # SystemExit from terminate or die_with_parent, or what paddle's import makes of it
+        # The death signal comes again at each reparenting while the tool's threads exit.
+        signal.signal(parent_death.PARENT_DEATH_SIGNAL, signal.SIG_IGN)
+        dying = parent_death.PARENT_DEATH_SIGNAL in parent_death.signalled
+        # The tool died: nobody else will remove the queue and the folder.
+        if parent_death.parent_gone(args.parent, parent_death.PARENT_EXIT_GRACE_S if dying else 0.0):
             from fdoverlap_cli import stop_signals
 
-            # Held: the parent's death signal may come right after another way out (a broken pipe to the
-            # dead tool) and must not cut the removal short.
+            # Held: a stop signal now (after another way out, a broken pipe to the dead tool) must not cut
+            # the removal short.
             with stop_signals.held():
                 if args.zmq:
                     from fdoverlap_cli.engine.zmq_output import remove_endpoint
@@ -355,7 +333,7 @@ def _read(args: argparse.Namespace) -> int:
     if args.zmq:
         return _read_zmq(args)
 
-    with stop_signals.held():  # paddle's SIGTERM handler must not replace _terminate
+    with stop_signals.held(), parent_death.held():  # paddle's SIGTERM handler must not replace _terminate
         import numpy as np
 
         from fdoverlap_cli.platform import require_paddle
