@@ -308,9 +308,10 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException:  # SystemExit from terminate or die_with_parent, or what paddle's import makes of it
         # The death signal comes again at each reparenting while the tool's threads exit.
         signal.signal(parent_death.PARENT_DEATH_SIGNAL, signal.SIG_IGN)
-        dying = parent_death.PARENT_DEATH_SIGNAL in parent_death.signalled
-        # The tool died: nobody else will remove the queue and the folder.
-        if parent_death.parent_gone(args.parent, parent_death.PARENT_EXIT_GRACE_S if dying else 0.0):
+        # Stopped by the tool (SIGTERM), the tool cleans up; any other way out may be the tool dying, which can
+        # take a moment to show. If it died, nobody else will remove the queue and the folder.
+        stopped = signal.SIGTERM in parent_death.signalled or signal.SIGHUP in parent_death.signalled
+        if parent_death.parent_gone(args.parent, 0.0 if stopped else parent_death.PARENT_EXIT_GRACE_S):
             from fdoverlap_cli import stop_signals
 
             # Held: a stop signal now (after another way out, a broken pipe to the dead tool) must not cut
