@@ -260,7 +260,10 @@ class ZmqSender:
             if self._check_alive is not None:
                 self._check_alive()
             try:
-                self._queue.put(item, timeout=_POLL_MS / 1000)
+                # Held: a stop signal's handler raising inside the queue's lock can leave it held, and close()
+                # would then wait for it forever; the signal comes at the block's end instead (within _POLL_MS).
+                with stop_signals.held():
+                    self._queue.put(item, timeout=_POLL_MS / 1000)
                 return start, time.monotonic_ns()
             except queue.Full:
                 continue
