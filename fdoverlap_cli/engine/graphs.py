@@ -148,17 +148,12 @@ class ModelForward:
 
     def warm_eager(self, counts: Iterable[int]) -> EagerWarmup:
         """One all-padding eager forward of each token count (see the module docstring); it writes no KV cache."""
-        dev, ops, s = self.device, self.ops, self.share
+        dev, s = self.device, self.share
         counts = tuple(counts)
-        cu_q = dev.empty([s.max_num_seqs + 1], "int32")
-        ops.fill_(cu_q, 0)
         dev.synchronize()
         t0 = time.monotonic_ns()
         for rows in counts:
-            ids, batch_id = dev.empty([rows], "int64"), dev.empty([rows], "int32")
-            ops.fill_(ids, PAD_TOKEN_ID)
-            ops.fill_(batch_id, PAD_BATCH_ID)
-            self.model.forward(ids, batch_id, cu_q, s.seq_lens_decoder, s.kv_cache)
+            self.model.forward(*self._padding_batch(rows), s.seq_lens_decoder, s.kv_cache)
         dev.synchronize()
         self.warmup = EagerWarmup(counts, time.monotonic_ns() - t0)
         return self.warmup
@@ -178,17 +173,20 @@ class ModelForward:
         self.capture = GraphCapture(self.sizes, time.monotonic_ns() - t0, allocated, after[0], reserved, after[1])
         return self.capture
 
-    def capture_size(self, rows: int) -> SizeGraph:
-        """The static buffers of `rows` and the graph of the forward over them."""
-        dev, ops, s = self.device, self.ops, self.share
-        ids, batch_id, cu_q = (
-            dev.empty([rows], "int64"),
-            dev.empty([rows], "int32"),
-            dev.empty([s.max_num_seqs + 1], "int32"),
-        )
+    def _padding_batch(self, rows: int) -> tuple[Any, Any, Any]:
+        """(ids, batch_id_per_token, cu_seqlens_q) of a packed batch of `rows` padding rows: no slot runs."""
+        dev, ops = self.device, self.ops
+        ids, batch_id = dev.empty([rows], "int64"), dev.empty([rows], "int32")
+        cu_q = dev.empty([self.share.max_num_seqs + 1], "int32")
         ops.fill_(ids, PAD_TOKEN_ID)
         ops.fill_(batch_id, PAD_BATCH_ID)
         ops.fill_(cu_q, 0)
+        return ids, batch_id, cu_q
+
+    def capture_size(self, rows: int) -> SizeGraph:
+        """The static buffers of `rows` and the graph of the forward over them."""
+        dev, s = self.device, self.share
+        ids, batch_id, cu_q = self._padding_batch(rows)
 
         def forward() -> Any:
             return self.model.forward(ids, batch_id, cu_q, s.seq_lens_decoder, s.kv_cache)
