@@ -20,16 +20,16 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @contextlib.contextmanager
-def held() -> Iterator[None]:
-    """Hold the stop signals back in this thread and in the threads started meanwhile; on exit give them
-    back to Python's handlers and deliver what arrived.
+def held(signals: tuple[int, ...] = STOP_SIGNALS) -> Iterator[None]:
+    """Hold `signals` (the stop signals) back in this thread and in the threads started meanwhile; on exit give
+    them back to Python's handlers and deliver what arrived.
 
     A signal sent to the process can still reach a thread that does not block it (one started before);
     Python would then run its handler in the main thread inside the block. So, in the main thread, the
     block's handlers only note the signal, and it is raised again once the block is done."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
     handlers, arrived = {}, []
-    for signum in STOP_SIGNALS:
+    for signum in signals:
         if signal.getsignal(signum) is None:  # a handler Python did not install: not Python's to defer
             continue
         with contextlib.suppress(ValueError):  # only the main thread may set handlers
@@ -37,7 +37,7 @@ def held() -> Iterator[None]:
     try:
         yield
     finally:
-        for signum in STOP_SIGNALS:
+        for signum in signals:
             handler = handlers.get(signum, signal.getsignal(signum))
             if handler is not None:  # None: a handler Python did not install; leave it
                 with contextlib.suppress(ValueError):

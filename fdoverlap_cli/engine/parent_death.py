@@ -11,7 +11,6 @@ import ctypes
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,13 +50,3 @@ def terminate(signum: int, _frame: Any) -> None:
     """The reader's handler of the stop and death signals: note it, then leave through SystemExit."""
     signalled.append(signum)
     raise SystemExit(128 + signum)
-
-
-@contextlib.contextmanager
-def held() -> Iterator[None]:
-    """Block the parent's death signal (delivered on leaving), as stop_signals.held() does the stop signals."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {PARENT_DEATH_SIGNAL})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

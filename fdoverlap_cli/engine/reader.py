@@ -334,7 +334,8 @@ def _read(args: argparse.Namespace) -> int:
     if args.zmq:
         return _read_zmq(args)
 
-    with stop_signals.held(), parent_death.held():  # paddle's SIGTERM handler must not replace _terminate
+    # paddle's SIGTERM handler must not replace terminate; the tool's death, too, waits for the import's end.
+    with stop_signals.held((*stop_signals.STOP_SIGNALS, parent_death.PARENT_DEATH_SIGNAL)):
         import numpy as np
 
         from fdoverlap_cli.platform import require_paddle
