@@ -53,6 +53,16 @@ def test_compute_and_hidden_agree(pair):
         assert abs(theirs.hidden_save_work - ours.hidden_save_work) <= 0.02, name
 
 
+def test_both_sources_find_the_same_launch_bound_steps(pair):
+    analysis, run = pair
+    tool = run.view(None).paths
+    for name, p in analysis.paths.items():
+        ours, theirs = tool[name].per_step, p.metrics.per_step
+        np.testing.assert_array_equal(ours.step, theirs.step, err_msg=name)
+        assert np.array_equal(ours.launch_slack_ns <= 0, theirs.launch_slack_ns <= 0), name
+        assert tool[name].launch_bound == p.metrics.launch_bound, name
+
+
 def test_the_copies_explain_where_copy_and_save_differ(pair):
     """The tool's D_k spans its timestamps around the copies, nsys's the copies alone: the note says both."""
     analysis, run = pair

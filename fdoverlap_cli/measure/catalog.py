@@ -86,6 +86,15 @@ PATH_METRICS = (
         series="per_step.harness_ns",
     ),
     _m(
+        "launch_bound",
+        "launch-bound steps",
+        "pct",
+        "share of steps k with launch_slack_k ≤ 0: the GPU ended the forward before the host ended P_k, the stage "
+        "that launched it, so the forward ran at the host's launch rate and its time is the host's",
+        gpu=True,
+        series="per_step.launch_slack_ns",
+    ),
+    _m(
         "graph_steps",
         "steps replaying a CUDA graph",
         "num",
@@ -241,6 +250,14 @@ PATH_METRICS = (
         "us",
         "per step k: |I_k| − |I_k ∩ W|, the iteration without its waits",
         where=(STEPS,),
+    ),
+    _m(
+        "per_step.launch_slack_ns",
+        "launch slack",
+        "us",
+        "per step k: end of C_k's first span (the forward) − end of P_k; ≤ 0 when the GPU waited for the launches",
+        where=(STEPS,),
+        gpu=True,
     ),
     _m("per_step.compute_ns", "compute |C_k|", "us", "per step k: |C_k|", where=(STEPS,), gpu=True),
     _m(

@@ -188,7 +188,7 @@ def derive(paths: Mapping[str, PathTiming], window: Window | None = None) -> Der
     comparison = None
     if {"sync", "overlap"} <= paths.keys() and own["sync"] and own["overlap"]:
         comparison = compare(metrics["sync"], metrics["overlap"])
-    return Derived(window, steps, metrics, comparison, notes)
+    return Derived(window, steps, metrics, comparison, notes + _launch_notes(metrics))
 
 
 def _ranges(own: Mapping[str, Window | None]) -> str:
@@ -204,3 +204,25 @@ def _notes(paths: Mapping[str, PathTiming], own: Mapping[str, Window | None], st
     if len({r for r in own.values() if r is not None}) > 1:
         notes.append(f"the paths ran different steps ({_ranges(own)}): all are measured over {steps[0]}–{steps[1]}")
     return tuple(notes)
+
+
+LAUNCH_BOUND_NOTE_SHARE = 0.5  # a path with at least this share of launch-bound steps gets a note
+
+
+def _launch_notes(metrics: Mapping[str, PathMetrics]) -> tuple[str, ...]:
+    """A note when a path's forward mostly ran at the host's launch rate: its times are then the host's."""
+    bound = {
+        name: m
+        for name, m in metrics.items()
+        if m.launch_bound is not None and m.launch_bound >= LAUNCH_BOUND_NOTE_SHARE
+    }
+    if not bound:
+        return ()
+    shares = " and ".join(f"{100 * m.launch_bound:.1f}% of {name}'s" for name, m in bound.items())
+    note = (
+        f"the forward was launch-bound in {shares} steps (the GPU ended it before the host ended the stage that "
+        "launched it): its time is the host's launch time, which follows the host's speed, not the design's"
+    )
+    if not any(m.graph_steps for m in bound.values()):
+        note += "; CUDA graphs take the decode forward's launches off the host"
+    return (note,)

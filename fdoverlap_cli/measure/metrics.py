@@ -8,6 +8,7 @@ produced each request's tokens (`RequestFacts`). Notation for step k (see docs/a
   C_k  compute spans of step k          D_k  copy spans of step k
   S_k  save spans of step k             W    all wait spans of the path (every kind of Kind.WAITS)
   I_k  iteration span(s) of step k      S'_k = S_k ∖ W  (the save's own work)
+  P_k  host preprocess_and_execute_model(k): the stage that launches the forward
   |X|  the length of the union of X (intervals merged before measuring)
 
 The hidden fraction comes in parts (the contract): the copies (X = D_k), the save's work (X = S'_k) and
@@ -95,6 +96,23 @@ def _hidden(
     return hidden, hidden_ns, hideable
 
 
+def _launch_slack(c: np.ndarray, c_group: np.ndarray, p: np.ndarray, p_group: np.ndarray, n: int) -> np.ndarray:
+    """end(first C_k span) - end(P_k) per step, in int64 before the float64 result (NaN without either)."""
+    out = np.full(n, np.nan)
+    if not len(c) or not len(p):
+        return out
+    order = np.lexsort((c[:, 0], c_group))
+    first = order[np.r_[True, c_group[order][1:] != c_group[order][:-1]]]
+    forward_end = np.zeros(n, dtype=np.int64)
+    has_forward = np.zeros(n, dtype=bool)
+    forward_end[c_group[first]] = c[first, 1]
+    has_forward[c_group[first]] = True
+    launch_end, has_launch = _per_step(np.maximum, p[:, 1], p_group, n)
+    ok = has_forward & has_launch
+    out[ok] = (forward_end[ok] - launch_end[ok]).astype(np.float64)
+    return out
+
+
 def _ratio(part: np.ndarray, whole: np.ndarray, defined: np.ndarray) -> float | None:
     """Σ part / Σ whole over the defined steps; None when the whole is empty."""
     total = int(whole[defined].sum())
@@ -139,6 +157,7 @@ def path_metrics(
     g, g_group, _ = part(Kind.COMPUTE, Kind.COPY)
     s, s_group, _ = part(Kind.SAVE)
     i, i_group, _ = part(Kind.ITERATION)
+    p, p_group, _ = part(Kind.PREPROCESS)
 
     # hidden_k = |X_k ∩ C_{k+1}| / |X_k| for X = H = D ∪ S (the whole), D (the copies), S' = S ∖ W (the save's
     # work; the pieces of S ∖ W keep the step of their save span); aggregate Σ_k |X_k ∩ C_{k+1}| / Σ_k |X_k|.
@@ -178,6 +197,11 @@ def path_metrics(
     host_busy_ns = iv.measure_by_group(iterations, it_group, n) - _per_step(np.add, waited, it_group, n)[0]
     limit = np.maximum(gpu_ns, host_busy_ns)
 
+    # launch_slack_k = end(C_k's first span: the forward) - end(P_k), P_k the host's preprocess_and_execute_model(k).
+    # <= 0: the GPU finished the forward before the host finished launching it, so it ran at the launch rate.
+    launch_slack = _launch_slack(c, c_group, p, p_group, n)
+    has_slack = ~np.isnan(launch_slack)
+
     # step_time_k = start(I_{k+1}) - start(I_k): the loop's period, what throughput is made of.
     iteration_start = _per_step(np.minimum, i[:, 0], i_group, n)
     step_time = _next_minus_this(iteration_start, iteration_start, has_next)
@@ -213,6 +237,7 @@ def path_metrics(
         host_busy_ns=host_busy_ns,
         limit_ns=limit.astype(np.float64),
         harness_ns=counts["harness_per_step"],
+        launch_slack_ns=launch_slack,
         stage_ns=_stage_per_step(table, group, n),
         exposed_ns={category: exposed[:, j] for j, category in enumerate(CATEGORIES)},
     )
@@ -253,6 +278,7 @@ def path_metrics(
         harness_ns_per_decode_step=counts["harness"],
         graph_steps=counts["graph_steps"],
         eager_steps=counts["eager_steps"],
+        launch_bound=float(np.mean(launch_slack[has_slack] <= 0)) if has_slack.any() else None,
         limit_ns=int(limit.sum()),
         gpu_total_ns=int(gpu_ns.sum()),
         host_busy_total_ns=int(host_busy_ns.sum()),

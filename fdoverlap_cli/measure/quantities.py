@@ -125,6 +125,7 @@ class PerStep:
     host_busy_ns: np.ndarray  # int64: B_k = |I_k| - |I_k ∩ W|
     limit_ns: np.ndarray  # float64: max(G_k, B_k)
     harness_ns: np.ndarray  # float64: B_k minus the host's model launches, on decode-only steps
+    launch_slack_ns: np.ndarray  # float64: end of C_k's first span (the forward) - end of P_k (NaN: either missing)
     stage_ns: dict[str, np.ndarray] = field(default_factory=dict)  # host kind -> Σ its spans' lengths (NaN: none)
     exposed_ns: dict[str, np.ndarray] = field(default_factory=dict)  # category -> exposed time (NaN: no bubble)
 
@@ -200,6 +201,7 @@ class PathMetrics:
     harness_ns_per_decode_step: float | None = None
     graph_steps: int | None = None  # steps whose forward replayed a CUDA graph
     eager_steps: int | None = None  # steps whose forward the host launched kernel by kernel
+    launch_bound: float | None = None  # share of the steps with launch_slack_k <= 0
     limit_ns: int | None = 0  # T_limit = Σ_k max(G_k, B_k)
     gpu_total_ns: int | None = 0  # Σ_k G_k
     host_busy_total_ns: int = 0  # Σ_k B_k
@@ -240,6 +242,7 @@ GPU_FIELDS = (
     "gpu_busy_ns",
     "gpu_window_ns",
     "compute_mean_ns",
+    "launch_bound",
     "limit_ns",
     "gpu_total_ns",
 )
@@ -253,5 +256,6 @@ GPU_PER_STEP = (
     "bubble_ns",
     "gpu_ns",
     "compute_ns",
+    "launch_slack_ns",
     "limit_ns",
 )
