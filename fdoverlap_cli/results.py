@@ -28,11 +28,12 @@ from fdoverlap_cli.engine.output_ipc import MSGQUEUE
 from fdoverlap_cli.engine.token_check import IdentityCheck, StreamCheck
 from fdoverlap_cli.errors import InputError
 from fdoverlap_cli.fileio import write_json
+from fdoverlap_cli.json_doc import check_file
 from fdoverlap_cli.measure import schema
 from fdoverlap_cli.measure.derive import Derived, PathTiming, Window, derive
 from fdoverlap_cli.measure.metrics import RequestFacts, StepFacts
 from fdoverlap_cli.measure.records import KIND_CODE, Kind, SpanTable, Track
-from fdoverlap_cli.results_format import TIME_REFERENCE, check_file, check_results
+from fdoverlap_cli.results_format import TIME_REFERENCE, check_results
 
 RESULTS_FORMAT = "fdoverlap-run"
 RESULTS_VERSION = 2

@@ -10,15 +10,15 @@ and meta, the options) only need to be objects.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from fdoverlap_cli.errors import InputError, clip
+from fdoverlap_cli.json_doc import MAX_VALUE, describe, key_path
+from fdoverlap_cli.json_doc import Doc as D
 from fdoverlap_cli.measure import schema
 from fdoverlap_cli.measure.records import Track
 
-MAX_VALUE = 2**62
 STEP_COLUMNS = (*schema.HOST_COLUMNS, *schema.GPU_POINTS)
 COLUMNS = (*STEP_COLUMNS, *schema.WAIT_COLUMNS)
 COPY_TRACKS = (Track.COMPUTE_STREAM, Track.COPY_STREAM)
@@ -27,87 +27,6 @@ COPY_TRACKS = (Track.COMPUTE_STREAM, Track.COPY_STREAM)
 # value instead of twelve. Missing values are null.
 TIME_REFERENCE = {c: "pre_start" for c in schema.TIME_COLUMNS if c not in ("pre_start", "wait_start", "wait_end")}
 TIME_REFERENCE["wait_end"] = "wait_start"
-
-
-def _describe(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return json.dumps(value)
-    name = {dict: "an object", list: "an array", str: "a string", float: "a number", int: "an integer"}
-    text = clip(json.dumps(value, ensure_ascii=False)) if isinstance(value, (int, float, str)) else ""
-    return f"{name.get(type(value), type(value).__name__)} {text}".strip()
-
-
-def _key(where: str, key: str) -> str:
-    return f"{where}.{clip(key)}" if where else clip(key)
-
-
-class _Doc:
-    """Accessors that check as they read; each failure names the JSON path."""
-
-    @staticmethod
-    def object(value: Any, where: str) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise InputError(where, f"expected an object, got {_describe(value)}")
-        return value
-
-    @staticmethod
-    def field(obj: dict[str, Any], key: str, where: str) -> Any:
-        if key not in obj:
-            raise InputError(where, f"missing required field '{key}'")
-        return obj[key]
-
-    @classmethod
-    def str(cls, obj: dict[str, Any], key: str, where: str, *, nullable: bool = False) -> str | None:
-        value = cls.field(obj, key, where)
-        if (value is None and nullable) or isinstance(value, str):
-            return value
-        raise InputError(_key(where, key), f"expected a string, got {_describe(value)}")
-
-    @classmethod
-    def bool(cls, obj: dict[str, Any], key: str, where: str) -> bool:
-        value = cls.field(obj, key, where)
-        if not isinstance(value, bool):
-            raise InputError(_key(where, key), f"expected true or false, got {_describe(value)}")
-        return value
-
-    @staticmethod
-    def int_value(value: Any, where: str, *, minimum: int = -MAX_VALUE, nullable: bool = False) -> int | None:
-        if value is None and nullable:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise InputError(where, f"expected an integer, got {_describe(value)}")
-        if value < minimum:
-            raise InputError(where, f"must be at least {minimum}, got {clip(str(value))}")
-        if value > MAX_VALUE:
-            raise InputError(where, f"{clip(str(value))} is too large (at most 2^62)")
-        return value
-
-    @classmethod
-    def int(cls, obj: dict[str, Any], key: str, where: str, *, minimum: int = 0, nullable: bool = False) -> int | None:
-        return cls.int_value(cls.field(obj, key, where), _key(where, key), minimum=minimum, nullable=nullable)
-
-    @classmethod
-    def list(cls, obj: dict[str, Any], key: str, where: str) -> list[Any]:
-        value = cls.field(obj, key, where)
-        if not isinstance(value, list):
-            raise InputError(_key(where, key), f"expected an array, got {_describe(value)}")
-        return value
-
-    @classmethod
-    def strings(cls, obj: dict[str, Any], key: str, where: str) -> None:
-        for i, item in enumerate(cls.list(obj, key, where)):
-            if not isinstance(item, str):
-                raise InputError(f"{_key(where, key)}[{i}]", f"expected a string, got {_describe(item)}")
-
-    @classmethod
-    def optional(cls, obj: dict[str, Any], key: str, where: str) -> dict[str, Any] | None:
-        value = cls.field(obj, key, where)
-        return None if value is None else cls.object(value, _key(where, key))
-
-
-D = _Doc
 
 
 def check_results(doc: dict[str, Any]) -> None:
@@ -147,7 +66,7 @@ def check_results(doc: dict[str, Any]) -> None:
     paths = D.object(D.field(doc, "paths", ""), "paths")
     for name, path in paths.items():
         if name not in schema.PATHS:
-            raise InputError(_key("paths", name), f"unknown path (expected {' or '.join(schema.PATHS)})")
+            raise InputError(key_path("paths", name), f"unknown path (expected {' or '.join(schema.PATHS)})")
         _path(D.object(path, f"paths.{name}"), name)
     tp = doc.get("tensor_parallel")  # absent in files written before --tp
     if tp is not None:
@@ -169,13 +88,13 @@ def _tensor_parallel(tp: dict[str, Any]) -> None:
             D.int(sent, path, f"{at}.messages_sent")
         tokens = D.object(D.field(rank, "tokens", at), f"{at}.tokens")
         for path, digests in tokens.items():
-            digests = D.object(digests, _key(f"{at}.tokens", path))
+            digests = D.object(digests, key_path(f"{at}.tokens", path))
             for request in digests:
-                D.str(digests, request, _key(f"{at}.tokens", path))
+                D.str(digests, request, key_path(f"{at}.tokens", path))
         paths = D.object(D.field(rank, "paths", at), f"{at}.paths")
         for name, path in paths.items():
             if name not in schema.PATHS:
-                raise InputError(_key(f"{at}.paths", name), f"unknown path (expected {' or '.join(schema.PATHS)})")
+                raise InputError(key_path(f"{at}.paths", name), f"unknown path (expected {' or '.join(schema.PATHS)})")
             _path(D.object(path, f"{at}.paths.{name}"), name, f"{at}.paths.{name}")
 
 
@@ -190,11 +109,11 @@ def _options(options: dict[str, Any]) -> None:
         runner = D.object(runner, "options.runner")
         if "design" in runner and runner["design"] not in DESIGNS:
             raise InputError(
-                "options.runner.design", f"expected {' or '.join(DESIGNS)}, got {_describe(runner['design'])}"
+                "options.runner.design", f"expected {' or '.join(DESIGNS)}, got {describe(runner['design'])}"
             )
     if "output_ipc" in options and options["output_ipc"] not in OUTPUT_IPCS:
         raise InputError(
-            "options.output_ipc", f"expected {' or '.join(OUTPUT_IPCS)}, got {_describe(options['output_ipc'])}"
+            "options.output_ipc", f"expected {' or '.join(OUTPUT_IPCS)}, got {describe(options['output_ipc'])}"
         )
 
 
@@ -202,7 +121,7 @@ def _window(value: Any) -> None:
     if value is None:
         return
     if not isinstance(value, list) or len(value) != 2:
-        raise InputError("window", f"expected null or [FIRST, LAST], got {_describe(value)}")
+        raise InputError("window", f"expected null or [FIRST, LAST], got {describe(value)}")
     first, last = (D.int_value(v, f"window[{i}]", minimum=0) for i, v in enumerate(value))
     if first > last:  # type: ignore[operator]
         raise InputError("window", f"FIRST {first} is after LAST {last}")
@@ -217,7 +136,7 @@ def _graphs(graphs: dict[str, Any]) -> None:
     known = {"sizes", "capture_ns", "allocated_before", "allocated_after", "reserved_before", "reserved_after"}
     for key in graphs:
         if key not in known | {"memory_bytes"}:
-            raise InputError(_key(where, key), "unknown field")
+            raise InputError(key_path(where, key), "unknown field")
 
 
 def _eager_warmup(warmup: dict[str, Any]) -> None:
@@ -227,7 +146,7 @@ def _eager_warmup(warmup: dict[str, Any]) -> None:
     D.int(warmup, "warmup_ns", where)
     for key in warmup:
         if key not in {"token_counts", "warmup_ns"}:
-            raise InputError(_key(where, key), "unknown field")
+            raise InputError(key_path(where, key), "unknown field")
 
 
 def _identity(identity: dict[str, Any]) -> None:
@@ -248,17 +167,17 @@ def _identity(identity: dict[str, Any]) -> None:
 def _path(path: dict[str, Any], name: str, where: str | None = None) -> None:
     where = where or f"paths.{name}"
     if D.str(path, "name", where) != name:
-        raise InputError(f"{where}.name", f"expected '{name}', the path's key, got {_describe(path['name'])}")
+        raise InputError(f"{where}.name", f"expected '{name}', the path's key, got {describe(path['name'])}")
     D.bool(path, "complete", where)
     if D.str(path, "copy_track", where) not in COPY_TRACKS:
         raise InputError(
-            f"{where}.copy_track", f"expected {' or '.join(COPY_TRACKS)}, got {_describe(path['copy_track'])}"
+            f"{where}.copy_track", f"expected {' or '.join(COPY_TRACKS)}, got {describe(path['copy_track'])}"
         )
     base = D.int(path, "time_base_ns", where)
     _columns(D.object(D.field(path, "columns", where), f"{where}.columns"), base or 0, f"{where}.columns")
     tokens = D.object(D.field(path, "tokens", where), f"{where}.tokens")
     for request, digest in tokens.items():
-        at = _key(f"{where}.tokens", request)
+        at = key_path(f"{where}.tokens", request)
         digest = D.object(digest, at)
         D.int(digest, "count", at)
         D.str(digest, "sha256", at)
@@ -280,7 +199,7 @@ def _reader(reader: dict[str, Any], where: str) -> None:
         D.int(reader, key, where)
     for i, marker in enumerate(D.list(reader, "markers", where)):
         if not isinstance(marker, list):
-            raise InputError(f"{where}.markers[{i}]", f"expected an array, got {_describe(marker)}")
+            raise InputError(f"{where}.markers[{i}]", f"expected an array, got {describe(marker)}")
     D.strings(reader, "anomalies", where)
     at = f"{where}.output_check"
     check = D.object(D.field(reader, "output_check", where), at)
@@ -294,7 +213,7 @@ def _columns(columns: dict[str, Any], base: int, where: str) -> None:
     """Types, lengths and ranges of a step table as PathRecord.to_dict wrote it (times as offsets)."""
     for name in columns:
         if name not in COLUMNS:
-            raise InputError(_key(where, name), "unknown step-table column")
+            raise InputError(key_path(where, name), "unknown step-table column")
     if "step" not in columns:
         raise InputError(where, "missing required column 'step'")
     for _, start, end, _ in (*schema.STEP_SPANS, schema.WAIT_SPAN):  # a span needs both ends
@@ -310,11 +229,11 @@ def _columns(columns: dict[str, Any], base: int, where: str) -> None:
         for name in present:
             if len(lists[name]) != len(lists[first]):
                 raise InputError(
-                    _key(where, name), f"has {len(lists[name]):,} rows, '{first}' has {len(lists[first]):,}"
+                    key_path(where, name), f"has {len(lists[name]):,} rows, '{first}' has {len(lists[first]):,}"
                 )
     absolute: dict[str, list[int | None]] = {}
     for name in sorted(lists, key=lambda c: c in TIME_REFERENCE):  # references first, as PathRecord reads them
-        at = _key(where, name)
+        at = key_path(where, name)
         if name in schema.TIME_COLUMNS:
             refs = absolute.get(TIME_REFERENCE[name]) if name in TIME_REFERENCE else None
             absolute[name] = list(_times(lists[name], refs, base, at, TIME_REFERENCE.get(name)))
@@ -382,27 +301,10 @@ def check_sweep(doc: dict[str, Any]) -> None:
         D.str(point, "label", at)
         status = D.str(point, "status", at)
         if status not in POINT_STATUSES:
-            raise InputError(f"{at}.status", f"expected one of {', '.join(POINT_STATUSES)}, got {_describe(status)}")
+            raise InputError(f"{at}.status", f"expected one of {', '.join(POINT_STATUSES)}, got {describe(status)}")
         D.str(point, "error", at, nullable=True)
         run = D.optional(point, "run", at)
         if status == "done" and (run is None or run.get("complete") is not True):
             raise InputError(f"{at}.run", "a done point holds a complete run")
     if len(ids) != len(doc["points"]):
         raise InputError("points", "two points have the same id")
-
-
-def check_file(
-    doc: Any, where: str, fmt: str, version: int, what: str, check: Callable[[dict[str, Any]], None]
-) -> None:
-    """A results file's format name and version, then `check` of the whole: one InputError naming where."""
-    if not isinstance(doc, dict) or doc.get("format") != fmt:
-        raise InputError(where, f"not an fdoverlap {what} file (expected format '{fmt}')")
-    if doc.get("version") != version:
-        raise InputError(
-            f"{where}: version",
-            f"unknown {what} version {doc.get('version')!r} (this fdoverlap reads version {version})",
-        )
-    try:
-        check(doc)
-    except InputError as e:
-        raise InputError(f"{where}: {e.where}" if e.where else where, e.reason) from None

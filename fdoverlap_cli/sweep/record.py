@@ -15,8 +15,9 @@ from typing import Any
 
 from fdoverlap_cli.errors import InputError
 from fdoverlap_cli.fileio import write_json
+from fdoverlap_cli.json_doc import check_file
 from fdoverlap_cli.results import RunResult
-from fdoverlap_cli.results_format import POINT_STATUSES, check_file, check_sweep
+from fdoverlap_cli.results_format import POINT_STATUSES, check_sweep
 
 SWEEP_FORMAT = "fdoverlap-sweep"
 SWEEP_VERSION = 1

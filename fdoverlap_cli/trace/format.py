@@ -17,6 +17,7 @@ from typing import Any
 
 from fdoverlap_cli.errors import InputError, clip
 from fdoverlap_cli.fileio import read_input
+from fdoverlap_cli.json_doc import describe
 
 FORMAT_NAME = "fdoverlap-trace"
 FORMAT_VERSION = 1
@@ -107,16 +108,8 @@ def _expect(value: Any, kind: type | tuple[type, ...], where: str, what: str) ->
     if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
         raise InputError(where, f"expected {what}, got {json.dumps(value)}")
     if not isinstance(value, kind):
-        raise InputError(where, f"expected {what}, got {_describe(value)}")
+        raise InputError(where, f"expected {what}, got {describe(value)}")
     return value
-
-
-def _describe(value: Any) -> str:
-    if value is None:
-        return "null"
-    name = {dict: "an object", list: "an array", str: "a string", float: "a number", int: "an integer"}
-    text = clip(json.dumps(value, ensure_ascii=False)) if isinstance(value, (int, float, str)) else ""
-    return f"{name.get(type(value), type(value).__name__)} {text}".strip()
 
 
 def _int(
@@ -240,7 +233,7 @@ def trace_from_dict(obj: Any) -> Trace:
     obj = _object(obj, "$")
     fmt = obj.get("format")
     if fmt != FORMAT_NAME:
-        raise InputError("format", f"expected '{FORMAT_NAME}', got {_describe(fmt)}")
+        raise InputError("format", f"expected '{FORMAT_NAME}', got {describe(fmt)}")
     if "version" not in obj:
         raise InputError("$", "missing required field 'version'")
     version = _expect(obj["version"], int, "version", "an integer")
