@@ -138,9 +138,13 @@ class ModelForward:
         self.capture: GraphCapture | None = None
         self.warmup: EagerWarmup | None = None
 
+    def graph_size(self, token_num: int, decode_only: bool) -> int | None:
+        """The capture size a batch of `token_num` tokens replays once the graphs are captured (None: eagerly)."""
+        return padded_size(self.sizes, token_num) if decode_only else None
+
     def runs_eagerly(self, token_num: int, decode_only: bool) -> bool:
-        """Whether `run` launches a batch of `token_num` tokens eagerly (no graph of its size is captured)."""
-        return not (decode_only and padded_size(self.sizes, token_num) is not None)
+        """Whether `run` launches a batch of `token_num` tokens eagerly once the graphs are captured."""
+        return self.graph_size(token_num, decode_only) is None
 
     def eager_counts(self, launches: Iterable[tuple[int, bool]]) -> tuple[int, ...]:
         """The distinct token counts of `launches` ((token_num, decode_only) per step) that run eagerly, ascending."""
@@ -213,7 +217,7 @@ class ModelForward:
         if not token_num:  # nothing to pack or run (zero-row op outputs would also make paddle log a warning)
             return Forward(None, None, -1, 0)
         s, ops, dev = self.share, self.ops, self.device
-        size = padded_size(self.sizes, token_num) if decode_only and self.graphs else None
+        size = self.graph_size(token_num, decode_only) if self.graphs else None
         rows = token_num if size is None else size
         ids, batch_id, cu_q, _cu_k = ops.get_padding_offset(s.input_ids, s.seq_lens_this_time, rows)
         t0 = time.monotonic_ns()
