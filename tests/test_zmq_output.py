@@ -236,6 +236,46 @@ def test_a_signal_while_the_sender_waits_leaves_nothing_behind(signum):
     assert not folder.exists()
 
 
+class _Signalled(Exception):
+    pass
+
+
+def test_a_signal_that_another_thread_takes_stops_a_waiting_receiver():
+    """A signal whose C handler ran outside the main thread's poll (here in another thread; in the reader, also
+    just before the poll) must still stop a receive with no timeout. A reader whose tool died used to stay in
+    zmq_poll(-1) for good with SIGUSR2's handler pending (gdb: Handlers[12].tripped = 1); a message the thread
+    pushes 5 s later is what ended the wait then."""
+    zmq = require_zmq()
+
+    def raise_signalled(signum: int, _frame: object) -> None:
+        raise _Signalled(signum)
+
+    def signal_then_push(address: str) -> None:
+        time.sleep(0.2)  # the main thread is in receive() by then
+        signal.pthread_kill(threading.get_ident(), signal.SIGUSR2)  # the handler's flag set, in this thread
+        time.sleep(5)
+        context = zmq.Context()
+        push = context.socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 1000)
+        push.connect(address)
+        push.send_pyobj(zmq_output._end_of_run())
+        push.close()
+        context.term()
+
+    previous = signal.signal(signal.SIGUSR2, raise_signalled)
+    try:
+        with ZmqEndpoint() as endpoint, ZmqReceiver(endpoint.address) as receiver:
+            thread = threading.Thread(target=signal_then_push, args=(endpoint.address,), daemon=True)
+            thread.start()
+            start = time.monotonic()
+            with pytest.raises(_Signalled):
+                receiver.receive()
+            assert time.monotonic() - start < 2.0
+            thread.join(10)
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+
+
 def test_remove_endpoint_removes_only_an_endpoint_folder(tmp_path):
     other = tmp_path / "keep"
     other.mkdir()

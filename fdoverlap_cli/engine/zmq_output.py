@@ -49,7 +49,7 @@ PREEMPTED_TOKEN = -9  # as save_output writes it (the SysV reader's PREEMPTED)
 PREEMPTED_FLAG = 1  # the preempted_idx value that marks a slot
 RESERVED_MSG_ID = 2  # a leading -2 means "no message" to FastDeploy's reader: save_output refuses it
 ENDPOINT_PREFIX = "fdoverlap-zmq-"
-_POLL_MS = 50  # how often a waiting sender thread looks at the stop flag
+_POLL_MS = 50  # how often a waiting sender thread looks at the stop flag, and the reader at its signals
 _MAX_IPC_PATH = 107  # sun_path holds 108 bytes with the terminating NUL
 
 
@@ -376,9 +376,18 @@ class ZmqReceiver:
         self.close()
 
     def receive(self, timeout_ms: int | None = None) -> StepOutput | None:
-        """The next step's output (the end of the run has no slots); None if nothing came within timeout_ms."""
-        if not self._socket.poll(-1 if timeout_ms is None else timeout_ms, self._zmq.POLLIN):
-            return None
+        """The next step's output (the end of the run has no slots); None if nothing came within timeout_ms.
+
+        The wait is polls of at most _POLL_MS, so that the interpreter runs a signal's handler within one: a
+        signal that lands just before an unbounded poll, or in another thread, only sets the handler's flag,
+        and a reader whose tool had died (the death signal) waited for a message that never came."""
+        deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000
+        while True:
+            left_ms = _POLL_MS if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+            if self._socket.poll(min(left_ms, _POLL_MS), self._zmq.POLLIN):
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
         data = self._socket.recv()
         try:
             item = pickle.loads(data)
