@@ -236,6 +236,42 @@ def test_a_signal_while_the_sender_waits_leaves_nothing_behind(signum):
     assert not folder.exists()
 
 
+def test_a_send_takes_no_lock_a_signal_could_leave_taken():
+    """A stop signal's handler raises wherever the interpreter runs Python code; inside a queue.Queue's lock that
+    left the lock taken, and close() hung on it (gdb: the main thread in put_nowait under close()). A send, on a
+    free queue and on a full one, runs no Python code of queue or threading."""
+    seen: set[str] = set()
+
+    def tracer(frame, event, _arg):
+        if event == "call":
+            seen.add(Path(frame.f_code.co_filename).name)
+
+    steps = random_steps(20_000, seed=3)
+    with ZmqEndpoint() as endpoint, ZmqReceiver(endpoint.address, high_water_mark=1) as receiver:
+        with ZmqSender(endpoint.address, max_queued=2, high_water_mark=1, send_timeout_ms=600_000) as sender:
+
+            def pull_once_the_queue_was_full() -> None:
+                while not sender.queue_full:
+                    time.sleep(0.001)
+                for _ in receiver.messages():
+                    pass
+
+            puller = threading.Thread(target=pull_once_the_queue_was_full, daemon=True)
+            puller.start()
+            sys.setprofile(tracer)  # this thread's calls only
+            try:
+                for tokens, not_need_stop, preempted in steps:
+                    sender.send(tokens, np.array([not_need_stop]), preempted)
+                    if sender.queue_full:
+                        break
+            finally:
+                sys.setprofile(None)
+            sender.send_end()
+            puller.join(timeout=60)
+        assert sender.queue_full and not puller.is_alive()
+    assert not seen & {"queue.py", "threading.py"}, seen
+
+
 class _Signalled(Exception):
     pass
 

@@ -1,6 +1,6 @@
 """The ZMQ output path (FastDeploy's `FD_USE_GET_SAVE_OUTPUT_V1`), beside the SysV message queue.
 
-    save (main thread) ──put──► queue.Queue ──► sender thread: pickle, PUSH ──► ipc://<private folder>/output
+    save (main thread) ──put──► queue.SimpleQueue ──► sender thread: pickle, PUSH ──► ipc://<private folder>/output
                                                                                  ──► PULL (the output reader)
 
 save_model_output hands `ZmqSender.send` the same three host buffers it hands the SysV sender; the main
@@ -8,9 +8,11 @@ thread copies them into one `StepOutput` (the SysV message's fields, split per s
 `_build_stream_transfer_data` splits them) and puts it on the queue; a daemon thread pickles it (as
 `send_pyobj` does, holding the GIL) and sends it. A message the reader does not take within the send
 timeout (3000 ms, FastDeploy's) is an error raised on the main thread at the next send or at the end of
-the run, never a silent drop. Back-pressure is counted: the main thread waits when the queue is full
-(the interval `send` returns, as the SysV sender returns its wait on a full queue), the sender thread
-when the socket is full (`socket_wait_intervals`).
+the run, never a silent drop. Back-pressure is counted: the main thread waits when MAX_QUEUED steps are
+queued and not yet taken (the interval `send` returns, as the SysV sender returns its wait on a full
+queue), the sender thread when the socket is full (`socket_wait_intervals`). The main thread takes no
+Python-level lock: a queue.Queue's lock, taken when a stop signal's handler raised, stayed taken and hung
+close(); a SimpleQueue's put is one C call, and the bound is a count of puts against a count of takes.
 
 Life cycle: `ZmqEndpoint` owns a private folder (mode 0700) and the address in it, and removes both on
 exit from its `with` block, whatever happened; the reader binds the PULL there (`ZmqReceiver`, which
@@ -50,6 +52,7 @@ PREEMPTED_FLAG = 1  # the preempted_idx value that marks a slot
 RESERVED_MSG_ID = 2  # a leading -2 means "no message" to FastDeploy's reader: save_output refuses it
 ENDPOINT_PREFIX = "fdoverlap-zmq-"
 _POLL_MS = 50  # how often a waiting sender thread looks at the stop flag, and the reader at its signals
+_FULL_QUEUE_SLEEP_S = 50e-6  # how often save, waiting on a full queue, looks whether the sender took a step
 _MAX_IPC_PATH = 107  # sun_path holds 108 bytes with the terminating NUL
 
 
@@ -195,7 +198,10 @@ class ZmqSender:
         self._reported = False
         self._stop = threading.Event()
         self._end_sent = threading.Event()
-        self._queue: queue.Queue[StepOutput | None] = queue.Queue(maxsize=max_queued)
+        self._queue: queue.SimpleQueue[StepOutput | None] = queue.SimpleQueue()
+        self._max_queued = max_queued
+        self._puts = 0  # items the main thread put (written by it alone)
+        self._taken = 0  # items the sender thread took (written by it alone)
         self._context = zmq.Context()
         self._socket = self._context.socket(zmq.PUSH)
         self._socket.setsockopt(zmq.LINGER, 0)
@@ -248,25 +254,19 @@ class ZmqSender:
         return self._put(output)
 
     def _put(self, item: StepOutput | None) -> tuple[int, int] | None:
-        try:
-            self._queue.put_nowait(item)
-            return None
-        except queue.Full:
-            pass
-        start = time.monotonic_ns()
-        self.queue_full += 1
-        while True:
-            self.raise_if_failed()
-            if self._check_alive is not None:
-                self._check_alive()
-            try:
-                # Held: a stop signal's handler raising inside the queue's lock can leave it held, and close()
-                # would then wait for it forever; the signal comes at the block's end instead (within _POLL_MS).
-                with stop_signals.held():
-                    self._queue.put(item, timeout=_POLL_MS / 1000)
-                return start, time.monotonic_ns()
-            except queue.Full:
-                continue
+        waited = None
+        if self._puts - self._taken >= self._max_queued:
+            start = time.monotonic_ns()
+            self.queue_full += 1
+            while self._puts - self._taken >= self._max_queued:
+                self.raise_if_failed()
+                if self._check_alive is not None:
+                    self._check_alive()
+                time.sleep(_FULL_QUEUE_SLEEP_S)
+            waited = start, time.monotonic_ns()
+        self._queue.put(item)
+        self._puts += 1
+        return waited
 
     def send_end(self, timeout_s: float = 10.0) -> None:
         """Send the end-of-run message [0, 0] after every queued step: return once the socket has taken it,
@@ -283,8 +283,7 @@ class ZmqSender:
         """Stop the thread, close the socket (linger 0: call it once the reader has finished, or the run failed)
         and the context; idempotent."""
         self._stop.set()
-        with contextlib.suppress(queue.Full):
-            self._queue.put_nowait(None)  # wakes a thread waiting for work
+        self._queue.put(None)  # wakes a thread waiting for work
         self._thread.join(self.send_timeout_ms / 1000 + 5)
         if self._thread.is_alive():  # not reached: the thread looks at the stop flag every _POLL_MS
             raise FdoError("the ZMQ output sender thread did not stop", exit_code=ExitCode.INTERNAL)
@@ -298,6 +297,7 @@ class ZmqSender:
         try:
             while True:
                 item = self._queue.get()
+                self._taken += 1
                 if item is None or self._stop.is_set():
                     break
                 self._send(pickle.dumps(item))
