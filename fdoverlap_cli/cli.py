@@ -20,17 +20,20 @@ def _exit_at_once(signum: int, _frame: object) -> None:
 def _exit_at_once_outside_main() -> None:
     """Before main() takes over and after it is done, SIGINT/SIGTERM/SIGHUP exit at once with 130/143/129
     and one line: importing Typer and the commands takes a while, and nothing needs cleaning up yet; at
-    shutdown everything is cleaned up and written already. Handlers someone else installed stay.
+    shutdown everything is cleaned up and written already. Each signal at its default action gets this;
+    one ignored (SIGINT in a shell's background job, SIGHUP under nohup) or handled by someone else stays so.
 
-    The last exit callback holds the signals back: past it the interpreter puts the default actions
+    The last exit callback holds those signals back: past it the interpreter puts the default actions
     back while it tears down (paddle included), and a signal then would end the process
     silently with -2/-15. Held, it is dropped at exit and the exit code is the command's own."""
-    defaults = signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    defaults = defaults and all(signal.getsignal(s) == signal.SIG_DFL for s in STOP_SIGNALS if s != signal.SIGINT)
-    if defaults and threading.current_thread() is threading.main_thread():
-        for signum in STOP_SIGNALS:
-            signal.signal(signum, _exit_at_once)
-        atexit.register(signal.pthread_sigmask, signal.SIG_BLOCK, STOP_SIGNALS)  # registered first: runs last
+    if threading.current_thread() is not threading.main_thread():
+        return
+    default = {s: signal.default_int_handler if s == signal.SIGINT else signal.SIG_DFL for s in STOP_SIGNALS}
+    ours = [s for s in STOP_SIGNALS if signal.getsignal(s) == default[s]]
+    for signum in ours:
+        signal.signal(signum, _exit_at_once)
+    if ours:
+        atexit.register(signal.pthread_sigmask, signal.SIG_BLOCK, ours)  # registered first: runs last
 
 
 _exit_at_once_outside_main()

@@ -314,12 +314,23 @@ def test_profile_interrupted_under_real_nsys(tmp_path, ops, event, offset, signu
     )
 
 
+# A child started by a pytest that runs as a shell's background job inherits SIGINT ignored (and under nohup,
+# SIGHUP): the scripts below start as from a terminal, with the stop signals at their defaults.
+_DEFAULT_STOP_SIGNALS = (
+    "import signal\n"
+    "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_DFL)\n"
+    "signal.signal(signal.SIGHUP, signal.SIG_DFL)\n"
+)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
 def test_signal_while_exiting_is_one_line(signum):
     """A signal that lands in an atexit callback, after the command is done: the exit code says so, one
     line, no traceback (SystemExit raised there would print one and be lost)."""
     script = (
         "import atexit, os, sys, time\n"
+        f"{_DEFAULT_STOP_SIGNALS}"
         "from fdoverlap_cli import cli\n"
         f"atexit.register(lambda: os.kill(os.getpid(), {int(signum)}) or time.sleep(5))\n"
         "sys.argv = ['fdoverlap', '--version']\n"
@@ -365,9 +376,35 @@ def test_a_signal_during_the_interpreters_teardown_changes_nothing(signum):
     stands (everything was written already)."""
     script = (
         "import os, sys, time\n"
+        f"{_DEFAULT_STOP_SIGNALS}"
         "from fdoverlap_cli import cli\n"
         "class Late:\n"  # its __del__ runs as the interpreter clears modules, after every exit callback
         f"    def __del__(self, kill=os.kill, pid=os.getpid(), sleep=time.sleep):\n"
+        f"        kill(pid, {int(signum)})\n"
+        "        sleep(0.5)\n"
+        "late = Late()\n"
+        "sys.argv = ['fdoverlap', '--version']\n"
+        "cli.entry_point()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.stdout.startswith("fdoverlap "), done.stdout
+    assert (done.returncode, done.stderr) == (0, "")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_with_sigint_ignored_the_other_signals_are_still_held_at_teardown(signum):
+    """A shell's background job starts with SIGINT ignored: it stays ignored, and SIGTERM or SIGHUP during the
+    teardown is still held (it once went unhandled, since the tool only handled the three when all were at
+    their defaults, and ended the process with -15 / -1)."""
+    script = (
+        "import os, sys, time\n"
+        f"{_DEFAULT_STOP_SIGNALS}"
+        "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "from fdoverlap_cli import cli\n"
+        "assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN\n"
+        "class Late:\n"
+        f"    def __del__(self, kill=os.kill, pid=os.getpid(), sleep=time.sleep):\n"
+        f"        kill(pid, {int(signal.SIGINT)})\n"
         f"        kill(pid, {int(signum)})\n"
         "        sleep(0.5)\n"
         "late = Late()\n"
