@@ -1,7 +1,7 @@
 """The two ways save_model_output hands a step's tokens to the output reader, opened and closed per replay.
 
     msgqueue  save_output (msgsnd) on a private SysV queue on the main thread (FastDeploy's default)
-    zmq       a queue.Queue and a daemon sender thread, PUSH to the reader's PULL on a private ipc:// endpoint
+    zmq       a queue.SimpleQueue and a daemon sender thread, PUSH to the reader's PULL on a private ipc:// endpoint
               (FastDeploy's FD_USE_GET_SAVE_OUTPUT_V1; engine/zmq_output.py)
 
 `open_output(kind, trace, ops)` is a `with` block yielding an `OutputChannel`: the reader process (not
