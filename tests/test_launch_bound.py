@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from fdoverlap_cli.measure.derive import PathTiming, derive
@@ -80,5 +81,5 @@ def test_the_same_run_on_a_fast_host_is_not():
     view = RunResult.load(RUNS / "h200-default-graphs-off.json").view(None)
     for name in ("sync", "overlap"):
         assert view.paths[name].launch_bound < 0.05, name
-        assert min(view.paths[name].per_step.launch_slack_ns) > 0, name
+        assert np.nanmin(view.paths[name].per_step.launch_slack_ns) > 0, name
     assert not any("launch-bound" in n for n in view.notes)
