@@ -369,44 +369,35 @@ def test_a_killed_tool_leaves_nothing_behind(tmp_path, ops, offset):
     assert run.debris() == []
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
-def test_a_signal_during_the_interpreters_teardown_changes_nothing(signum):
+TEARDOWN_CASES = [
+    ((signal.SIGINT,), False),
+    ((signal.SIGTERM,), False),
+    ((signal.SIGHUP,), False),
+    ((signal.SIGINT, signal.SIGTERM), True),
+    ((signal.SIGINT, signal.SIGHUP), True),
+]
+
+
+@pytest.mark.parametrize(
+    ("sent", "sigint_ignored"),
+    TEARDOWN_CASES,
+    ids=[f"{'+'.join(s.name for s in sent)}{'-sigint-ignored' if ign else ''}" for sent, ign in TEARDOWN_CASES],
+)
+def test_a_signal_during_the_interpreters_teardown_changes_nothing(sent, sigint_ignored):
     """After the last exit callback the interpreter puts the default actions back while it tears modules
     down; a signal then must not end the process silently with -N: it is held, and the command's code
-    stands (everything was written already)."""
+    stands (everything was written already). A shell's background job starts with SIGINT ignored: it stays
+    ignored, and SIGTERM or SIGHUP is still held (the tool once handled the three only when all were at their
+    defaults, and the process ended with -15 / -1)."""
     script = (
         "import os, sys, time\n"
         f"{_DEFAULT_STOP_SIGNALS}"
-        "from fdoverlap_cli import cli\n"
+        + ("signal.signal(signal.SIGINT, signal.SIG_IGN)\n" if sigint_ignored else "")
+        + "from fdoverlap_cli import cli\n"
         "class Late:\n"  # its __del__ runs as the interpreter clears modules, after every exit callback
-        f"    def __del__(self, kill=os.kill, pid=os.getpid(), sleep=time.sleep):\n"
-        f"        kill(pid, {int(signum)})\n"
-        "        sleep(0.5)\n"
-        "late = Late()\n"
-        "sys.argv = ['fdoverlap', '--version']\n"
-        "cli.entry_point()\n"
-    )
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert done.stdout.startswith("fdoverlap "), done.stdout
-    assert (done.returncode, done.stderr) == (0, "")
-
-
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
-def test_with_sigint_ignored_the_other_signals_are_still_held_at_teardown(signum):
-    """A shell's background job starts with SIGINT ignored: it stays ignored, and SIGTERM or SIGHUP during the
-    teardown is still held (it once went unhandled, since the tool only handled the three when all were at
-    their defaults, and ended the process with -15 / -1)."""
-    script = (
-        "import os, sys, time\n"
-        f"{_DEFAULT_STOP_SIGNALS}"
-        "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-        "from fdoverlap_cli import cli\n"
-        "assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN\n"
-        "class Late:\n"
-        f"    def __del__(self, kill=os.kill, pid=os.getpid(), sleep=time.sleep):\n"
-        f"        kill(pid, {int(signal.SIGINT)})\n"
-        f"        kill(pid, {int(signum)})\n"
-        "        sleep(0.5)\n"
+        "    def __del__(self, kill=os.kill, pid=os.getpid(), sleep=time.sleep):\n"
+        + "".join(f"        kill(pid, {int(signum)})\n" for signum in sent)
+        + "        sleep(0.5)\n"
         "late = Late()\n"
         "sys.argv = ['fdoverlap', '--version']\n"
         "cli.entry_point()\n"
