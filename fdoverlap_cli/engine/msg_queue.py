@@ -27,6 +27,7 @@ IPC_RMID = 0
 IPC_STAT = 2
 MESSAGE_TYPE = 1  # the mtype save_output uses
 END_OF_RUN = (0, 0)  # the message that tells the reader the run is over
+FULL_QUEUE_SLEEP_S = 50e-6  # how often save, waiting on a full output queue, tries again (both output paths)
 
 
 class _IpcPerm(ctypes.Structure):

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from fdoverlap_cli.engine import parent_death
-from fdoverlap_cli.engine.msg_queue import END_OF_RUN, remove_queue
+from fdoverlap_cli.engine.msg_queue import END_OF_RUN, FULL_QUEUE_SLEEP_S, remove_queue
 from fdoverlap_cli.errors import FdoError
 from fdoverlap_cli.fileio import atomic_open, write_json
 from fdoverlap_cli.trace import Trace
@@ -284,7 +284,7 @@ class OutputSender:
             blocked_since = blocked_since or time.monotonic_ns()
             self.full_waits += 1
             self.reader.check_alive()
-            time.sleep(50e-6)
+            time.sleep(FULL_QUEUE_SLEEP_S)
 
 
 # --------------------------------------------------------------------------- the reader process

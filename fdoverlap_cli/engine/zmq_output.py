@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from fdoverlap_cli import stop_signals
-from fdoverlap_cli.engine.msg_queue import END_OF_RUN
+from fdoverlap_cli.engine.msg_queue import END_OF_RUN, FULL_QUEUE_SLEEP_S
 from fdoverlap_cli.errors import ExitCode, FdoError
 
 SEND_TIMEOUT_MS = 3000  # FastDeploy's SNDTIMEO on the worker's PUSH socket
@@ -52,7 +52,6 @@ PREEMPTED_FLAG = 1  # the preempted_idx value that marks a slot
 RESERVED_MSG_ID = 2  # a leading -2 means "no message" to FastDeploy's reader: save_output refuses it
 ENDPOINT_PREFIX = "fdoverlap-zmq-"
 _POLL_MS = 50  # how often a waiting sender thread looks at the stop flag, and the reader at its signals
-_FULL_QUEUE_SLEEP_S = 50e-6  # how often save, waiting on a full queue, looks whether the sender took a step
 _MAX_IPC_PATH = 107  # sun_path holds 108 bytes with the terminating NUL
 
 
@@ -262,7 +261,7 @@ class ZmqSender:
                 self.raise_if_failed()
                 if self._check_alive is not None:
                     self._check_alive()
-                time.sleep(_FULL_QUEUE_SLEEP_S)
+                time.sleep(FULL_QUEUE_SLEEP_S)
             waited = start, time.monotonic_ns()
         self._queue.put(item)
         self._puts += 1
